@@ -1,0 +1,27 @@
+# Pinned llama.cpp, placed by scripts/setup.sh. Refuse any other commit.
+set(MODELD_LLAMA_DIR "${PROJECT_SOURCE_DIR}/third_party/llama.cpp" CACHE PATH "verified llama.cpp tree")
+set(MODELD_LLAMA_COMMIT "de3ff815ea7d559ee917f063901b8986f038abc6")
+
+if(NOT EXISTS "${MODELD_LLAMA_DIR}/CMakeLists.txt")
+  message(FATAL_ERROR "llama.cpp not found at ${MODELD_LLAMA_DIR}: run scripts/setup.sh")
+endif()
+execute_process(COMMAND git -C "${MODELD_LLAMA_DIR}" rev-parse HEAD
+                OUTPUT_VARIABLE _llama_head OUTPUT_STRIP_TRAILING_WHITESPACE RESULT_VARIABLE _rc)
+if(NOT _rc EQUAL 0 OR NOT _llama_head STREQUAL MODELD_LLAMA_COMMIT)
+  message(FATAL_ERROR "llama.cpp at ${MODELD_LLAMA_DIR} is at '${_llama_head}', expected ${MODELD_LLAMA_COMMIT}: run scripts/setup.sh")
+endif()
+
+# Build only what we link: ggml, ggml-cpu, libllama.
+set(BUILD_SHARED_LIBS OFF CACHE BOOL "" FORCE)
+set(LLAMA_BUILD_COMMON OFF CACHE BOOL "" FORCE)
+set(LLAMA_BUILD_TESTS OFF CACHE BOOL "" FORCE)
+set(LLAMA_BUILD_TOOLS OFF CACHE BOOL "" FORCE)
+set(LLAMA_BUILD_EXAMPLES OFF CACHE BOOL "" FORCE)
+set(LLAMA_BUILD_SERVER OFF CACHE BOOL "" FORCE)
+set(LLAMA_BUILD_APP OFF CACHE BOOL "" FORCE)
+set(LLAMA_CURL OFF CACHE BOOL "" FORCE)
+set(LLAMA_OPENSSL OFF CACHE BOOL "" FORCE)
+set(LLAMA_ALL_WARNINGS OFF CACHE BOOL "" FORCE)
+set(GGML_BUILD_TESTS OFF CACHE BOOL "" FORCE)
+set(GGML_BUILD_EXAMPLES OFF CACHE BOOL "" FORCE)
+add_subdirectory("${MODELD_LLAMA_DIR}" "${CMAKE_BINARY_DIR}/llama.cpp" EXCLUDE_FROM_ALL SYSTEM)

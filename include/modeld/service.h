@@ -1,0 +1,49 @@
+// The service boundary: describe a model, open sessions on it, embed.
+// Backends register themselves in the registry (modeld/registry.h); the
+// Service dispatches on the request's backend kind.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "modeld/error.h"
+#include "modeld/model_info.h"
+#include "modeld/session.h"
+
+namespace modeld {
+
+struct OpenSessionRequest {
+  std::string model_path;
+  std::string model_digest;    // "" = take the file's digest; else must match it
+  std::string backend = "gguf";
+  std::string workspace_id;
+  SessionConfig config;
+  ProgressFunc progress;  // model load progress, when the model is not loaded yet
+};
+
+struct EmbedRequest {
+  std::string model_path;
+  std::string model_digest;
+  std::string backend = "gguf";
+  std::string input;
+  int32_t threads = 0;
+};
+
+struct Embedding {
+  std::vector<float> values;
+  bool normalized = true;  // L2-normalized
+  int32_t n_tokens = 0;
+  std::string pooling;
+};
+
+class Service {
+ public:
+  // Reads the model's header only; refuses a file of another backend.
+  Result<ModelInfo> Describe(const OpenSessionRequest& req) const;
+  // Refuses a model of another backend before loading anything.
+  Result<std::unique_ptr<Session>> OpenSession(const OpenSessionRequest& req) const;
+  Result<Embedding> Embed(const EmbedRequest& req) const;
+};
+
+}  // namespace modeld

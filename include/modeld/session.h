@@ -1,0 +1,145 @@
+// The backend-neutral session contract. Product code talks to Session and
+// Service only; backends (llama.cpp now, OpenVINO later) implement it.
+//
+// The hot loop on a live session: EnsurePrefix -> PrefillSuffix -> Decode.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <stop_token>
+#include <string>
+#include <vector>
+
+#include "modeld/error.h"
+#include "modeld/manifest.h"
+
+namespace modeld {
+
+// Progress of long work (model load, long prefills), for logs and stream events.
+struct Progress {
+  std::string stage;  // "load", "ensure_prefix", "prefill_suffix"
+  int64_t done = 0;
+  int64_t total = 0;
+};
+using ProgressFunc = std::function<void(const Progress&)>;
+
+struct SessionConfig {
+  int32_t n_ctx = 4096;
+  int32_t n_batch = 512;   // tokens per llama_decode call during prefill
+  int32_t n_ubatch = 512;  // physical batch
+  int32_t threads = 0;     // 0 = all cores
+  std::string kv_type = "f16";  // "f16", "q8_0", "f32"
+  bool flash_attn = false;
+  uint64_t seed = 0;
+  bool reuse = true;  // false: every call re-prefills from token 0 (the cold baseline)
+};
+
+struct PrefixInput {
+  ContextManifest manifest;
+  ProgressFunc progress;  // optional; called after each prefill batch
+};
+
+struct PrefixStatus {
+  std::string manifest_digest;
+  int64_t tokens_reused = 0;     // kept from what was resident
+  int64_t tokens_prefilled = 0;  // evaluated by this call
+  int64_t tokens_resident = 0;   // = prefix tokens after the call
+  int32_t first_diff_segment = -1;  // first segment whose tokens were not all reused; -1: none
+  std::vector<int32_t> segment_tokens;  // resolved token count per segment
+  bool reuse_fallback = false;   // backend could not trim its memory and re-prefilled from 0
+  double prefill_ms = 0;
+};
+
+struct SuffixInput {
+  std::string prefix_digest;  // must equal the resident prefix's manifest digest
+  std::vector<ManifestSegment> segments;
+  ProgressFunc progress;
+};
+
+struct SuffixStatus {
+  int64_t tokens_reused = 0;     // suffix tokens kept from the previous turn
+  int64_t tokens_prefilled = 0;
+  int64_t tokens_resident = 0;   // prefix + suffix
+  bool reuse_fallback = false;
+  double prefill_ms = 0;
+};
+
+struct DecodeConfig {
+  int32_t max_tokens = 128;
+  float temperature = 0.0f;  // 0 = greedy
+  int32_t top_k = 40;
+  float top_p = 0.95f;
+  float min_p = 0.05f;
+  float repeat_penalty = 1.0f;  // 1 = off
+  int32_t repeat_last_n = 64;
+  uint64_t seed = 0;
+  std::vector<std::string> stop;  // stop strings, not emitted
+  std::stop_token cancel;         // checked between any two tokens
+};
+
+struct StreamChunk {
+  std::string text;  // never splits a UTF-8 character
+  int32_t n_tokens = 0;  // tokens this chunk covers
+};
+
+enum class FinishReason { kLength, kStop, kEndOfGeneration, kCancelled };
+std::string_view FinishReasonName(FinishReason r);  // "length", "stop", "eog", "cancelled"
+
+struct DecodeResult {
+  FinishReason finish = FinishReason::kLength;
+  int32_t tokens_generated = 0;
+  std::string text;         // everything emitted
+  double first_token_ms = 0;  // from Decode() entry to the first token sampled
+  double decode_ms = 0;
+  double tokens_per_second = 0;  // after the first token
+};
+
+// Called for each chunk; return false to cancel.
+using ChunkCallback = std::function<bool(const StreamChunk&)>;
+
+struct SegmentReport {
+  std::string id;
+  SegmentKind kind;
+  int64_t start = 0;  // first token position
+  int64_t n_tokens = 0;
+};
+
+struct ContextReport {
+  std::string backend;
+  std::string workspace_id;
+  std::string model_digest;
+  std::string manifest_digest;  // resident prefix; "" when none
+  int64_t n_ctx = 0;
+  int64_t tokens_resident = 0;
+  int64_t prefix_tokens = 0;
+  int64_t suffix_tokens = 0;
+  int64_t generated_tokens = 0;
+  int64_t total_reused = 0;
+  int64_t total_prefilled = 0;
+  int64_t total_generated = 0;
+  int64_t reuse_fallbacks = 0;
+  bool partial_trim = true;  // backend can drop a tail of its memory
+  bool fatal = false;
+  std::vector<SegmentReport> segments;  // prefix, then suffix
+};
+
+class Session {
+ public:
+  virtual ~Session() = default;
+
+  // Afterwards the resident KV holds exactly this prefix (any suffix and
+  // generated tokens are dropped). Reuses the longest common token prefix.
+  virtual Result<PrefixStatus> EnsurePrefix(const PrefixInput& in) = 0;
+  // Appends after the prefix, replacing the previous suffix and generated tokens.
+  virtual Result<SuffixStatus> PrefillSuffix(const SuffixInput& in) = 0;
+  // Generates after everything resident; generated tokens stay resident.
+  virtual Result<DecodeResult> Decode(const DecodeConfig& cfg, const ChunkCallback& on_chunk) = 0;
+  virtual Result<ContextReport> Report() = 0;
+  // Tokens as this session's tokenizer reads a segment (no implicit specials).
+  virtual Result<std::vector<int32_t>> Tokenize(std::string_view text, bool parse_special) = 0;
+  // Frees the session's memory. Later calls return kSessionClosed.
+  virtual Status Close() = 0;
+};
+
+}  // namespace modeld

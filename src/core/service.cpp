@@ -1,0 +1,84 @@
+#include "modeld/service.h"
+
+#include <fstream>
+#include <system_error>
+#include <filesystem>
+
+#include "format/gguf_reader.h"
+#include "modeld/registry.h"
+
+namespace modeld {
+namespace {
+
+// What kind of model a file is, from its first bytes: "gguf", "openvino"
+// (an IR .xml, whose weights sit in a .bin beside it), or "" for neither.
+Result<std::string> SniffFormat(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) {
+    return Fail(ErrorCode::kNotFound, path + ": no such model file");
+  }
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return Fail(ErrorCode::kIoError, path + ": cannot open");
+  char head[256] = {};
+  f.read(head, sizeof head);
+  const std::string_view bytes(head, static_cast<size_t>(f.gcount()));
+  if (bytes.starts_with("GGUF")) return std::string("gguf");
+  if (bytes.find("<?xml") != std::string_view::npos || bytes.find("<net") != std::string_view::npos) {
+    return std::string("openvino");
+  }
+  return std::string();
+}
+
+// Refuses, before anything is loaded, a file that is not of the requested backend.
+Result<ModelInfo> CheckedDescribe(const std::string& path, const std::string& backend) {
+  auto format = SniffFormat(path);
+  if (!format) return Fail(format.error());
+  if (*format != backend) {
+    const std::string what = format->empty() ? "not a model file of any known backend (no GGUF magic)"
+                                             : "a model of backend '" + *format + "'";
+    return Fail(ErrorCode::kBackendMismatch,
+                path + ": " + what + ", but backend '" + backend + "' was asked for");
+  }
+  if (backend == "gguf") return gguf::Describe(path);
+  return Fail(ErrorCode::kSessionUnavailable, "no reader for backend '" + backend + "' in this build");
+}
+
+}  // namespace
+
+Result<ModelInfo> Service::Describe(const OpenSessionRequest& req) const {
+  return CheckedDescribe(req.model_path, req.backend);
+}
+
+Result<std::unique_ptr<Session>> Service::OpenSession(const OpenSessionRequest& req) const {
+  auto backend = FindBackend(req.backend);
+  if (!backend) {
+    return Fail(Error(ErrorCode::kSessionUnavailable,
+                      "no session backend '" + req.backend + "' is compiled into this build")
+                    .WithReason("no_backend"));
+  }
+  auto info = CheckedDescribe(req.model_path, req.backend);
+  if (!info) return Fail(info.error());
+  if (!req.model_digest.empty() && req.model_digest != info->digest) {
+    return Fail(ErrorCode::kInvalidArgument, req.model_path + ": digest " + info->digest +
+                                                 " does not match the requested " + req.model_digest);
+  }
+  return backend->OpenSession(req, *info);
+}
+
+Result<Embedding> Service::Embed(const EmbedRequest& req) const {
+  auto backend = FindBackend(req.backend);
+  if (!backend || !backend->CanEmbed()) {
+    return Fail(Error(ErrorCode::kSessionUnavailable,
+                      "no embedding backend '" + req.backend + "' is compiled into this build")
+                    .WithReason("no_backend"));
+  }
+  auto info = CheckedDescribe(req.model_path, req.backend);
+  if (!info) return Fail(info.error());
+  if (!req.model_digest.empty() && req.model_digest != info->digest) {
+    return Fail(ErrorCode::kInvalidArgument, req.model_path + ": digest " + info->digest +
+                                                 " does not match the requested " + req.model_digest);
+  }
+  return backend->Embed(req, *info);
+}
+
+}  // namespace modeld

@@ -1,0 +1,452 @@
+#include "llama/llama_session.h"
+
+#include <algorithm>
+#include <chrono>
+#include <thread>
+#include <utility>
+
+#include "core/text_stream.h"
+
+namespace modeld::llama {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double MsSince(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+Result<ggml_type> KvType(const std::string& name) {
+  if (name == "f16") return GGML_TYPE_F16;
+  if (name == "f32") return GGML_TYPE_F32;
+  if (name == "bf16") return GGML_TYPE_BF16;
+  if (name == "q8_0") return GGML_TYPE_Q8_0;
+  if (name == "q4_0") return GGML_TYPE_Q4_0;
+  return Fail(ErrorCode::kInvalidArgument, "unknown KV cache type '" + name + "' (f16, f32, bf16, q8_0, q4_0)");
+}
+
+Status ValidateConfig(const SessionConfig& c) {
+  if (c.n_ctx < 8) return Fail(ErrorCode::kInvalidArgument, "n_ctx must be at least 8");
+  if (c.n_batch < 1 || c.n_ubatch < 1) return Fail(ErrorCode::kInvalidArgument, "n_batch and n_ubatch must be >= 1");
+  if (c.threads < 0) return Fail(ErrorCode::kInvalidArgument, "threads must be >= 0");
+  return {};
+}
+
+}  // namespace
+
+Result<std::unique_ptr<LlamaSession>> LlamaSession::Open(std::shared_ptr<LlamaModel> model, std::string workspace_id,
+                                                         const SessionConfig& cfg) {
+  if (auto ok = ValidateConfig(cfg); !ok) return Fail(ok.error());
+  auto kv = KvType(cfg.kv_type);
+  if (!kv) return Fail(kv.error());
+  llama_context_params cp = llama_context_default_params();
+  cp.n_ctx = static_cast<uint32_t>(cfg.n_ctx);
+  cp.n_batch = static_cast<uint32_t>(cfg.n_batch);
+  cp.n_ubatch = static_cast<uint32_t>(std::min(cfg.n_ubatch, cfg.n_batch));
+  cp.n_seq_max = 1;
+  const int32_t threads =
+      cfg.threads > 0 ? cfg.threads : static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
+  cp.n_threads = threads;
+  cp.n_threads_batch = threads;
+  cp.type_k = *kv;
+  cp.type_v = *kv;
+  cp.flash_attn_type = cfg.flash_attn ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
+  // A full-size sliding-window cache keeps every position, so dropping a tail
+  // never leaves the window short of tokens it needs.
+  cp.swa_full = true;
+  cp.no_perf = true;
+  cp.embeddings = false;
+  TakeLastLlamaError();
+  ContextPtr ctx(llama_init_from_model(model->get(), cp));
+  if (!ctx) {
+    const std::string why = TakeLastLlamaError();
+    return Fail(ErrorCode::kInvalidArgument, "llama.cpp could not create a context with this config" +
+                                                 (why.empty() ? std::string() : ": " + why));
+  }
+  SessionConfig actual = cfg;
+  actual.n_ctx = static_cast<int32_t>(llama_n_ctx(ctx.get()));
+  actual.threads = threads;
+  return std::make_unique<LlamaSession>(Key{}, std::move(model), std::move(workspace_id), actual, std::move(ctx));
+}
+
+LlamaSession::LlamaSession(Key, std::shared_ptr<LlamaModel> model, std::string workspace_id, const SessionConfig& cfg,
+                           ContextPtr ctx)
+    : model_(std::move(model)), workspace_id_(std::move(workspace_id)), cfg_(cfg), ctx_(std::move(ctx)) {}
+
+LlamaSession::~LlamaSession() = default;
+
+Status LlamaSession::CheckUsable() const {
+  if (closed_) return Fail(ErrorCode::kSessionClosed, "session '" + workspace_id_ + "' is closed");
+  if (fatal_) {
+    return Fail(ErrorCode::kSessionFatal,
+                "session '" + workspace_id_ + "' hit a backend failure; its state is unknown: evict it and open a new one");
+  }
+  return {};
+}
+
+Result<LlamaSession::Layout> LlamaSession::LayOut(const std::vector<ManifestSegment>& segments, int64_t start) {
+  Layout out;
+  for (const auto& seg : segments) {
+    const std::vector<llama_token>* toks = nullptr;
+    auto it = token_cache_.find(seg.digest);
+    std::vector<llama_token> fresh;
+    if (it != token_cache_.end()) {
+      toks = &it->second;
+    } else {
+      auto t = model_->Tokenize(seg.content, seg.parse_special);
+      if (!t) return Fail(t.error());
+      fresh = std::move(*t);
+      toks = &fresh;
+    }
+    out.segments.push_back({seg.id, seg.digest, seg.kind, start + static_cast<int64_t>(out.tokens.size()),
+                            static_cast<int64_t>(toks->size())});
+    out.tokens.insert(out.tokens.end(), toks->begin(), toks->end());
+    if (it == token_cache_.end()) token_cache_.emplace(seg.digest, std::move(fresh));
+  }
+  return out;
+}
+
+int64_t LlamaSession::CommonPrefix(const std::vector<llama_token>& want, int64_t from) const {
+  if (!cfg_.reuse) return 0;
+  const int64_t n = std::min<int64_t>(want.size(), tokens_.size());
+  int64_t i = std::min(from, n);
+  while (i < n && want[i] == tokens_[i]) ++i;
+  return i;
+}
+
+int64_t LlamaSession::TrimTo(int64_t keep, bool* fallback) {
+  *fallback = false;
+  if (keep >= static_cast<int64_t>(tokens_.size())) return keep;
+  llama_memory_t mem = llama_get_memory(ctx_.get());
+  bool ok = keep > 0 && model_->partial_trim() && llama_memory_seq_rm(mem, 0, static_cast<llama_pos>(keep), -1);
+  if (!ok) {
+    // The backend cannot drop only a tail: start over rather than reuse wrong state.
+    llama_memory_clear(mem, true);
+    if (keep > 0) *fallback = true;
+    keep = 0;
+  }
+  tokens_.resize(static_cast<size_t>(keep));
+  logits_valid_ = false;
+  return keep;
+}
+
+Status LlamaSession::DecodeBatch(const Batch& batch) {
+  if (inject_failure_) {
+    inject_failure_ = false;
+    fatal_ = true;
+    return Fail(ErrorCode::kSessionFatal, "llama_decode failed (injected): session state unknown");
+  }
+  const int32_t rc = llama_decode(ctx_.get(), batch.get());
+  if (rc == 0) return {};
+  if (rc == 1 || rc == -1) {
+    // llama.cpp restored the memory to its state before the call.
+    return Fail(ErrorCode::kInternal, "llama_decode refused the batch (code " + std::to_string(rc) + ")");
+  }
+  fatal_ = true;
+  return Fail(ErrorCode::kSessionFatal, "llama_decode failed (code " + std::to_string(rc) +
+                                            "): session state unknown, evict it");
+}
+
+Status LlamaSession::Prefill(const std::vector<llama_token>& want, int64_t from, const char* stage,
+                             const ProgressFunc& progress) {
+  const int64_t total = static_cast<int64_t>(want.size()) - from;
+  Batch batch(cfg_.n_batch);
+  for (int64_t pos = from; pos < static_cast<int64_t>(want.size());) {
+    batch.Clear();
+    const int64_t end = std::min<int64_t>(want.size(), pos + cfg_.n_batch);
+    for (int64_t i = pos; i < end; ++i) {
+      batch.Add(want[i], static_cast<llama_pos>(i), i + 1 == static_cast<int64_t>(want.size()));
+    }
+    if (auto ok = DecodeBatch(batch); !ok) {
+      // Keep tokens_ describing what the KV holds.
+      if (!fatal_) logits_valid_ = false;
+      return ok;
+    }
+    tokens_.insert(tokens_.end(), want.begin() + pos, want.begin() + end);
+    pos = end;
+    if (progress) progress(Progress{stage, pos - from, total});
+  }
+  logits_valid_ = !want.empty() && static_cast<int64_t>(want.size()) > from;
+  return {};
+}
+
+Status LlamaSession::EnsureLogits() {
+  if (logits_valid_) return {};
+  if (tokens_.empty()) return Fail(ErrorCode::kInvalidArgument, "nothing resident to decode from");
+  // Re-evaluate the last resident token (its KV entry is rewritten in place).
+  std::vector<llama_token> want = tokens_;
+  bool fallback = false;
+  const int64_t kept = TrimTo(static_cast<int64_t>(want.size()) - 1, &fallback);
+  if (fallback) ++reuse_fallbacks_;
+  return Prefill(want, kept, "decode", {});
+}
+
+Result<PrefixStatus> LlamaSession::EnsurePrefix(const PrefixInput& in) {
+  std::lock_guard lock(mu_);
+  if (auto ok = CheckUsable(); !ok) return Fail(ok.error());
+  if (auto ok = in.manifest.Validate(); !ok) return Fail(ok.error());
+  const auto t0 = Clock::now();
+  auto layout = LayOut(in.manifest.segments(), 0);
+  if (!layout) return Fail(layout.error());
+  const auto& want = layout->tokens;
+
+  // Whole segments whose digest and position match are reused without comparing tokens.
+  int64_t from = 0;
+  for (size_t i = 0; i < layout->segments.size() && i < prefix_segments_.size(); ++i) {
+    const auto& a = layout->segments[i];
+    const auto& b = prefix_segments_[i];
+    if (a.digest != b.digest || a.start != b.start) break;
+    from = a.start + a.n_tokens;
+  }
+  from = std::min<int64_t>(from, prefix_len_);
+  const int64_t lcp = CommonPrefix(want, from);
+  const int64_t n = static_cast<int64_t>(want.size());
+  if (n > cfg_.n_ctx) return Fail(Error::ContextOverflow("ensure_prefix", lcp, n - lcp, cfg_.n_ctx));
+
+  PrefixStatus st;
+  bool fallback = false;
+  const int64_t kept = TrimTo(lcp, &fallback);
+  if (auto ok = Prefill(want, kept, "ensure_prefix", in.progress); !ok) {
+    has_prefix_ = false;  // the resident tokens no longer match any manifest
+    prefix_segments_.clear();
+    suffix_segments_.clear();
+    prefix_len_ = suffix_len_ = 0;
+    prefix_digest_.clear();
+    return Fail(ok.error());
+  }
+
+  st.manifest_digest = in.manifest.Digest();
+  st.tokens_reused = kept;
+  st.tokens_prefilled = n - kept;
+  st.tokens_resident = n;
+  st.reuse_fallback = fallback;
+  for (size_t i = 0; i < layout->segments.size(); ++i) {
+    const auto& s = layout->segments[i];
+    st.segment_tokens.push_back(static_cast<int32_t>(s.n_tokens));
+    if (st.first_diff_segment < 0 && kept < s.start + s.n_tokens) st.first_diff_segment = static_cast<int32_t>(i);
+  }
+  st.prefill_ms = MsSince(t0);
+
+  prefix_digest_ = st.manifest_digest;
+  has_prefix_ = true;
+  prefix_segments_ = std::move(layout->segments);
+  suffix_segments_.clear();
+  prefix_len_ = n;
+  suffix_len_ = 0;
+  total_reused_ += st.tokens_reused;
+  total_prefilled_ += st.tokens_prefilled;
+  if (fallback) ++reuse_fallbacks_;
+  // Forget tokenizations of segments that are gone.
+  std::erase_if(token_cache_, [&](const auto& kv) {
+    return std::none_of(prefix_segments_.begin(), prefix_segments_.end(),
+                        [&](const ResidentSegment& s) { return s.digest == kv.first; });
+  });
+  return st;
+}
+
+Result<SuffixStatus> LlamaSession::PrefillSuffix(const SuffixInput& in) {
+  std::lock_guard lock(mu_);
+  if (auto ok = CheckUsable(); !ok) return Fail(ok.error());
+  if (!has_prefix_) {
+    return Fail(Error::ManifestMismatch("no prefix is resident: call EnsurePrefix first"));
+  }
+  if (in.prefix_digest != prefix_digest_) {
+    return Fail(Error::ManifestMismatch("suffix names prefix " + in.prefix_digest + " but the resident prefix is " +
+                                        prefix_digest_));
+  }
+  for (size_t i = 0; i < in.segments.size(); ++i) {
+    const auto& s = in.segments[i];
+    if (s.digest != SegmentDigest(s.content, s.parse_special)) {
+      return Fail(Error::ManifestMismatch("suffix segment " + std::to_string(i) + " ('" + s.id +
+                                          "'): digest does not match its content"));
+    }
+  }
+  if (static_cast<int64_t>(tokens_.size()) < prefix_len_) {
+    return Fail(Error::ManifestMismatch("the resident prefix was lost after a failed call: call EnsurePrefix again"));
+  }
+  const auto t0 = Clock::now();
+  auto layout = LayOut(in.segments, prefix_len_);
+  if (!layout) return Fail(layout.error());
+  std::vector<llama_token> want(tokens_.begin(), tokens_.begin() + prefix_len_);
+  want.insert(want.end(), layout->tokens.begin(), layout->tokens.end());
+  const int64_t n = static_cast<int64_t>(want.size());
+  const int64_t lcp = std::max<int64_t>(CommonPrefix(want, prefix_len_), cfg_.reuse ? prefix_len_ : 0);
+  if (n > cfg_.n_ctx) return Fail(Error::ContextOverflow("prefill_suffix", lcp, n - lcp, cfg_.n_ctx));
+
+  bool fallback = false;
+  const int64_t kept = TrimTo(lcp, &fallback);
+  if (auto ok = Prefill(want, kept, "prefill_suffix", in.progress); !ok) {
+    // The prefix is intact only if the failure came after it.
+    if (static_cast<int64_t>(tokens_.size()) < prefix_len_) {
+      has_prefix_ = false;
+      prefix_segments_.clear();
+      prefix_digest_.clear();
+      prefix_len_ = 0;
+    }
+    suffix_segments_.clear();
+    suffix_len_ = 0;
+    return Fail(ok.error());
+  }
+  SuffixStatus st;
+  // Reuse is counted for the suffix only; the prefix is always kept.
+  const int64_t suffix_n = n - prefix_len_;
+  st.tokens_reused = std::max<int64_t>(0, kept - prefix_len_);
+  st.tokens_prefilled = n - std::max(kept, prefix_len_);
+  if (kept < prefix_len_) st.tokens_prefilled = n - kept;  // fallback re-prefilled the prefix too
+  st.tokens_resident = n;
+  st.reuse_fallback = fallback;
+  st.prefill_ms = MsSince(t0);
+  suffix_segments_ = std::move(layout->segments);
+  suffix_len_ = suffix_n;
+  total_reused_ += st.tokens_reused;
+  total_prefilled_ += st.tokens_prefilled;
+  if (fallback) ++reuse_fallbacks_;
+  return st;
+}
+
+Result<DecodeResult> LlamaSession::Decode(const DecodeConfig& dc, const ChunkCallback& on_chunk) {
+  std::lock_guard lock(mu_);
+  if (auto ok = CheckUsable(); !ok) return Fail(ok.error());
+  if (dc.max_tokens < 1) return Fail(ErrorCode::kInvalidArgument, "max_tokens must be >= 1");
+  if (dc.temperature < 0 || dc.top_p <= 0 || dc.top_p > 1 || dc.min_p < 0 || dc.min_p > 1 || dc.repeat_penalty <= 0) {
+    return Fail(ErrorCode::kInvalidArgument, "sampling parameters out of range");
+  }
+  const int64_t resident = static_cast<int64_t>(tokens_.size());
+  if (resident + dc.max_tokens > cfg_.n_ctx) {
+    return Fail(Error::ContextOverflow("decode", resident, dc.max_tokens, cfg_.n_ctx));
+  }
+  const auto t0 = Clock::now();
+  if (auto ok = EnsureLogits(); !ok) return Fail(ok.error());
+
+  SamplerPtr chain(llama_sampler_chain_init(llama_sampler_chain_default_params()));
+  if (dc.repeat_penalty != 1.0f && dc.repeat_last_n != 0) {
+    llama_sampler_chain_add(chain.get(), llama_sampler_init_penalties(model_->n_vocab(), dc.repeat_last_n,
+                                                                      dc.repeat_penalty, 0.0f, 0.0f));
+    const int64_t last_n = dc.repeat_last_n < 0 ? resident : std::min<int64_t>(resident, dc.repeat_last_n);
+    for (int64_t i = resident - last_n; i < resident; ++i) llama_sampler_accept(chain.get(), tokens_[i]);
+  }
+  if (dc.temperature <= 0.0f) {
+    llama_sampler_chain_add(chain.get(), llama_sampler_init_greedy());
+  } else {
+    if (dc.top_k > 0) llama_sampler_chain_add(chain.get(), llama_sampler_init_top_k(dc.top_k));
+    llama_sampler_chain_add(chain.get(), llama_sampler_init_top_p(dc.top_p, 1));
+    llama_sampler_chain_add(chain.get(), llama_sampler_init_min_p(dc.min_p, 1));
+    llama_sampler_chain_add(chain.get(), llama_sampler_init_temp(dc.temperature));
+    llama_sampler_chain_add(chain.get(), llama_sampler_init_dist(static_cast<uint32_t>(dc.seed)));
+  }
+
+  DecodeResult res;
+  TextStream stream(dc.stop);
+  Batch batch(1);
+  auto emit = [&](std::string text, int32_t n_tokens) {
+    if (text.empty()) return true;
+    res.text += text;
+    return !on_chunk || on_chunk(StreamChunk{std::move(text), n_tokens});
+  };
+  Clock::time_point first{};
+  int32_t unemitted = 0;
+  for (;;) {
+    if (dc.cancel.stop_requested()) {
+      res.finish = FinishReason::kCancelled;
+      break;
+    }
+    const llama_token tok = llama_sampler_sample(chain.get(), ctx_.get(), -1);
+    if (res.tokens_generated == 0) {
+      first = Clock::now();
+      res.first_token_ms = MsSince(t0);
+    }
+    if (llama_vocab_is_eog(model_->vocab(), tok)) {
+      res.finish = FinishReason::kEndOfGeneration;
+      break;
+    }
+    ++res.tokens_generated;
+    ++unemitted;
+    const std::string text = stream.Push(model_->Piece(tok));
+    const bool keep_going = emit(text, text.empty() ? 0 : std::exchange(unemitted, 0));
+    // The sampled token becomes resident, so the next turn can reuse it.
+    batch.Clear();
+    batch.Add(tok, static_cast<llama_pos>(tokens_.size()), true);
+    if (auto ok = DecodeBatch(batch); !ok) {
+      logits_valid_ = false;
+      return Fail(ok.error());
+    }
+    tokens_.push_back(tok);
+    logits_valid_ = true;
+    ++total_generated_;
+    if (stream.stopped()) {
+      res.finish = FinishReason::kStop;
+      break;
+    }
+    if (!keep_going) {
+      res.finish = FinishReason::kCancelled;
+      break;
+    }
+    if (res.tokens_generated >= dc.max_tokens) {
+      res.finish = FinishReason::kLength;
+      break;
+    }
+  }
+  if (res.finish != FinishReason::kStop) emit(stream.Flush(), unemitted);
+  res.decode_ms = MsSince(t0);
+  if (res.tokens_generated > 1) {
+    res.tokens_per_second =
+        (res.tokens_generated - 1) / std::chrono::duration<double>(Clock::now() - first).count();
+  }
+  return res;
+}
+
+Result<ContextReport> LlamaSession::Report() {
+  std::lock_guard lock(mu_);
+  if (closed_) return Fail(ErrorCode::kSessionClosed, "session '" + workspace_id_ + "' is closed");
+  ContextReport r;
+  r.backend = "gguf";
+  r.workspace_id = workspace_id_;
+  r.model_digest = model_->info().digest;
+  r.manifest_digest = has_prefix_ ? prefix_digest_ : "";
+  r.n_ctx = cfg_.n_ctx;
+  r.tokens_resident = static_cast<int64_t>(tokens_.size());
+  r.prefix_tokens = prefix_len_;
+  r.suffix_tokens = suffix_len_;
+  r.generated_tokens = std::max<int64_t>(0, r.tokens_resident - prefix_len_ - suffix_len_);
+  r.total_reused = total_reused_;
+  r.total_prefilled = total_prefilled_;
+  r.total_generated = total_generated_;
+  r.reuse_fallbacks = reuse_fallbacks_;
+  r.partial_trim = model_->partial_trim();
+  r.fatal = fatal_;
+  for (const auto* list : {&prefix_segments_, &suffix_segments_}) {
+    for (const auto& s : *list) r.segments.push_back(SegmentReport{s.id, s.kind, s.start, s.n_tokens});
+  }
+  return r;
+}
+
+Result<std::vector<int32_t>> LlamaSession::Tokenize(std::string_view text, bool parse_special) {
+  std::lock_guard lock(mu_);
+  if (closed_) return Fail(ErrorCode::kSessionClosed, "session '" + workspace_id_ + "' is closed");
+  return model_->Tokenize(text, parse_special);
+}
+
+Result<std::vector<float>> LlamaSession::LastLogits() {
+  std::lock_guard lock(mu_);
+  if (auto ok = CheckUsable(); !ok) return Fail(ok.error());
+  if (auto ok = EnsureLogits(); !ok) return Fail(ok.error());
+  const float* logits = llama_get_logits_ith(ctx_.get(), -1);
+  if (logits == nullptr) return Fail(ErrorCode::kInternal, "no logits available");
+  return std::vector<float>(logits, logits + model_->n_vocab());
+}
+
+Status LlamaSession::Close() {
+  std::lock_guard lock(mu_);
+  if (closed_) return Fail(ErrorCode::kSessionClosed, "session '" + workspace_id_ + "' is already closed");
+  closed_ = true;
+  ctx_.reset();
+  tokens_.clear();
+  tokens_.shrink_to_fit();
+  token_cache_.clear();
+  prefix_segments_.clear();
+  suffix_segments_.clear();
+  model_.reset();
+  return {};
+}
+
+}  // namespace modeld::llama

@@ -1,0 +1,501 @@
+// The warm-reuse session through the public contract, on a generated model.
+#include "llama/llama_session.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "llama/llama_backend.h"
+#include "llama/model_writer.h"
+#include "modeld/registry.h"
+#include "modeld/service.h"
+
+namespace modeld {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Logits of the same position computed through different batch splits may
+// differ by float summation order (a backend's matmuls can reduce in chunks
+// that depend on the batch shape), so they are compared to a tolerance. On
+// this project's CPU build the difference measured 0 exactly; a warm session
+// that wrongly reused stale KV differs by ~1e-2 on the tiny model.
+constexpr float kLogitTolerance = 1e-4f;
+
+std::string TinyModel() {
+  static const std::string path = [] {
+    const std::string p = std::string(MODELD_TEST_TMP) + "/session-test-tiny.gguf";
+    fs::create_directories(MODELD_TEST_TMP);
+    auto spec = llama::PresetSpec("tiny", MODELD_VOCAB_DIR);
+    EXPECT_TRUE(spec.has_value());
+    auto ok = llama::WriteRandomModel(*spec, p);
+    EXPECT_TRUE(ok.has_value()) << ok.error().ToString();
+    return p;
+  }();
+  return path;
+}
+
+std::unique_ptr<Session> Open(const std::string& ws, SessionConfig cfg = {}) {
+  OpenSessionRequest req;
+  req.model_path = TinyModel();
+  req.workspace_id = ws;
+  if (cfg.n_ctx == SessionConfig{}.n_ctx) cfg.n_ctx = 2048;
+  cfg.threads = 2;
+  req.config = cfg;
+  auto s = Service().OpenSession(req);
+  EXPECT_TRUE(s.has_value()) << s.error().ToString();
+  return s ? std::move(*s) : nullptr;
+}
+
+// A prompt of a few "files" with varied text.
+std::vector<std::string> MakeFiles(std::mt19937& rng, int n) {
+  static const std::vector<std::string> words = {"int",   "return", "value", "auto",  "std::vector", "for",
+                                                 "while", "if",     "else",  "const", "x",           "y",
+                                                 "(",     ")",      "{",     "}",     ";",           "+= 1",
+                                                 "é",     "→",      "0x1F",  "//",    "TODO",        "\n"};
+  std::vector<std::string> files;
+  for (int f = 0; f < n; ++f) {
+    std::string s = "// file " + std::to_string(f) + "\n";
+    const int len = 20 + static_cast<int>(rng() % 60);
+    for (int i = 0; i < len; ++i) s += words[rng() % words.size()] + " ";
+    files.push_back(s);
+  }
+  return files;
+}
+
+ContextManifest Manifest(const std::vector<std::string>& files) {
+  ContextManifest m;
+  m.Add("system", SegmentKind::kSystem, "You are a careful coding assistant.\n");
+  for (size_t i = 0; i < files.size(); ++i) m.Add("file:" + std::to_string(i), SegmentKind::kFile, files[i]);
+  return m;
+}
+
+SuffixInput Suffix(const std::string& digest, const std::string& question) {
+  SuffixInput in;
+  in.prefix_digest = digest;
+  in.segments.push_back(ManifestSegment::Make("user", SegmentKind::kUser, question));
+  return in;
+}
+
+struct Turn {
+  std::vector<float> logits;
+  std::vector<std::string> chunks;
+  std::string text;
+};
+
+Turn RunTurn(Session& s, const ContextManifest& m, const std::string& q, int n_decode = 8) {
+  Turn t;
+  auto ps = s.EnsurePrefix({m, {}});
+  EXPECT_TRUE(ps.has_value()) << ps.error().ToString();
+  auto ss = s.PrefillSuffix(Suffix(ps->manifest_digest, q));
+  EXPECT_TRUE(ss.has_value()) << ss.error().ToString();
+  auto logits = dynamic_cast<llama::LlamaSession&>(s).LastLogits();
+  EXPECT_TRUE(logits.has_value());
+  t.logits = *logits;
+  DecodeConfig dc;
+  dc.max_tokens = n_decode;
+  auto dr = s.Decode(dc, [&](const StreamChunk& c) {
+    t.chunks.push_back(c.text);
+    return true;
+  });
+  EXPECT_TRUE(dr.has_value()) << dr.error().ToString();
+  t.text = dr->text;
+  return t;
+}
+
+float MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  float d = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) d = std::max(d, std::fabs(a[i] - b[i]));
+  return d;
+}
+
+TEST(LlamaSession, WarmEqualsColdAfterRandomEdits) {
+  std::mt19937 rng(7);
+  auto files = MakeFiles(rng, 5);
+  auto warm = Open("warm");
+  for (int turn = 0; turn < 6; ++turn) {
+    if (turn > 0) {
+      // Edit a random segment: replace, insert or cut text at a random point.
+      auto& f = files[rng() % files.size()];
+      const size_t at = rng() % f.size();
+      switch (rng() % 3) {
+        case 0: f.insert(at, " edited" + std::to_string(turn) + " "); break;
+        case 1: f.erase(at, std::min<size_t>(7, f.size() - at)); break;
+        default: f[at] = static_cast<char>('a' + rng() % 26); break;
+      }
+    }
+    const auto m = Manifest(files);
+    const std::string q = "question " + std::to_string(turn) + ": what changed?";
+    Turn w = RunTurn(*warm, m, q);
+    auto cold_session = Open("cold");
+    Turn c = RunTurn(*cold_session, m, q);
+    const float diff = MaxAbsDiff(w.logits, c.logits);
+    RecordProperty("max_logit_diff_turn" + std::to_string(turn), std::to_string(diff));
+    EXPECT_LE(diff, kLogitTolerance) << "turn " << turn;
+    EXPECT_EQ(w.text, c.text) << "turn " << turn;
+  }
+}
+
+TEST(LlamaSession, AccountingAndFirstDifferingToken) {
+  std::mt19937 rng(11);
+  auto files = MakeFiles(rng, 4);
+  auto s = Open("acct");
+  auto first = s->EnsurePrefix({Manifest(files), {}});
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->tokens_reused, 0);
+  EXPECT_EQ(first->tokens_prefilled, first->tokens_resident);
+  EXPECT_EQ(first->first_diff_segment, 0);
+
+  for (int k = 1; k <= 4; ++k) {
+    // Edit segment k (file k-1) in its middle.
+    const auto before = Manifest(files);
+    auto& f = files[static_cast<size_t>(k - 1)];
+    f.insert(f.size() / 2, " /*edit*/ ");
+    const auto after = Manifest(files);
+    // Expected reuse: all segments before k, plus the tokens of segment k that still agree.
+    int64_t start = 0;
+    for (int i = 0; i < k; ++i) start += s->Tokenize(after.segments()[i].content, false)->size();
+    auto old_toks = *s->Tokenize(before.segments()[k].content, false);
+    auto new_toks = *s->Tokenize(after.segments()[k].content, false);
+    size_t same = 0;
+    while (same < old_toks.size() && same < new_toks.size() && old_toks[same] == new_toks[same]) ++same;
+
+    auto st = s->EnsurePrefix({after, {}});
+    ASSERT_TRUE(st.has_value());
+    int64_t total = 0;
+    for (int32_t n : st->segment_tokens) total += n;
+    EXPECT_EQ(st->tokens_reused + st->tokens_prefilled, total);
+    EXPECT_EQ(st->tokens_resident, total);
+    EXPECT_EQ(st->tokens_reused, start + static_cast<int64_t>(same)) << "edit in segment " << k;
+    EXPECT_EQ(st->first_diff_segment, k);
+
+    // The same manifest again: everything reused, nothing prefilled.
+    auto again = s->EnsurePrefix({after, {}});
+    ASSERT_TRUE(again.has_value());
+    EXPECT_EQ(again->tokens_prefilled, 0);
+    EXPECT_EQ(again->first_diff_segment, -1);
+  }
+}
+
+TEST(LlamaSession, SuffixReplacesPreviousTurnAndReusesCommonPart) {
+  std::mt19937 rng(3);
+  auto s = Open("suffix");
+  auto ps = s->EnsurePrefix({Manifest(MakeFiles(rng, 2)), {}});
+  ASSERT_TRUE(ps.has_value());
+  auto s1 = s->PrefillSuffix(Suffix(ps->manifest_digest, "first question about the code"));
+  ASSERT_TRUE(s1.has_value());
+  EXPECT_EQ(s1->tokens_reused, 0);
+  const int64_t suffix_n = s1->tokens_prefilled;
+  DecodeConfig dc;
+  dc.max_tokens = 5;
+  auto dr = s->Decode(dc, {});
+  ASSERT_TRUE(dr.has_value());
+  auto rep = s->Report();
+  ASSERT_TRUE(rep.has_value());
+  EXPECT_EQ(rep->generated_tokens, dr->tokens_generated);  // generated tokens stay resident
+  EXPECT_EQ(rep->tokens_resident, ps->tokens_resident + suffix_n + dr->tokens_generated);
+
+  // The same suffix again: reused whole, the generated tokens are dropped.
+  auto s2 = s->PrefillSuffix(Suffix(ps->manifest_digest, "first question about the code"));
+  ASSERT_TRUE(s2.has_value());
+  EXPECT_EQ(s2->tokens_reused, suffix_n);
+  EXPECT_EQ(s2->tokens_prefilled, 0);
+  EXPECT_EQ(s->Report()->generated_tokens, 0);
+  // And decoding from it again gives the same greedy text.
+  auto dr2 = s->Decode(dc, {});
+  ASSERT_TRUE(dr2.has_value());
+  EXPECT_EQ(dr2->text, dr->text);
+}
+
+TEST(LlamaSession, ManifestMismatchIsRefusedAndChangesNothing) {
+  std::mt19937 rng(5);
+  auto s = Open("mismatch");
+  auto no_prefix = s->PrefillSuffix(Suffix("abc", "q"));
+  ASSERT_FALSE(no_prefix.has_value());
+  EXPECT_TRUE(no_prefix.error().Is(ErrorCode::kManifestMismatch));
+
+  auto ps = s->EnsurePrefix({Manifest(MakeFiles(rng, 2)), {}});
+  ASSERT_TRUE(ps.has_value());
+  ASSERT_TRUE(s->PrefillSuffix(Suffix(ps->manifest_digest, "a question")).has_value());
+  const auto before = *s->Report();
+
+  auto bad = s->PrefillSuffix(Suffix(std::string(64, '0'), "another question"));
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_TRUE(bad.error().Is(ErrorCode::kManifestMismatch));
+  EXPECT_FALSE(bad.error().reason().empty());
+
+  // A segment whose digest does not match its content.
+  auto tampered = Suffix(ps->manifest_digest, "q");
+  tampered.segments[0].content = "something else";
+  auto bad2 = s->PrefillSuffix(tampered);
+  ASSERT_FALSE(bad2.has_value());
+  EXPECT_TRUE(bad2.error().Is(ErrorCode::kManifestMismatch));
+
+  const auto after = *s->Report();
+  EXPECT_EQ(after.tokens_resident, before.tokens_resident);
+  EXPECT_EQ(after.suffix_tokens, before.suffix_tokens);
+  EXPECT_EQ(after.total_prefilled, before.total_prefilled);
+  // Still usable, and the old suffix is still resident.
+  auto ok = s->PrefillSuffix(Suffix(ps->manifest_digest, "a question"));
+  ASSERT_TRUE(ok.has_value());
+  EXPECT_EQ(ok->tokens_prefilled, 0);
+}
+
+TEST(LlamaSession, OverflowIsCheckedBeforeWorkAndLeavesSessionUsable) {
+  std::mt19937 rng(9);
+  SessionConfig cfg;
+  cfg.n_ctx = 256;
+  auto s = Open("overflow", cfg);
+  auto files = MakeFiles(rng, 2);
+  auto ps = s->EnsurePrefix({Manifest(files), {}});
+  ASSERT_TRUE(ps.has_value());
+  const auto before = *s->Report();
+
+  // Prefix too long.
+  std::vector<std::string> big = files;
+  big.push_back(std::string(3000, 'x') + " end");
+  auto e1 = s->EnsurePrefix({Manifest(big), {}});
+  ASSERT_FALSE(e1.has_value());
+  ASSERT_TRUE(e1.error().Is(ErrorCode::kContextOverflow));
+  ASSERT_TRUE(e1.error().overflow().has_value());
+  EXPECT_EQ(e1.error().overflow()->stage, "ensure_prefix");
+  EXPECT_EQ(e1.error().overflow()->n_ctx, 256);
+  EXPECT_GT(e1.error().overflow()->resident + e1.error().overflow()->additional, 256);
+  EXPECT_EQ(e1.error().overflow()->resident, ps->tokens_resident);  // the unchanged files would be kept
+
+  // Suffix too long.
+  auto e2 = s->PrefillSuffix(Suffix(ps->manifest_digest, std::string(3000, 'y')));
+  ASSERT_FALSE(e2.has_value());
+  ASSERT_TRUE(e2.error().Is(ErrorCode::kContextOverflow));
+  EXPECT_EQ(e2.error().overflow()->stage, "prefill_suffix");
+
+  // Decode past n_ctx.
+  ASSERT_TRUE(s->PrefillSuffix(Suffix(ps->manifest_digest, "q")).has_value());
+  DecodeConfig dc;
+  dc.max_tokens = 1000;
+  auto e3 = s->Decode(dc, {});
+  ASSERT_FALSE(e3.has_value());
+  ASSERT_TRUE(e3.error().Is(ErrorCode::kContextOverflow));
+  EXPECT_EQ(e3.error().overflow()->stage, "decode");
+  EXPECT_EQ(e3.error().overflow()->additional, 1000);
+
+  // Unchanged and usable: the same prefix is fully reused.
+  auto again = s->EnsurePrefix({Manifest(files), {}});
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->tokens_prefilled, 0);
+  EXPECT_EQ(again->tokens_resident, before.prefix_tokens);
+  dc.max_tokens = 4;
+  EXPECT_TRUE(s->Decode(dc, {}).has_value());
+}
+
+TEST(LlamaSession, FatalBackendFailureMarksSessionFatal) {
+  std::mt19937 rng(13);
+  auto s = Open("fatal");
+  auto files = MakeFiles(rng, 2);
+  ASSERT_TRUE(s->EnsurePrefix({Manifest(files), {}}).has_value());
+  dynamic_cast<llama::LlamaSession&>(*s).InjectDecodeFailureForTesting();
+  files[1] += " change";
+  auto e = s->EnsurePrefix({Manifest(files), {}});
+  ASSERT_FALSE(e.has_value());
+  EXPECT_TRUE(e.error().Is(ErrorCode::kSessionFatal));
+  // Every later call says so.
+  EXPECT_TRUE(s->EnsurePrefix({Manifest(files), {}}).error().Is(ErrorCode::kSessionFatal));
+  EXPECT_TRUE(s->PrefillSuffix(Suffix("x", "q")).error().Is(ErrorCode::kSessionFatal));
+  EXPECT_TRUE(s->Decode({}, {}).error().Is(ErrorCode::kSessionFatal));
+  EXPECT_TRUE(s->Report()->fatal);
+  EXPECT_TRUE(s->Close().has_value());
+}
+
+TEST(LlamaSession, CloseFreesAndLaterCallsSayClosed) {
+  auto s = Open("close");
+  ContextManifest m;
+  m.Add("a", SegmentKind::kSystem, "hello");
+  ASSERT_TRUE(s->EnsurePrefix({m, {}}).has_value());
+  ASSERT_TRUE(s->Close().has_value());
+  EXPECT_TRUE(s->EnsurePrefix({m, {}}).error().Is(ErrorCode::kSessionClosed));
+  EXPECT_TRUE(s->PrefillSuffix(Suffix(m.Digest(), "q")).error().Is(ErrorCode::kSessionClosed));
+  EXPECT_TRUE(s->Decode({}, {}).error().Is(ErrorCode::kSessionClosed));
+  EXPECT_TRUE(s->Report().error().Is(ErrorCode::kSessionClosed));
+  EXPECT_TRUE(s->Tokenize("x", false).error().Is(ErrorCode::kSessionClosed));
+  EXPECT_TRUE(s->Close().error().Is(ErrorCode::kSessionClosed));
+}
+
+TEST(LlamaSession, DecodeStopStringsCancellationAndUtf8) {
+  std::mt19937 rng(17);
+  auto s = Open("decode");
+  auto ps = s->EnsurePrefix({Manifest(MakeFiles(rng, 2)), {}});
+  ASSERT_TRUE(ps.has_value());
+  const auto suffix = Suffix(ps->manifest_digest, "write some code");
+  ASSERT_TRUE(s->PrefillSuffix(suffix).has_value());
+  DecodeConfig dc;
+  dc.max_tokens = 24;
+  std::vector<std::string> chunks;
+  auto full = s->Decode(dc, [&](const StreamChunk& c) {
+    chunks.push_back(c.text);
+    return true;
+  });
+  ASSERT_TRUE(full.has_value());
+  EXPECT_EQ(full->finish, FinishReason::kLength);
+  EXPECT_EQ(full->tokens_generated, 24);
+  std::string joined;
+  for (const auto& c : chunks) {
+    joined += c;
+    // Each chunk on its own is valid UTF-8 (no split character).
+    for (size_t i = 0; i < c.size();) {
+      const auto b = static_cast<unsigned char>(c[i]);
+      const size_t len = b < 0x80 ? 1 : b < 0xE0 ? 2 : b < 0xF0 ? 3 : 4;
+      ASSERT_LE(i + len, c.size()) << "chunk splits a character";
+      ASSERT_TRUE(b < 0x80 || b >= 0xC2) << "chunk starts inside a character";
+      i += len;
+    }
+  }
+  EXPECT_EQ(joined, full->text);
+  ASSERT_GE(full->text.size(), 4u);
+
+  // A stop string taken from the middle of that text: output ends before it, not emitted.
+  const size_t cut = full->text.size() / 2;
+  const std::string stop = full->text.substr(cut, 3);
+  const size_t expect_len = full->text.find(stop);
+  ASSERT_TRUE(s->PrefillSuffix(suffix).has_value());
+  dc.stop = {stop};
+  auto stopped = s->Decode(dc, {});
+  ASSERT_TRUE(stopped.has_value());
+  EXPECT_EQ(stopped->finish, FinishReason::kStop);
+  EXPECT_EQ(stopped->text, full->text.substr(0, expect_len));
+
+  // Cancellation through the stop token: no more tokens after the request.
+  ASSERT_TRUE(s->PrefillSuffix(suffix).has_value());
+  dc.stop.clear();
+  std::stop_source src;
+  dc.cancel = src.get_token();
+  int seen = 0;
+  auto cancelled = s->Decode(dc, [&](const StreamChunk& c) {
+    seen += c.n_tokens;
+    if (seen >= 3) src.request_stop();
+    return true;
+  });
+  ASSERT_TRUE(cancelled.has_value());
+  EXPECT_EQ(cancelled->finish, FinishReason::kCancelled);
+  EXPECT_LT(cancelled->tokens_generated, 24);
+  EXPECT_LE(cancelled->tokens_generated, seen + 4);  // within one token (plus held-back partial characters)
+  // Usable after a cancel.
+  dc.cancel = {};
+  dc.max_tokens = 3;
+  EXPECT_TRUE(s->Decode(dc, {}).has_value());
+
+  // Sampling with a seed is reproducible.
+  DecodeConfig samp;
+  samp.max_tokens = 12;
+  samp.temperature = 0.8f;
+  samp.seed = 42;
+  samp.repeat_penalty = 1.1f;
+  ASSERT_TRUE(s->PrefillSuffix(suffix).has_value());
+  auto a = s->Decode(samp, {});
+  ASSERT_TRUE(s->PrefillSuffix(suffix).has_value());
+  auto b = s->Decode(samp, {});
+  ASSERT_TRUE(a.has_value() && b.has_value());
+  EXPECT_EQ(a->text, b->text);
+}
+
+TEST(LlamaSession, SessionsOnOneModelFromSeveralThreadsMatchSequential) {
+  std::mt19937 rng(21);
+  std::vector<std::vector<std::string>> prompts;
+  for (int i = 0; i < 3; ++i) prompts.push_back(MakeFiles(rng, 2));
+  std::vector<std::string> sequential;
+  for (int i = 0; i < 3; ++i) {
+    auto s = Open("seq" + std::to_string(i));
+    sequential.push_back(RunTurn(*s, Manifest(prompts[i]), "q").text);
+  }
+  std::vector<std::string> parallel(3);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 3; ++i) {
+    threads.emplace_back([&, i] {
+      SessionConfig cfg;
+      cfg.threads = 1;
+      auto s = Open("par" + std::to_string(i), cfg);
+      parallel[i] = RunTurn(*s, Manifest(prompts[i]), "q").text;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(parallel, sequential);
+}
+
+TEST(LlamaSession, ModelIsSharedBetweenSessions) {
+  auto backend = std::dynamic_pointer_cast<llama::LlamaBackend>(FindBackend("gguf"));
+  ASSERT_NE(backend, nullptr);
+  OpenSessionRequest req;
+  req.model_path = TinyModel();
+  auto info = Service().Describe(req);
+  ASSERT_TRUE(info.has_value());
+  auto a = Open("share-a");
+  auto m1 = backend->GetModel(*info, {});
+  auto b = Open("share-b");
+  auto m2 = backend->GetModel(*info, {});
+  ASSERT_TRUE(m1.has_value() && m2.has_value());
+  EXPECT_EQ(m1->get(), m2->get());
+}
+
+TEST(LlamaService, RefusesOtherBackendsAndWrongDigestBeforeLoading) {
+  const std::string xml = std::string(MODELD_TEST_TMP) + "/model.xml";
+  {
+    std::ofstream(xml) << "<?xml version=\"1.0\"?>\n<net name=\"m\" version=\"11\"></net>\n";
+  }
+  OpenSessionRequest req;
+  req.model_path = xml;
+  auto e = Service().OpenSession(req);
+  ASSERT_FALSE(e.has_value());
+  EXPECT_TRUE(e.error().Is(ErrorCode::kBackendMismatch));
+
+  req.model_path = TinyModel();
+  req.model_digest = "sha256:0000";
+  auto d = Service().OpenSession(req);
+  ASSERT_FALSE(d.has_value());
+  EXPECT_TRUE(d.error().Is(ErrorCode::kInvalidArgument));
+
+  req.model_digest.clear();
+  req.config.kv_type = "q3_weird";
+  auto k = Service().OpenSession(req);
+  ASSERT_FALSE(k.has_value());
+  EXPECT_TRUE(k.error().Is(ErrorCode::kInvalidArgument));
+}
+
+TEST(LlamaService, EmbeddingsFromAPoolingModelAreNormalized) {
+  ASSERT_TRUE(EmbedAvailable());
+  const std::string p = std::string(MODELD_TEST_TMP) + "/session-test-embed.gguf";
+  auto spec = llama::PresetSpec("tiny-embed", MODELD_VOCAB_DIR);
+  ASSERT_TRUE(spec.has_value());
+  ASSERT_TRUE(llama::WriteRandomModel(*spec, p).has_value());
+  EmbedRequest req;
+  req.model_path = p;
+  req.input = "int main() { return 0; }";
+  auto e = Service().Embed(req);
+  ASSERT_TRUE(e.has_value()) << e.error().ToString();
+  EXPECT_EQ(e->values.size(), spec->n_embd);
+  double norm = 0;
+  for (float v : e->values) norm += v * v;
+  EXPECT_NEAR(norm, 1.0, 1e-4);
+  EXPECT_TRUE(e->normalized);
+  // Deterministic, and different inputs give different vectors.
+  auto again = Service().Embed(req);
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->values, e->values);
+  req.input = "something else entirely";
+  auto other = Service().Embed(req);
+  ASSERT_TRUE(other.has_value());
+  EXPECT_NE(other->values, e->values);
+
+  // A generative model declares no pooling: unsupported, typed.
+  req.model_path = TinyModel();
+  auto u = Service().Embed(req);
+  ASSERT_FALSE(u.has_value());
+  EXPECT_TRUE(u.error().Is(ErrorCode::kUnsupportedFeature));
+}
+
+}  // namespace
+}  // namespace modeld
