@@ -35,6 +35,7 @@ enum class ErrorCode {
   kBusy,
   kCancelled,
   kInternal,
+  kUnauthorized,  // missing or wrong bearer token (TCP listener)
 };
 
 // The stable wire name of a code, e.g. "context_overflow".
@@ -72,6 +73,10 @@ class Error {
 
   Error& WithReason(std::string reason) {
     reason_ = std::move(reason);
+    return *this;
+  }
+  Error& WithMessage(std::string message) {
+    message_ = std::move(message);
     return *this;
   }
 

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "modeld/compute_gate.h"
 #include "modeld/error.h"
 #include "modeld/model_info.h"
 #include "modeld/session.h"
@@ -20,6 +21,8 @@ struct OpenSessionRequest {
   std::string workspace_id;
   SessionConfig config;
   ProgressFunc progress;  // model load progress, when the model is not loaded yet
+  // Shared by sessions that must take turns computing (the daemon's); null = no gate.
+  std::shared_ptr<ComputeGate> gate;
 };
 
 struct EmbedRequest {

@@ -78,6 +78,9 @@ struct DecodeConfig {
   std::stop_token cancel;         // checked between any two tokens
 };
 
+// Range checks every backend applies before decoding (kInvalidArgument).
+Status ValidateDecodeConfig(const DecodeConfig& cfg);
+
 struct StreamChunk {
   std::string text;  // never splits a UTF-8 character
   int32_t n_tokens = 0;  // tokens this chunk covers
@@ -95,7 +98,9 @@ struct DecodeResult {
   double tokens_per_second = 0;  // after the first token
 };
 
-// Called for each chunk; return false to cancel.
+// Called once per generated token (text may be empty while bytes are held
+// back for a partial character or a possible stop string); return false to
+// cancel. A final call may carry held-back text with n_tokens 0.
 using ChunkCallback = std::function<bool(const StreamChunk&)>;
 
 struct SegmentReport {
@@ -119,6 +124,7 @@ struct ContextReport {
   int64_t total_prefilled = 0;
   int64_t total_generated = 0;
   int64_t reuse_fallbacks = 0;
+  int64_t kv_bytes = 0;      // memory of the session's KV cache at full n_ctx
   bool partial_trim = true;  // backend can drop a tail of its memory
   bool fatal = false;
   std::vector<SegmentReport> segments;  // prefix, then suffix

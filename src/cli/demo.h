@@ -11,6 +11,7 @@ struct DemoOptions {
   int decode_tokens = 16;
   int n_ctx = 8192;
   int threads = 0;
+  bool via_daemon = false;  // spawn `modeld serve` and run the loop through the wire protocol
 };
 
 int RunDemo(const DemoOptions& opt);

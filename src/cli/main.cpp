@@ -8,10 +8,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli/args.h"
+#include "cli/client_commands.h"
 #include "cli/demo.h"
 #include "cli/paths.h"
+#include "cli/serve.h"
 #include "modeld/registry.h"
 #include "modeld/service.h"
+#include "wire/codec.h"
 
 #ifdef MODELD_WITH_LLAMA
 #include "llama/model_writer.h"
@@ -23,15 +27,20 @@ namespace {
 constexpr const char* kUsage = R"(usage: modeld <command> [options]
 
 commands:
-  demo [--model PATH] [--turns N] [--decode N] [--ctx N] [--threads N]
+  demo [--model PATH] [--turns N] [--decode N] [--ctx N] [--threads N] [--daemon]
         run a scripted coding loop on a live session and print per-turn reuse and timings
-        (no --model: the built-in default model, generated on first use)
+        (no --model: the built-in default model, generated on first use; --daemon: start
+        `modeld serve` on a private socket and run the loop through the wire protocol)
+  serve [--socket PATH] [--model PATH]... [--port N --token-file FILE] [--host ADDR --allow-remote]
+        [--threads N] [--kv-budget-mb N] [--max-sessions N] [--max-body-mb N] [--quiet]
+        run the daemon until SIGINT/SIGTERM (default socket: $MODELD_HOME/modeld.sock;
+        no --model: the built-in default model)
   describe [--json] PATH
         print a model's facts, read from its header alone
   make-model --preset NAME --out PATH [--seed N] [--type f16|q8_0|q4_0] [--arch A] [--vocab FILE]
              [--n-embd N --n-layer N --n-head N --n-head-kv N --n-ff N --n-ctx-train N --n-vocab N]
         write a GGUF with random weights for a real architecture (presets: %s)
-  help
+%s  help
 )";
 
 std::string PresetList() {
@@ -45,82 +54,14 @@ std::string PresetList() {
 }
 
 int Usage(FILE* out) {
-  std::fprintf(out, kUsage, PresetList().c_str());
+  std::fprintf(out, kUsage, PresetList().c_str(), std::string(ClientCommandsUsage()).c_str());
   return out == stdout ? 0 : 2;
 }
 
-// Minimal flag reader: --name value, --flag.
-class Args {
- public:
-  Args(int argc, char** argv, int first) {
-    for (int i = first; i < argc; ++i) args_.emplace_back(argv[i]);
-  }
-  bool Flag(std::string_view name) {
-    for (size_t i = 0; i < args_.size(); ++i) {
-      if (args_[i] == name) {
-        args_.erase(args_.begin() + static_cast<long>(i));
-        return true;
-      }
-    }
-    return false;
-  }
-  std::optional<std::string> Value(std::string_view name) {
-    for (size_t i = 0; i < args_.size(); ++i) {
-      if (args_[i] == name) {
-        if (i + 1 >= args_.size()) {
-          error_ = std::string(name) + " needs a value";
-          return std::nullopt;
-        }
-        std::string v = args_[i + 1];
-        args_.erase(args_.begin() + static_cast<long>(i), args_.begin() + static_cast<long>(i) + 2);
-        return v;
-      }
-    }
-    return std::nullopt;
-  }
-  // Integer flag; keeps `def` when absent, sets error() when malformed.
-  long long Int(std::string_view name, long long def) {
-    auto v = Value(name);
-    if (!v) return def;
-    char* end = nullptr;
-    long long x = std::strtoll(v->c_str(), &end, 10);
-    if (v->empty() || *end != '\0') error_ = std::string(name) + ": not an integer: " + *v;
-    return x;
-  }
-  const std::vector<std::string>& rest() const { return args_; }
-  const std::string& error() const { return error_; }
-
- private:
-  std::vector<std::string> args_;
-  std::string error_;
-};
 
 int Fatal(const std::string& msg) {
   std::fprintf(stderr, "modeld: %s\n", msg.c_str());
   return 1;
-}
-
-nlohmann::json InfoJson(const ModelInfo& m) {
-  return {{"path", m.path},
-          {"backend", m.backend},
-          {"format_version", m.format_version},
-          {"architecture", m.architecture},
-          {"name", m.name},
-          {"context_length", m.context_length},
-          {"embedding_length", m.embedding_length},
-          {"block_count", m.block_count},
-          {"head_count", m.head_count},
-          {"head_count_kv", m.head_count_kv},
-          {"vocab_size", m.vocab_size},
-          {"file_type", m.file_type},
-          {"file_type_name", m.file_type_name},
-          {"pooling", m.pooling},
-          {"has_chat_template", m.has_chat_template},
-          {"tensor_count", m.tensor_count},
-          {"parameter_count", m.parameter_count},
-          {"file_size", m.file_size},
-          {"data_offset", m.data_offset},
-          {"digest", m.digest}};
 }
 
 int CmdDescribe(Args& a) {
@@ -139,7 +80,7 @@ int CmdDescribe(Args& a) {
     return Fatal(info.error().ToString());
   }
   if (json) {
-    std::printf("%s\n", InfoJson(*info).dump(2).c_str());
+    std::printf("%s\n", wire::ToJson(*info).dump(2).c_str());
     return 0;
   }
   const ModelInfo& m = *info;
@@ -203,10 +144,29 @@ int CmdDemo(Args& a) {
   o.decode_tokens = static_cast<int>(a.Int("--decode", o.decode_tokens));
   o.n_ctx = static_cast<int>(a.Int("--ctx", o.n_ctx));
   o.threads = static_cast<int>(a.Int("--threads", o.threads));
+  o.via_daemon = a.Flag("--daemon");
   if (!a.error().empty()) return Fatal(a.error());
   if (!a.rest().empty()) return Usage(stderr);
   if (!SessionAvailable()) return Fatal("no session backend is compiled into this build");
   return RunDemo(o);
+}
+
+int CmdServe(Args& a) {
+  ServeOptions o;
+  o.socket_path = a.Value("--socket").value_or("");
+  o.host = a.Value("--host").value_or(o.host);
+  o.port = static_cast<int>(a.Int("--port", 0));
+  o.allow_remote = a.Flag("--allow-remote");
+  o.token_file = a.Value("--token-file").value_or("");
+  o.models = a.Values("--model");
+  o.threads = static_cast<int>(a.Int("--threads", 0));
+  o.kv_budget_mb = a.Int("--kv-budget-mb", 0);
+  o.max_sessions = static_cast<int>(a.Int("--max-sessions", o.max_sessions));
+  o.max_body_mb = a.Int("--max-body-mb", o.max_body_mb);
+  o.verbose = !a.Flag("--quiet");
+  if (!a.error().empty()) return Fatal(a.error());
+  if (!a.rest().empty()) return Usage(stderr);
+  return RunServe(o);
 }
 
 }  // namespace
@@ -220,6 +180,8 @@ int main(int argc, char** argv) {
   if (cmd == "describe") return CmdDescribe(args);
   if (cmd == "make-model") return CmdMakeModel(args);
   if (cmd == "demo") return CmdDemo(args);
+  if (cmd == "serve") return CmdServe(args);
+  if (int rc = RunClientCommand(cmd, argc, argv); rc >= 0) return rc;
   if (cmd == "help" || cmd == "--help" || cmd == "-h") return Usage(stdout);
   std::fprintf(stderr, "modeld: unknown command '%s'\n", argv[1]);
   return Usage(stderr);

@@ -30,6 +30,7 @@ constexpr std::array kCodes = {
     CodeEntry{ErrorCode::kBusy, "busy"},
     CodeEntry{ErrorCode::kCancelled, "cancelled"},
     CodeEntry{ErrorCode::kInternal, "internal"},
+    CodeEntry{ErrorCode::kUnauthorized, "unauthorized"},
 };
 
 }  // namespace

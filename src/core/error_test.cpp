@@ -13,7 +13,7 @@ TEST(Error, EveryCodeHasAStableUniqueNameThatRoundTrips) {
                            ErrorCode::kBackendMismatch,    ErrorCode::kNotGguf,        ErrorCode::kTruncated,
                            ErrorCode::kUnsupportedVersion, ErrorCode::kCorruptMetadata, ErrorCode::kInvalidArgument,
                            ErrorCode::kNotFound,           ErrorCode::kIoError,        ErrorCode::kBusy,
-                           ErrorCode::kCancelled,          ErrorCode::kInternal};
+                           ErrorCode::kCancelled,          ErrorCode::kInternal,         ErrorCode::kUnauthorized};
   std::set<std::string_view> names;
   for (auto c : all) {
     auto n = CodeName(c);

@@ -22,9 +22,12 @@
 namespace modeld::gguf {
 namespace {
 
-constexpr uint32_t kMaxDims = 4;               // GGML_MAX_DIMS
-constexpr uint64_t kDefaultAlignment = 32;     // GGUF_DEFAULT_ALIGNMENT
-constexpr uint64_t kInitialRead = 1ull << 20;  // most headers fit; a 150k-token vocab needs ~8 MiB
+constexpr uint32_t kMaxDims = 4;            // GGML_MAX_DIMS
+constexpr uint64_t kDefaultAlignment = 32;  // GGUF_DEFAULT_ALIGNMENT
+// ReadHeader's window onto the file. It slides forward as the parse goes and grows only for a single field
+// larger than itself. Small on purpose: it stays below malloc's mmap threshold, so repeated calls reuse
+// warm heap memory instead of faulting in fresh pages (a 1 MiB window measured 3x slower).
+constexpr uint64_t kWindowBytes = 64ull << 10;
 // A header larger than this is treated as corrupt rather than read: real headers (vocab + merges + chat
 // template) are tens of MiB at most, and this bounds what a bogus count can make ReadHeader read.
 constexpr uint64_t kMaxHeaderBytes = 256ull << 20;
@@ -69,18 +72,43 @@ T LoadLe(const uint8_t* p) {
   return v;
 }
 
-// One parse attempt over an in-memory prefix of the file. Methods return false after recording the
-// error; the first error wins.
+// Reads [from, from + n) of the file into buf.
+Status PreadFully(int fd, uint8_t* buf, uint64_t from, uint64_t n, const std::string& path) {
+  for (uint64_t done = 0; done < n;) {
+    const ssize_t r = ::pread(fd, buf + done, n - done, static_cast<off_t>(from + done));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return Fail(
+          Error::AtOffset(ErrorCode::kIoError, path, from + done, std::string("read failed: ") + std::strerror(errno)));
+    }
+    if (r == 0) return Fail(Error::AtOffset(ErrorCode::kTruncated, path, from + done, "file shrank while reading"));
+    done += static_cast<uint64_t>(r);
+  }
+  return {};
+}
+
+// Where a file-backed parse gets its bytes, and the digest it feeds.
+struct FileSource {
+  int fd = -1;
+  Sha256* sha = nullptr;  // when set, receives the header bytes [0, data_offset) in order
+  std::unique_ptr<uint8_t[]> buf;
+  uint64_t cap = 0;
+};
+
+// One forward pass over a header. The bytes come from a window [win_start_, win_end_) of the file: the
+// whole in-memory prefix for ParseHeader, or a buffer that slides forward for ReadHeader. Methods return
+// false after recording the error; the first error wins.
 class Parser {
  public:
   Parser(std::span<const uint8_t> bytes, uint64_t file_size, const std::string& path)
-      : data_(bytes.data()), size_(std::min<uint64_t>(bytes.size(), file_size)), file_size_(file_size), path_(path) {}
+      : data_(bytes.data()),
+        win_end_(std::min<uint64_t>(bytes.size(), file_size)),
+        file_size_(file_size),
+        path_(path) {}
+  Parser(FileSource* file, uint64_t file_size, const std::string& path)
+      : file_(file), file_size_(file_size), path_(path) {}
 
   Result<Header> Run();
-
-  // After a kTruncated failure: the prefix length that would let the parse get further, when the file
-  // is longer than the prefix we were given; 0 when the file itself is too short.
-  uint64_t need() const { return need_; }
 
  private:
   // Records the first error; returns false so callers can `return Reject(...)`.
@@ -90,19 +118,71 @@ class Parser {
   }
   std::unexpected<Error> Failed() { return std::unexpected(std::move(*error_)); }
 
-  // n bytes are present at pos_. Errors cite `at`: the field that declared the n bytes.
+  const uint8_t* Here() const { return data_ + (pos_ - win_start_); }
+  uint64_t Avail() const { return win_end_ - pos_; }
+
+  // n contiguous bytes are present at pos_. Errors cite `at`: the field that declared the n bytes.
   bool Have(uint64_t n, const char* what) { return Have(n, what, pos_); }
   bool Have(uint64_t n, const char* what, uint64_t at) {
-    if (n <= size_ - pos_) return true;
+    if (n <= Avail()) return true;
     if (n > file_size_ - pos_) {
       return Reject(ErrorCode::kTruncated, at,
                     std::string(what) + " of " + std::to_string(n) + " bytes runs past the end of the file (" +
                         std::to_string(file_size_) + " bytes)");
     }
-    need_ = pos_ + n;
-    return Reject(ErrorCode::kTruncated, at,
-                  std::string(what) + " of " + std::to_string(n) + " bytes runs past the " + std::to_string(size_) +
-                      " bytes read");
+    if (file_ == nullptr) {
+      return Reject(ErrorCode::kTruncated, at,
+                    std::string(what) + " of " + std::to_string(n) + " bytes runs past the " +
+                        std::to_string(win_end_) + " bytes given");
+    }
+    return Slide(n, at);
+  }
+
+  // Moves the window to start at pos_ with at least n bytes (n <= what the file has left).
+  bool Slide(uint64_t n, uint64_t at) {
+    if (pos_ + n > kMaxHeaderBytes) {
+      return Reject(ErrorCode::kCorruptMetadata, at,
+                    "header larger than " + std::to_string(kMaxHeaderBytes >> 20) + " MiB");
+    }
+    HashTo(pos_);
+    if (file_->cap < n || !file_->buf) {
+      file_->cap = std::max(n, kWindowBytes);
+      file_->buf = std::make_unique_for_overwrite<uint8_t[]>(file_->cap);  // pread fills it
+    }
+    const uint64_t len = std::min(file_->cap, file_size_ - pos_);
+    if (Status st = PreadFully(file_->fd, file_->buf.get(), pos_, len, path_); !st) {
+      if (!error_) error_ = std::move(st.error());
+      return false;
+    }
+    data_ = file_->buf.get();
+    win_start_ = pos_;
+    win_end_ = pos_ + len;
+    return true;
+  }
+
+  // Feeds the digest the header bytes up to `end` (all still in the window).
+  void HashTo(uint64_t end) {
+    if (file_ == nullptr || file_->sha == nullptr || end <= hashed_) return;
+    file_->sha->Update(data_ + (hashed_ - win_start_), end - hashed_);
+    hashed_ = end;
+  }
+
+  // Steps over n bytes, which need not fit in the window at once. check_bool: each must be 0 or 1.
+  bool Skip(uint64_t n, const char* what, bool check_bool = false) {
+    if (n > file_size_ - pos_) return Have(n, what);  // the truncation error
+    while (n > 0) {
+      if (Avail() == 0 && !Have(std::min(n, kWindowBytes), what)) return false;
+      const uint64_t step = std::min(n, Avail());
+      if (check_bool) {
+        const uint8_t* p = Here();
+        for (uint64_t k = 0; k < step; ++k) {
+          if (p[k] > 1) return Reject(ErrorCode::kCorruptMetadata, pos_ + k, "bool array element is not 0 or 1");
+        }
+      }
+      pos_ += step;
+      n -= step;
+    }
+    return true;
   }
 
   // `count` records of at least `min_each` bytes fit in what remains of the file.
@@ -116,18 +196,18 @@ class Parser {
   template <class T>
   bool Read(T* out, const char* what) {
     if (!Have(sizeof(T), what)) return false;
-    *out = LoadLe<T>(data_ + pos_);
+    *out = LoadLe<T>(Here());
     pos_ += sizeof(T);
     return true;
   }
 
-  // A length-prefixed string, viewed in place (no copy).
+  // A length-prefixed string, viewed in the window: valid only until the next read.
   bool ReadString(std::string_view* out, const char* what) {
     const uint64_t at = pos_;
     uint64_t len = 0;
     if (!Read(&len, what)) return false;
     if (!Have(len, what, at)) return false;
-    *out = std::string_view(reinterpret_cast<const char*>(data_ + pos_), len);
+    *out = std::string_view(reinterpret_cast<const char*>(Here()), len);
     pos_ += len;
     return true;
   }
@@ -137,12 +217,14 @@ class Parser {
   bool SkipArray(ValueType elem, uint64_t count, uint64_t at);
   bool ReadTensorInfo(TensorInfo* t);
 
-  const uint8_t* data_;
-  uint64_t size_;  // bytes available in data_
+  FileSource* file_ = nullptr;
+  const uint8_t* data_ = nullptr;  // window bytes; data_[0] is file offset win_start_
+  uint64_t win_start_ = 0;
+  uint64_t win_end_ = 0;
   uint64_t file_size_;
   const std::string& path_;
   uint64_t pos_ = 0;
-  uint64_t need_ = 0;
+  uint64_t hashed_ = 0;  // the digest has bytes [0, hashed_)
   std::optional<Error> error_;
 };
 
@@ -224,24 +306,16 @@ bool Parser::ReadScalar(ValueType type, Value* v) {
 bool Parser::SkipArray(ValueType elem, uint64_t count, uint64_t at) {
   if (const uint64_t each = FixedSize(elem); each != 0) {
     if (!CountFits(count, each, "array count", at)) return false;
-    const uint64_t n = count * each;  // cannot overflow: count <= remaining / each
-    if (!Have(n, "array data")) return false;
-    if (elem == ValueType::kBool) {
-      for (uint64_t k = 0; k < n; ++k) {
-        if (data_[pos_ + k] > 1)
-          return Reject(ErrorCode::kCorruptMetadata, pos_ + k, "bool array element is not 0 or 1");
-      }
-    }
-    pos_ += n;
-    return true;
+    // count * each cannot overflow: count <= remaining / each.
+    return Skip(count * each, "array data", elem == ValueType::kBool);
   }
   // Strings: each is at least its 8-byte length.
   if (!CountFits(count, kStringLenBytes, "string array count", at)) return false;
   for (uint64_t k = 0; k < count; ++k) {
     // Inline fast path: this loop walks vocabularies of 100k+ tokens.
-    if (size_ - pos_ >= kStringLenBytes) {
-      const uint64_t len = LoadLe<uint64_t>(data_ + pos_);
-      if (len <= size_ - pos_ - kStringLenBytes) {
+    if (Avail() >= kStringLenBytes) {
+      const uint64_t len = LoadLe<uint64_t>(Here());
+      if (len <= Avail() - kStringLenBytes) {
         pos_ += kStringLenBytes + len;
         continue;
       }
@@ -254,10 +328,11 @@ bool Parser::SkipArray(ValueType elem, uint64_t count, uint64_t at) {
 
 bool Parser::ReadKv(Header* h) {
   const uint64_t at = pos_;
-  std::string_view key;
-  if (!ReadString(&key, "key")) return false;
+  std::string_view key_view;
+  if (!ReadString(&key_view, "key")) return false;
+  std::string key(key_view);  // copied now: the window may move while the value is read
   if (key.empty()) return Reject(ErrorCode::kCorruptMetadata, at, "empty key");
-  if (h->kv.contains(key)) return Reject(ErrorCode::kCorruptMetadata, at, "duplicate key '" + std::string(key) + "'");
+  if (h->kv.contains(key)) return Reject(ErrorCode::kCorruptMetadata, at, "duplicate key '" + key + "'");
 
   Value v;
   v.offset = at;
@@ -266,7 +341,7 @@ bool Parser::ReadKv(Header* h) {
   if (!Read(&type, "value type")) return false;
   if (!ValidType(type)) {
     return Reject(ErrorCode::kCorruptMetadata, type_at,
-                  "key '" + std::string(key) + "' has invalid value type " + std::to_string(type));
+                  "key '" + key + "' has invalid value type " + std::to_string(type));
   }
   v.type = static_cast<ValueType>(type);
   if (v.type == ValueType::kArray) {
@@ -274,7 +349,7 @@ bool Parser::ReadKv(Header* h) {
     if (!Read(&elem, "array element type")) return false;
     if (!ValidType(elem) || elem == static_cast<uint32_t>(ValueType::kArray)) {
       return Reject(ErrorCode::kCorruptMetadata, type_at + 4,
-                    "key '" + std::string(key) + "' has invalid array element type " + std::to_string(elem));
+                    "key '" + key + "' has invalid array element type " + std::to_string(elem));
     }
     v.array_type = static_cast<ValueType>(elem);
     const uint64_t count_at = pos_;
@@ -283,7 +358,7 @@ bool Parser::ReadKv(Header* h) {
   } else if (!ReadScalar(v.type, &v)) {
     return false;
   }
-  h->kv.emplace(std::string(key), std::move(v));
+  h->kv.emplace(std::move(key), std::move(v));
   return true;
 }
 
@@ -336,7 +411,7 @@ Result<Header> Parser::Run() {
   // A file too short to hold the magic is no GGUF at all, not a truncated one.
   if (file_size_ < 4) return Fail(Error::AtOffset(ErrorCode::kNotGguf, path_, 0, "file too short for GGUF magic"));
   if (!Have(4, "magic")) return Failed();
-  if (std::memcmp(data_, "GGUF", 4) != 0) return Fail(Error::AtOffset(ErrorCode::kNotGguf, path_, 0, "bad magic"));
+  if (std::memcmp(Here(), "GGUF", 4) != 0) return Fail(Error::AtOffset(ErrorCode::kNotGguf, path_, 0, "bad magic"));
   pos_ = 4;
 
   if (!Read(&h.version, "version")) return Failed();
@@ -380,32 +455,36 @@ Result<Header> Parser::Run() {
     h.alignment = a.u;
   }
 
-  // Bounded by the bytes actually present (and a typical model's count), so a bogus count cannot make
-  // this large; the vector grows past it as real records are read.
-  h.tensors.reserve(std::min<uint64_t>({n_tensors, (size_ - pos_) / kMinTensorBytes, kTensorReserveCap}));
-  std::vector<uint64_t> info_at;
+  // Bounded by the bytes at hand (and a typical model's count), so a bogus count cannot make this large;
+  // the vector grows past it as real records are read.
+  h.tensors.reserve(std::min<uint64_t>({n_tensors, Avail() / kMinTensorBytes, kTensorReserveCap}));
+  std::vector<uint64_t> info_at;  // where each tensor info starts, for messages
   info_at.reserve(h.tensors.capacity());
-  // Views into data_, which outlives the parse (strings in h.tensors may move as it grows).
-  std::unordered_set<std::string_view> names;
   for (uint64_t k = 0; k < n_tensors; ++k) {
-    const uint64_t at = pos_;
-    TensorInfo t;
-    if (!ReadTensorInfo(&t)) return Failed();
-    const auto name = std::string_view(reinterpret_cast<const char*>(data_ + at + kStringLenBytes), t.name.size());
-    if (!names.insert(name).second) {
-      return Fail(Error::AtOffset(ErrorCode::kCorruptMetadata, path_, at, "duplicate tensor name '" + t.name + "'"));
+    info_at.push_back(pos_);
+    h.tensors.emplace_back();
+    if (!ReadTensorInfo(&h.tensors.back())) return Failed();
+  }
+  {
+    // Views into h.tensors, which no longer changes.
+    std::unordered_set<std::string_view> names;
+    names.reserve(h.tensors.size());
+    for (size_t k = 0; k < h.tensors.size(); ++k) {
+      if (!names.insert(h.tensors[k].name).second) {
+        return Fail(Error::AtOffset(ErrorCode::kCorruptMetadata, path_, info_at[k],
+                                    "duplicate tensor name '" + h.tensors[k].name + "'"));
+      }
     }
-    h.tensors.push_back(std::move(t));
-    info_at.push_back(at);
   }
 
   // Tensor data starts at the next alignment boundary. Like llama.cpp, a file without tensors may end
   // right after its metadata, unpadded.
   h.data_offset = pos_;
   if (n_tensors > 0) {
-    h.data_offset = (pos_ + h.alignment - 1) / h.alignment * h.alignment;  // pos_ < size of memory, alignment < 2^32
-    if (!Have(h.data_offset - pos_, "padding before tensor data")) return Failed();
+    h.data_offset = (pos_ + h.alignment - 1) / h.alignment * h.alignment;  // pos_ < 2^48, alignment < 2^32
+    if (!Skip(h.data_offset - pos_, "padding before tensor data")) return Failed();
   }
+  HashTo(h.data_offset);
   const uint64_t data_size = file_size_ - h.data_offset;
   for (size_t k = 0; k < h.tensors.size(); ++k) {
     const TensorInfo& t = h.tensors[k];
@@ -444,58 +523,18 @@ Error OpenError(const std::string& path, int err) {
   return Error(code, path + ": cannot open: " + std::strerror(err));
 }
 
-// Reads [from, to) of the file into buf + from.
-Status PreadFully(int fd, uint8_t* buf, uint64_t from, uint64_t to, const std::string& path) {
-  while (from < to) {
-    const ssize_t n = ::pread(fd, buf + from, to - from, static_cast<off_t>(from));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Fail(
-          Error::AtOffset(ErrorCode::kIoError, path, from, std::string("read failed: ") + std::strerror(errno)));
-    }
-    if (n == 0) return Fail(Error::AtOffset(ErrorCode::kTruncated, path, from, "file shrank while reading"));
-    from += static_cast<uint64_t>(n);
-  }
-  return {};
-}
-
-// A parsed header with the bytes it was parsed from ([0, data_offset) at least).
-struct RawHeader {
-  Header header;
-  std::vector<uint8_t> bytes;
-  uint64_t file_size = 0;
-};
-
-Result<RawHeader> ReadRaw(const std::string& path) {
+// Reads the header of the file at `path` in one forward pass; `sha`, when set, receives [0, data_offset).
+Result<Header> ReadFromFile(const std::string& path, Sha256* sha, uint64_t* file_size) {
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) return Fail(OpenError(path, errno));
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) return Fail(OpenError(path, errno));
   if (S_ISDIR(st.st_mode)) return Fail(ErrorCode::kIoError, path + ": is a directory");
-  RawHeader raw;
-  raw.file_size = static_cast<uint64_t>(st.st_size);
-
-  // Parse what we have; when the parse runs past the buffer but not past the file, read more and reparse.
-  // Doubling keeps the total work O(header).
-  uint64_t have = 0;
-  uint64_t want = std::min(raw.file_size, kInitialRead);
-  for (;;) {
-    raw.bytes.resize(want);
-    if (auto st_read = PreadFully(fd.get(), raw.bytes.data(), have, want, path); !st_read) return Fail(st_read.error());
-    have = want;
-    Parser parser(raw.bytes, raw.file_size, path);
-    Result<Header> h = parser.Run();
-    if (h) {
-      raw.header = std::move(*h);
-      return raw;
-    }
-    if (parser.need() <= have) return Fail(std::move(h.error()));
-    want = std::min(raw.file_size, std::max(parser.need(), 2 * have));
-    if (want > kMaxHeaderBytes) {
-      return Fail(Error::AtOffset(ErrorCode::kCorruptMetadata, path, have,
-                                  "header larger than " + std::to_string(kMaxHeaderBytes >> 20) + " MiB"));
-    }
-  }
+  *file_size = static_cast<uint64_t>(st.st_size);
+  FileSource source;
+  source.fd = fd.get();
+  source.sha = sha;
+  return Parser(&source, *file_size, path).Run();
 }
 
 // Sets *out from an integer key when present. Arrays (per-layer values in some models) give 0.
@@ -560,21 +599,23 @@ Result<Header> ParseHeader(std::span<const uint8_t> bytes, uint64_t file_size, c
 }
 
 Result<Header> ReadHeader(const std::string& path) {
-  Result<RawHeader> raw = ReadRaw(path);
-  if (!raw) return Fail(std::move(raw.error()));
-  return std::move(raw->header);
+  uint64_t file_size = 0;
+  return ReadFromFile(path, nullptr, &file_size);
 }
 
 Result<ModelInfo> Describe(const std::string& path) {
-  Result<RawHeader> raw = ReadRaw(path);
-  if (!raw) return Fail(std::move(raw.error()));
-  const Header& h = raw->header;
+  // The digest is fed as the parse reads: see docs/gguf.md for what it covers.
+  Sha256 sha;
+  uint64_t file_size = 0;
+  Result<Header> parsed = ReadFromFile(path, &sha, &file_size);
+  if (!parsed) return Fail(std::move(parsed.error()));
+  const Header& h = *parsed;
 
   ModelInfo info;
   info.path = path;
   info.backend = "gguf";
   info.format_version = h.version;
-  info.file_size = raw->file_size;
+  info.file_size = file_size;
   info.data_offset = h.data_offset;
   info.tensor_count = h.tensors.size();
 
@@ -639,11 +680,9 @@ Result<ModelInfo> Describe(const std::string& path) {
     info.file_type_name = std::move(name);
   }
 
-  // The digest covers the header bytes and the file size: see docs/gguf.md.
-  Sha256 sha;
-  sha.Update(raw->bytes.data(), h.data_offset);
+  // The header bytes are in; the file size completes the digest.
   std::array<uint8_t, 8> size_le{};
-  for (size_t k = 0; k < size_le.size(); ++k) size_le[k] = static_cast<uint8_t>(raw->file_size >> (8 * k));
+  for (size_t k = 0; k < size_le.size(); ++k) size_le[k] = static_cast<uint8_t>(file_size >> (8 * k));
   sha.Update(size_le.data(), size_le.size());
   info.digest = "sha256:" + sha.HexDigest();
   return info;

@@ -80,8 +80,8 @@ struct Header {
 // only used in messages.
 Result<Header> ParseHeader(std::span<const uint8_t> bytes, uint64_t file_size, const std::string& path);
 
-// Reads just the header of a file (never tensor data), growing its pread buffer as the parse needs, and
-// parses it. Missing file -> kNotFound; other open/read failures -> kIoError.
+// Reads just the header of a file (never tensor data) in one forward pass through a small pread window,
+// and parses it. Missing file -> kNotFound; other open/read failures -> kIoError.
 Result<Header> ReadHeader(const std::string& path);
 
 // Header -> ModelInfo (backend "gguf"), including the header digest. Reads no tensor data.

@@ -24,7 +24,7 @@ Result<std::shared_ptr<LlamaModel>> LlamaBackend::GetModel(const ModelInfo& info
 Result<std::unique_ptr<Session>> LlamaBackend::OpenSession(const OpenSessionRequest& req, const ModelInfo& info) {
   auto model = GetModel(info, req.progress);
   if (!model) return Fail(model.error());
-  auto s = LlamaSession::Open(std::move(*model), req.workspace_id, req.config);
+  auto s = LlamaSession::Open(std::move(*model), req.workspace_id, req.config, req.gate);
   if (!s) return Fail(s.error());
   return std::unique_ptr<Session>(std::move(*s));
 }

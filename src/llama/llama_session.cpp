@@ -1,6 +1,7 @@
 #include "llama/llama_session.h"
 
 #include <algorithm>
+#include <optional>
 #include <chrono>
 #include <thread>
 #include <utility>
@@ -25,6 +26,18 @@ Result<ggml_type> KvType(const std::string& name) {
   return Fail(ErrorCode::kInvalidArgument, "unknown KV cache type '" + name + "' (f16, f32, bf16, q8_0, q4_0)");
 }
 
+// Bytes of a session's K and V caches at full n_ctx (what the daemon's memory budget counts).
+int64_t KvBytes(const llama_model* m, const SessionConfig& c) {
+  const int64_t n_head = std::max(1, llama_model_n_head(m));
+  const int64_t head_dim = llama_model_n_embd(m) / n_head;
+  const int64_t per_token = 2LL * llama_model_n_layer(m) * llama_model_n_head_kv(m) * head_dim;
+  double bytes_per_elem = 2.0;
+  if (c.kv_type == "f32") bytes_per_elem = 4.0;
+  if (c.kv_type == "q8_0") bytes_per_elem = 34.0 / 32.0;
+  if (c.kv_type == "q4_0") bytes_per_elem = 18.0 / 32.0;
+  return static_cast<int64_t>(static_cast<double>(per_token) * c.n_ctx * bytes_per_elem);
+}
+
 Status ValidateConfig(const SessionConfig& c) {
   if (c.n_ctx < 8) return Fail(ErrorCode::kInvalidArgument, "n_ctx must be at least 8");
   if (c.n_batch < 1 || c.n_ubatch < 1) return Fail(ErrorCode::kInvalidArgument, "n_batch and n_ubatch must be >= 1");
@@ -35,7 +48,8 @@ Status ValidateConfig(const SessionConfig& c) {
 }  // namespace
 
 Result<std::unique_ptr<LlamaSession>> LlamaSession::Open(std::shared_ptr<LlamaModel> model, std::string workspace_id,
-                                                         const SessionConfig& cfg) {
+                                                         const SessionConfig& cfg,
+                                                         std::shared_ptr<ComputeGate> gate) {
   if (auto ok = ValidateConfig(cfg); !ok) return Fail(ok.error());
   auto kv = KvType(cfg.kv_type);
   if (!kv) return Fail(kv.error());
@@ -66,7 +80,9 @@ Result<std::unique_ptr<LlamaSession>> LlamaSession::Open(std::shared_ptr<LlamaMo
   SessionConfig actual = cfg;
   actual.n_ctx = static_cast<int32_t>(llama_n_ctx(ctx.get()));
   actual.threads = threads;
-  return std::make_unique<LlamaSession>(Key{}, std::move(model), std::move(workspace_id), actual, std::move(ctx));
+  auto s = std::make_unique<LlamaSession>(Key{}, std::move(model), std::move(workspace_id), actual, std::move(ctx));
+  s->gate_ = std::move(gate);
+  return s;
 }
 
 LlamaSession::LlamaSession(Key, std::shared_ptr<LlamaModel> model, std::string workspace_id, const SessionConfig& cfg,
@@ -131,6 +147,8 @@ int64_t LlamaSession::TrimTo(int64_t keep, bool* fallback) {
 }
 
 Status LlamaSession::DecodeBatch(const Batch& batch) {
+  std::optional<ComputeGate::Turn> turn;
+  if (gate_) turn.emplace(gate_->Acquire());
   if (inject_failure_) {
     inject_failure_ = false;
     fatal_ = true;
@@ -307,10 +325,7 @@ Result<SuffixStatus> LlamaSession::PrefillSuffix(const SuffixInput& in) {
 Result<DecodeResult> LlamaSession::Decode(const DecodeConfig& dc, const ChunkCallback& on_chunk) {
   std::lock_guard lock(mu_);
   if (auto ok = CheckUsable(); !ok) return Fail(ok.error());
-  if (dc.max_tokens < 1) return Fail(ErrorCode::kInvalidArgument, "max_tokens must be >= 1");
-  if (dc.temperature < 0 || dc.top_p <= 0 || dc.top_p > 1 || dc.min_p < 0 || dc.min_p > 1 || dc.repeat_penalty <= 0) {
-    return Fail(ErrorCode::kInvalidArgument, "sampling parameters out of range");
-  }
+  if (auto ok = ValidateDecodeConfig(dc); !ok) return Fail(ok.error());
   const int64_t resident = static_cast<int64_t>(tokens_.size());
   if (resident + dc.max_tokens > cfg_.n_ctx) {
     return Fail(Error::ContextOverflow("decode", resident, dc.max_tokens, cfg_.n_ctx));
@@ -338,8 +353,9 @@ Result<DecodeResult> LlamaSession::Decode(const DecodeConfig& dc, const ChunkCal
   DecodeResult res;
   TextStream stream(dc.stop);
   Batch batch(1);
+  // Called once per token, text possibly empty (bytes held back), so a caller
+  // can cancel between any two tokens.
   auto emit = [&](std::string text, int32_t n_tokens) {
-    if (text.empty()) return true;
     res.text += text;
     return !on_chunk || on_chunk(StreamChunk{std::move(text), n_tokens});
   };
@@ -386,7 +402,7 @@ Result<DecodeResult> LlamaSession::Decode(const DecodeConfig& dc, const ChunkCal
       break;
     }
   }
-  if (res.finish != FinishReason::kStop) emit(stream.Flush(), unemitted);
+  if (std::string tail = stream.Flush(); !tail.empty()) emit(std::move(tail), unemitted);
   res.decode_ms = MsSince(t0);
   if (res.tokens_generated > 1) {
     res.tokens_per_second =
@@ -412,6 +428,7 @@ Result<ContextReport> LlamaSession::Report() {
   r.total_prefilled = total_prefilled_;
   r.total_generated = total_generated_;
   r.reuse_fallbacks = reuse_fallbacks_;
+  r.kv_bytes = KvBytes(model_->get(), cfg_);
   r.partial_trim = model_->partial_trim();
   r.fatal = fatal_;
   for (const auto* list : {&prefix_segments_, &suffix_segments_}) {

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "llama/llama_model.h"
+#include "modeld/compute_gate.h"
 #include "modeld/session.h"
 
 namespace modeld::llama {
@@ -25,7 +26,8 @@ class LlamaSession final : public Session {
 
  public:
   static Result<std::unique_ptr<LlamaSession>> Open(std::shared_ptr<LlamaModel> model, std::string workspace_id,
-                                                    const SessionConfig& cfg);
+                                                    const SessionConfig& cfg,
+                                                    std::shared_ptr<ComputeGate> gate = nullptr);
   LlamaSession(Key, std::shared_ptr<LlamaModel> model, std::string workspace_id, const SessionConfig& cfg,
                ContextPtr ctx);
   ~LlamaSession() override;
@@ -69,6 +71,7 @@ class LlamaSession final : public Session {
   Status EnsureLogits();
   Status DecodeBatch(const Batch& batch);
 
+  std::shared_ptr<ComputeGate> gate_;  // taken around every llama_decode; may be null
   std::mutex mu_;  // serializes calls: a llama_context is not thread-safe
   std::shared_ptr<LlamaModel> model_;
   std::string workspace_id_;

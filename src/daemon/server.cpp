@@ -1,0 +1,626 @@
+#include "daemon/server.h"
+
+#include <arpa/inet.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <thread>
+
+#include <httplib.h>
+
+#include "daemon/metrics.h"
+#include "daemon/session_manager.h"
+#include "modeld/registry.h"
+#include "modeld/service.h"
+#include "wire/codec.h"
+
+namespace modeld::daemon {
+namespace {
+
+namespace fs = std::filesystem;
+using wire::Json;
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kVersion = "0.1.0";
+
+double SecondsSince(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+bool ValidWorkspace(const std::string& ws) {
+  if (ws.empty() || ws.size() > 128) return false;
+  for (char c : ws) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    std::string_view("._-:@+").find(c) != std::string_view::npos;
+    if (!ok) return false;
+  }
+  return true;
+}
+
+bool IsLoopback(const std::string& host) {
+  if (host == "localhost" || host == "::1") return true;
+  in_addr a{};
+  return inet_pton(AF_INET, host.c_str(), &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
+}
+
+// Constant-time comparison for the bearer token.
+bool SameSecret(std::string_view a, std::string_view b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i % (b.empty() ? 1 : b.size())]);
+  return diff == 0;
+}
+
+void Reply(httplib::Response& res, int status, const Json& body) {
+  res.status = status;
+  res.set_content(body.dump(), "application/json");
+}
+
+void ReplyError(httplib::Response& res, const Error& e) {
+  Reply(res, wire::HttpStatus(e.code()), Json{{"error", wire::ToJson(e)}});
+}
+
+std::string Line(const Json& j) { return j.dump() + "\n"; }
+
+struct ServedModel {
+  std::string name;
+  ModelInfo info;
+};
+
+}  // namespace
+
+struct Server::Impl {
+  ServerOptions opt;
+  Metrics metrics;
+  std::shared_ptr<ComputeGate> gate = std::make_shared<ComputeGate>();
+  std::vector<ServedModel> models;
+  std::unique_ptr<SessionManager> sessions;
+  httplib::Server unix_server;
+  httplib::Server tcp_server;
+  std::thread unix_thread, tcp_thread;
+  int bound_port = 0;
+  std::atomic<bool> stopping{false};
+  std::mutex stop_mu;
+  std::condition_variable stop_cv;
+  bool stopped = false;  // Stop() has begun
+  bool done = false;     // Stop() has finished
+
+  const ServedModel* FindModel(const std::string& name) const {
+    if (name.empty()) return models.empty() ? nullptr : &models.front();
+    for (const auto& m : models) {
+      if (m.name == name || m.info.path == name) return &m;
+    }
+    return nullptr;
+  }
+
+  Result<const ServedModel*> ModelOrError(const std::string& name) const {
+    const ServedModel* m = FindModel(name);
+    if (!m) return Fail(ErrorCode::kNotFound, "model '" + name + "' is not served by this daemon (see /v1/models)");
+    return m;
+  }
+
+  void Log(const char* fmt, const std::string& a, const std::string& b = "") const {
+    if (opt.log_requests) std::fprintf(stderr, fmt, a.c_str(), b.c_str());
+  }
+
+  void Routes(httplib::Server& s);
+  // Handlers.
+  void Health(httplib::Response& res);
+  void Models(httplib::Response& res);
+  void Describe(const httplib::Request& req, httplib::Response& res);
+  void OpenSession(const httplib::Request& req, httplib::Response& res);
+  void ListSessions(httplib::Response& res);
+  void GetReport(const std::string& ws, httplib::Response& res);
+  void CloseSession(const std::string& ws, httplib::Response& res);
+  void Prefill(const std::string& ws, bool suffix, const httplib::Request& req, httplib::Response& res);
+  void Decode(const std::string& ws, const httplib::Request& req, httplib::Response& res);
+  void Tokenize(const std::string& ws, const httplib::Request& req, httplib::Response& res);
+  void Embed(const httplib::Request& req, httplib::Response& res);
+  void MetricsText(httplib::Response& res);
+};
+
+void Server::Impl::Routes(httplib::Server& s) {
+  s.set_payload_max_length(static_cast<size_t>(opt.max_body_bytes));
+  s.set_read_timeout(30, 0);
+  s.set_write_timeout(30, 0);
+  s.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    Error e(ErrorCode::kNotFound, "no such endpoint: " + req.method + " " + req.path);
+    if (res.status == 413) e = Error(ErrorCode::kInvalidArgument, "request body too large").WithReason("body_too_large");
+    else if (res.status == 400) e = Error(ErrorCode::kInvalidArgument, "malformed HTTP request");
+    else if (res.status != 404) e = Error(ErrorCode::kInvalidArgument, "HTTP error " + std::to_string(res.status));
+    const int status = res.status;
+    Reply(res, status, Json{{"error", wire::ToJson(e)}});
+  });
+  s.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+    std::string what = "internal error";
+    try {
+      std::rethrow_exception(ep);
+    } catch (const std::exception& ex) {
+      what = ex.what();
+    } catch (...) {
+    }
+    ReplyError(res, Error(ErrorCode::kInternal, what));
+  });
+  s.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+    metrics.CountRequest(req.matched_route.empty() ? std::string("other") : req.matched_route, res.status);
+    if (opt.log_requests) {
+      std::fprintf(stderr, "modeld: %s %s -> %d\n", req.method.c_str(), req.path.c_str(), res.status);
+    }
+  });
+
+  s.Get("/v1/health", [this](const httplib::Request&, httplib::Response& res) { Health(res); });
+  s.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) { Models(res); });
+  s.Post("/v1/describe", [this](const httplib::Request& req, httplib::Response& res) { Describe(req, res); });
+  s.Post("/v1/sessions", [this](const httplib::Request& req, httplib::Response& res) { OpenSession(req, res); });
+  s.Get("/v1/sessions", [this](const httplib::Request&, httplib::Response& res) { ListSessions(res); });
+  s.Get("/v1/sessions/:ws", [this](const httplib::Request& req, httplib::Response& res) {
+    GetReport(req.path_params.at("ws"), res);
+  });
+  s.Delete("/v1/sessions/:ws", [this](const httplib::Request& req, httplib::Response& res) {
+    CloseSession(req.path_params.at("ws"), res);
+  });
+  s.Post("/v1/sessions/:ws/prefix", [this](const httplib::Request& req, httplib::Response& res) {
+    Prefill(req.path_params.at("ws"), false, req, res);
+  });
+  s.Post("/v1/sessions/:ws/suffix", [this](const httplib::Request& req, httplib::Response& res) {
+    Prefill(req.path_params.at("ws"), true, req, res);
+  });
+  s.Post("/v1/sessions/:ws/decode", [this](const httplib::Request& req, httplib::Response& res) {
+    Decode(req.path_params.at("ws"), req, res);
+  });
+  s.Post("/v1/sessions/:ws/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
+    Tokenize(req.path_params.at("ws"), req, res);
+  });
+  s.Post("/v1/embed", [this](const httplib::Request& req, httplib::Response& res) { Embed(req, res); });
+  s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) { MetricsText(res); });
+}
+
+void Server::Impl::Health(httplib::Response& res) {
+  Reply(res, 200,
+        Json{{"status", stopping ? "stopping" : "ok"},
+             {"version", kVersion},
+             {"sessions", sessions->List().size()},
+             {"models", models.size()}});
+}
+
+void Server::Impl::Models(httplib::Response& res) {
+  Json list = Json::array();
+  for (const auto& m : models) {
+    list.push_back({{"model", m.name},
+                    {"path", m.info.path},
+                    {"digest", m.info.digest},
+                    {"architecture", m.info.architecture},
+                    {"context_length", m.info.context_length},
+                    {"pooling", m.info.pooling}});
+  }
+  Reply(res, 200, Json{{"models", list}});
+}
+
+void Server::Impl::Describe(const httplib::Request& req, httplib::Response& res) {
+  auto body = wire::ParseObject(req.body);
+  if (!body) return ReplyError(res, body.error());
+  if (!body->contains("model") || !(*body)["model"].is_string() || body->size() != 1) {
+    return ReplyError(res, Error(ErrorCode::kInvalidArgument, "describe takes exactly {\"model\": NAME}"));
+  }
+  auto m = ModelOrError((*body)["model"].get<std::string>());
+  if (!m) return ReplyError(res, m.error());
+  Json j = wire::ToJson((*m)->info);
+  j["model"] = (*m)->name;
+  Reply(res, 200, j);
+}
+
+void Server::Impl::OpenSession(const httplib::Request& req, httplib::Response& res) {
+  auto body = wire::ParseObject(req.body);
+  if (!body) return ReplyError(res, body.error());
+  std::string ws, model;
+  bool stream = false;
+  SessionConfig cfg;
+  cfg.threads = opt.threads;
+  for (const auto& [k, v] : body->items()) {
+    if (k == "workspace" && v.is_string()) ws = v.get<std::string>();
+    else if (k == "model" && v.is_string()) model = v.get<std::string>();
+    else if (k == "stream" && v.is_boolean()) stream = v.get<bool>();
+    else if (k == "config") {
+      auto c = wire::SessionConfigFromJson(v, cfg);
+      if (!c) return ReplyError(res, c.error());
+      cfg = *c;
+    } else {
+      return ReplyError(res, Error(ErrorCode::kInvalidArgument, "open session: unknown or mistyped field '" + k + "'"));
+    }
+  }
+  if (!ValidWorkspace(ws)) {
+    return ReplyError(res, Error(ErrorCode::kInvalidArgument,
+                                 "'workspace' must be 1-128 characters of A-Z a-z 0-9 . _ - : @ +"));
+  }
+  auto m = ModelOrError(model);
+  if (!m) return ReplyError(res, m.error());
+  const std::string name = (*m)->name;
+  auto run = [this, ws, name, cfg](const ProgressFunc& progress) -> Result<Json> {
+    auto opened = sessions->Open(ws, name, cfg, progress);
+    if (!opened) return Fail(opened.error());
+    std::lock_guard lock(opened->entry->call_mu);  // a consistent report
+    auto rep = opened->entry->session->Report();
+    if (!rep) return Fail(rep.error());
+    return Json{{"workspace", ws},
+                {"model", name},
+                {"created", opened->created},
+                {"config", wire::ToJson(opened->entry->config)},
+                {"report", wire::ToJson(*rep)}};
+  };
+  if (!stream) {
+    auto j = run([&](const Progress& p) {
+      if (p.done == p.total || p.done % 25 == 0) Log("modeld: loading %s: %s%%\n", name, std::to_string(p.done));
+    });
+    if (!j) return ReplyError(res, j.error());
+    return Reply(res, 200, *j);
+  }
+  res.set_chunked_content_provider("application/x-ndjson", [this, run, name](size_t, httplib::DataSink& sink) {
+    auto j = run([&](const Progress& p) {
+      Json ev = wire::ToJson(p);
+      ev["event"] = "progress";
+      const std::string line = Line(ev);
+      sink.write(line.data(), line.size());
+      if (p.done == p.total || p.done % 25 == 0) Log("modeld: loading %s: %s%%\n", name, std::to_string(p.done));
+    });
+    const std::string line = j ? Line(Json{{"event", "done"}, {"result", *j}})
+                               : Line(Json{{"event", "error"}, {"error", wire::ToJson(j.error())}});
+    sink.write(line.data(), line.size());
+    sink.done();
+    return true;
+  });
+}
+
+void Server::Impl::ListSessions(httplib::Response& res) {
+  Json list = Json::array();
+  for (const auto& s : sessions->List()) {
+    Json j = wire::ToJson(s.report);
+    j["model"] = s.model;
+    j["busy"] = s.busy;
+    j["last_used_ms_ago"] = s.idle_ms;
+    list.push_back(std::move(j));
+  }
+  Reply(res, 200, Json{{"sessions", list}});
+}
+
+void Server::Impl::GetReport(const std::string& ws, httplib::Response& res) {
+  for (const auto& s : sessions->List()) {
+    if (s.report.workspace_id != ws) continue;
+    Json j = wire::ToJson(s.report);
+    j["model"] = s.model;
+    j["busy"] = s.busy;
+    j["last_used_ms_ago"] = s.idle_ms;
+    return Reply(res, 200, j);
+  }
+  // Not live: say why (never opened, evicted, closed).
+  auto lease = sessions->Acquire(ws);
+  ReplyError(res, lease ? Error(ErrorCode::kInternal, "session appeared during lookup") : lease.error());
+}
+
+void Server::Impl::CloseSession(const std::string& ws, httplib::Response& res) {
+  if (auto ok = sessions->Close(ws); !ok) return ReplyError(res, ok.error());
+  Reply(res, 200, Json{{"closed", true}});
+}
+
+void Server::Impl::Prefill(const std::string& ws, bool suffix, const httplib::Request& req, httplib::Response& res) {
+  auto body = wire::ParseObject(req.body);
+  if (!body) return ReplyError(res, body.error());
+  std::vector<ManifestSegment> segments;
+  std::string prefix_digest;
+  bool stream = false;
+  for (const auto& [k, v] : body->items()) {
+    if (k == "segments") {
+      auto s = wire::SegmentsFromJson(v);
+      if (!s) return ReplyError(res, s.error());
+      segments = std::move(*s);
+    } else if (k == "prefix_digest" && suffix && v.is_string()) {
+      prefix_digest = v.get<std::string>();
+    } else if (k == "stream" && v.is_boolean()) {
+      stream = v.get<bool>();
+    } else {
+      return ReplyError(res, Error(ErrorCode::kInvalidArgument, "unknown or mistyped field '" + k + "'"));
+    }
+  }
+  if (!body->contains("segments")) return ReplyError(res, Error(ErrorCode::kInvalidArgument, "missing 'segments'"));
+  if (suffix && !body->contains("prefix_digest")) {
+    return ReplyError(res, Error(ErrorCode::kInvalidArgument, "missing 'prefix_digest'"));
+  }
+  auto lease = sessions->Acquire(ws);
+  if (!lease) return ReplyError(res, lease.error());
+  auto shared = std::make_shared<SessionManager::Lease>(std::move(*lease));
+  auto run = [this, shared, suffix, segments = std::move(segments), prefix_digest](
+                 const ProgressFunc& progress) -> Result<Json> {
+    const auto t0 = Clock::now();
+    Session& s = shared->session();
+    if (suffix) {
+      SuffixInput in{prefix_digest, segments, progress};
+      auto st = s.PrefillSuffix(in);
+      if (!st) return Fail(st.error());
+      metrics.AddTokens(st->tokens_reused, st->tokens_prefilled, 0);
+      metrics.prefill_seconds.Observe(SecondsSince(t0));
+      return wire::ToJson(*st);
+    }
+    PrefixInput in{ContextManifest(segments), progress};
+    auto st = s.EnsurePrefix(in);
+    if (!st) return Fail(st.error());
+    metrics.AddTokens(st->tokens_reused, st->tokens_prefilled, 0);
+    metrics.prefill_seconds.Observe(SecondsSince(t0));
+    return wire::ToJson(*st);
+  };
+  if (!stream) {
+    auto j = run({});
+    if (!j) return ReplyError(res, j.error());
+    return Reply(res, 200, *j);
+  }
+  res.set_chunked_content_provider("application/x-ndjson", [run, shared](size_t, httplib::DataSink& sink) {
+    auto j = run([&](const Progress& p) {
+      Json ev = wire::ToJson(p);
+      ev["event"] = "progress";
+      const std::string line = Line(ev);
+      sink.write(line.data(), line.size());
+    });
+    shared->Release();
+    const std::string line = j ? Line(Json{{"event", "done"}, {"result", *j}})
+                               : Line(Json{{"event", "error"}, {"error", wire::ToJson(j.error())}});
+    sink.write(line.data(), line.size());
+    sink.done();
+    return true;
+  });
+}
+
+void Server::Impl::Decode(const std::string& ws, const httplib::Request& req, httplib::Response& res) {
+  auto body = wire::ParseObject(req.body);
+  if (!body) return ReplyError(res, body.error());
+  auto cfg = wire::DecodeConfigFromJson(*body);
+  if (!cfg) return ReplyError(res, cfg.error());
+  if (auto ok = ValidateDecodeConfig(*cfg); !ok) return ReplyError(res, ok.error());
+  auto lease = sessions->Acquire(ws);
+  if (!lease) return ReplyError(res, lease.error());
+  // Errors found before the stream starts are plain HTTP errors.
+  auto rep = lease->session().Report();
+  if (!rep) return ReplyError(res, rep.error());
+  if (rep->tokens_resident + cfg->max_tokens > rep->n_ctx) {
+    return ReplyError(res, Error::ContextOverflow("decode", rep->tokens_resident, cfg->max_tokens, rep->n_ctx));
+  }
+  auto shared = std::make_shared<SessionManager::Lease>(std::move(*lease));
+  res.set_chunked_content_provider(
+      "application/x-ndjson", [this, shared, dc = std::move(*cfg)](size_t, httplib::DataSink& sink) {
+        const auto t0 = Clock::now();
+        bool client_gone = false;
+        auto r = shared->session().Decode(dc, [&](const StreamChunk& c) {
+          // Checked on every token: a closed connection or a stopping daemon cancels.
+          if (stopping || !sink.is_writable()) {
+            client_gone = !stopping;
+            return false;
+          }
+          if (c.text.empty()) return true;
+          const std::string line = Line(Json{{"event", "chunk"}, {"text", c.text}, {"n_tokens", c.n_tokens}});
+          if (!sink.write(line.data(), line.size())) {
+            client_gone = true;
+            return false;
+          }
+          return true;
+        });
+        if (r) {
+          metrics.AddTokens(0, 0, r->tokens_generated);
+          metrics.decode_seconds.Observe(SecondsSince(t0));
+          if (r->tokens_generated > 0) metrics.first_token_seconds.Observe(r->first_token_ms / 1000.0);
+        }
+        shared->Release();
+        if (client_gone) return false;  // nobody to tell
+        const std::string line = r ? Line(Json{{"event", "done"}, {"result", wire::ToJson(*r)}})
+                                   : Line(Json{{"event", "error"}, {"error", wire::ToJson(r.error())}});
+        sink.write(line.data(), line.size());
+        sink.done();
+        return true;
+      });
+}
+
+void Server::Impl::Tokenize(const std::string& ws, const httplib::Request& req, httplib::Response& res) {
+  auto body = wire::ParseObject(req.body);
+  if (!body) return ReplyError(res, body.error());
+  std::string text;
+  bool parse_special = false;
+  bool has_text = false;
+  for (const auto& [k, v] : body->items()) {
+    if (k == "text" && v.is_string()) {
+      text = v.get<std::string>();
+      has_text = true;
+    } else if (k == "parse_special" && v.is_boolean()) {
+      parse_special = v.get<bool>();
+    } else {
+      return ReplyError(res, Error(ErrorCode::kInvalidArgument, "unknown or mistyped field '" + k + "'"));
+    }
+  }
+  if (!has_text) return ReplyError(res, Error(ErrorCode::kInvalidArgument, "missing 'text'"));
+  auto lease = sessions->Acquire(ws);
+  if (!lease) return ReplyError(res, lease.error());
+  auto toks = lease->session().Tokenize(text, parse_special);
+  if (!toks) return ReplyError(res, toks.error());
+  Reply(res, 200, Json{{"tokens", *toks}, {"count", toks->size()}});
+}
+
+void Server::Impl::Embed(const httplib::Request& req, httplib::Response& res) {
+  auto body = wire::ParseObject(req.body);
+  if (!body) return ReplyError(res, body.error());
+  std::string model, input;
+  bool has_input = false;
+  for (const auto& [k, v] : body->items()) {
+    if (k == "model" && v.is_string()) model = v.get<std::string>();
+    else if (k == "input" && v.is_string()) {
+      input = v.get<std::string>();
+      has_input = true;
+    } else {
+      return ReplyError(res, Error(ErrorCode::kInvalidArgument, "unknown or mistyped field '" + k + "'"));
+    }
+  }
+  if (!has_input) return ReplyError(res, Error(ErrorCode::kInvalidArgument, "missing 'input'"));
+  auto m = ModelOrError(model);
+  if (!m) return ReplyError(res, m.error());
+  EmbedRequest er;
+  er.model_path = (*m)->info.path;
+  er.model_digest = (*m)->info.digest;
+  er.input = input;
+  er.threads = opt.threads;
+  auto e = Service().Embed(er);
+  if (!e) return ReplyError(res, e.error());
+  Reply(res, 200,
+        Json{{"embedding", e->values},
+             {"dimensions", e->values.size()},
+             {"normalized", e->normalized},
+             {"pooling", e->pooling},
+             {"n_tokens", e->n_tokens}});
+}
+
+void Server::Impl::MetricsText(httplib::Response& res) {
+  int64_t resident = 0, kv = 0;
+  const auto list = sessions->List();
+  for (const auto& s : list) {
+    resident += s.report.tokens_resident;
+    kv += s.report.kv_bytes;
+  }
+  res.status = 200;
+  res.set_content(metrics.Render(static_cast<int64_t>(list.size()), resident, kv), "text/plain; version=0.0.4");
+}
+
+Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Server::~Server() { Stop(); }
+
+Result<std::unique_ptr<Server>> Server::Start(const ServerOptions& opt) {
+  if (opt.socket_path.empty() && opt.port == 0) {
+    return Fail(ErrorCode::kInvalidArgument, "nothing to listen on: give a socket path or a port");
+  }
+  if (opt.port != 0) {
+    if (!IsLoopback(opt.host) && !opt.allow_remote) {
+      return Fail(ErrorCode::kInvalidArgument, "refusing to listen on non-loopback address " + opt.host +
+                                                   " (pass --allow-remote to do it anyway)");
+    }
+    if (opt.token.empty()) return Fail(ErrorCode::kInvalidArgument, "a TCP listener needs a bearer token");
+  }
+  if (opt.models.empty()) return Fail(ErrorCode::kInvalidArgument, "no model to serve");
+  if (!SessionAvailable()) {
+    return Fail(Error(ErrorCode::kSessionUnavailable, "no session backend is compiled into this build")
+                    .WithReason("no_backend"));
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->opt = opt;
+  for (const auto& path : opt.models) {
+    OpenSessionRequest req;
+    req.model_path = path;
+    auto info = Service().Describe(req);
+    if (!info) return Fail(info.error());
+    ServedModel m{fs::path(path).stem().string(), *info};
+    if (impl->FindModel(m.name) != nullptr && !impl->models.empty()) {
+      return Fail(ErrorCode::kInvalidArgument, "two served models are both named '" + m.name + "'");
+    }
+    impl->models.push_back(std::move(m));
+  }
+  Impl* self = impl.get();
+  impl->sessions = std::make_unique<SessionManager>(
+      [self](const std::string& ws, const std::string& model, const SessionConfig& cfg, const ProgressFunc& progress)
+          -> Result<std::unique_ptr<Session>> {
+        const ServedModel* m = self->FindModel(model);
+        OpenSessionRequest req;
+        req.model_path = m->info.path;
+        req.model_digest = m->info.digest;
+        req.workspace_id = ws;
+        req.config = cfg;
+        req.progress = progress;
+        req.gate = self->gate;
+        return Service().OpenSession(req);
+      },
+      opt.kv_budget_bytes, opt.max_sessions, &impl->metrics);
+
+  if (!opt.socket_path.empty()) {
+    const fs::path sock(opt.socket_path);
+    std::error_code ec;
+    if (sock.has_parent_path() && !fs::exists(sock.parent_path(), ec)) {
+      fs::create_directories(sock.parent_path(), ec);
+      fs::permissions(sock.parent_path(), fs::perms::owner_all, ec);
+    }
+    if (fs::exists(sock, ec)) {
+      // A live daemon answers on it; a stale file from a crash does not.
+      httplib::Client probe(opt.socket_path);
+      probe.set_address_family(AF_UNIX);
+      probe.set_connection_timeout(1, 0);
+      if (probe.Get("/v1/health")) {
+        return Fail(ErrorCode::kInvalidArgument, "another modeld is already serving on " + opt.socket_path);
+      }
+      fs::remove(sock, ec);
+    }
+    impl->Routes(impl->unix_server);
+    impl->unix_server.set_address_family(AF_UNIX);
+    const mode_t old_mask = ::umask(0177);  // the socket file is created 0600
+    const bool bound = impl->unix_server.bind_to_port(opt.socket_path, 80);
+    ::umask(old_mask);
+    if (!bound) return Fail(ErrorCode::kIoError, "cannot listen on " + opt.socket_path);
+    ::chmod(opt.socket_path.c_str(), 0600);
+    impl->unix_thread = std::thread([self] { self->unix_server.listen_after_bind(); });
+  }
+  if (opt.port != 0) {
+    impl->Routes(impl->tcp_server);
+    const std::string token = opt.token;
+    impl->tcp_server.set_pre_routing_handler([token](const httplib::Request& req, httplib::Response& res) {
+      const std::string auth = req.get_header_value("Authorization");
+      if (auth.size() > 7 && auth.compare(0, 7, "Bearer ") == 0 && SameSecret(auth.substr(7), token)) {
+        return httplib::Server::HandlerResponse::Unhandled;
+      }
+      Reply(res, 401, Json{{"error", wire::ToJson(Error(ErrorCode::kUnauthorized, "missing or wrong bearer token"))}});
+      return httplib::Server::HandlerResponse::Handled;
+    });
+    if (opt.port < 0) {
+      impl->bound_port = impl->tcp_server.bind_to_any_port(opt.host);
+    } else {
+      impl->bound_port = impl->tcp_server.bind_to_port(opt.host, opt.port) ? opt.port : -1;
+    }
+    if (impl->bound_port <= 0) {
+      impl->unix_server.stop();
+      if (impl->unix_thread.joinable()) impl->unix_thread.join();
+      return Fail(ErrorCode::kIoError, "cannot listen on " + opt.host + ":" + std::to_string(opt.port));
+    }
+    impl->tcp_thread = std::thread([self] { self->tcp_server.listen_after_bind(); });
+  }
+  if (!opt.socket_path.empty()) impl->unix_server.wait_until_ready();
+  if (opt.port != 0) impl->tcp_server.wait_until_ready();
+  return std::make_unique<Server>(std::move(impl));
+}
+
+void Server::Stop() {
+  if (!impl_) return;
+  {
+    std::lock_guard lock(impl_->stop_mu);
+    if (impl_->stopped) return;
+    impl_->stopped = true;
+  }
+  impl_->stopping = true;  // in-flight decodes see it at their next token
+  impl_->unix_server.stop();
+  impl_->tcp_server.stop();
+  if (impl_->unix_thread.joinable()) impl_->unix_thread.join();
+  if (impl_->tcp_thread.joinable()) impl_->tcp_thread.join();
+  impl_->sessions->CloseAll();
+  if (!impl_->opt.socket_path.empty()) {
+    std::error_code ec;
+    fs::remove(impl_->opt.socket_path, ec);
+  }
+  {
+    std::lock_guard lock(impl_->stop_mu);
+    impl_->done = true;
+  }
+  impl_->stop_cv.notify_all();
+}
+
+void Server::Wait() {
+  std::unique_lock lock(impl_->stop_mu);
+  impl_->stop_cv.wait(lock, [&] { return impl_->done; });
+}
+
+const std::string& Server::socket_path() const { return impl_->opt.socket_path; }
+int Server::port() const { return impl_->bound_port; }
+
+}  // namespace modeld::daemon

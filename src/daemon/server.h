@@ -1,0 +1,50 @@
+// `modeld serve`: the daemon. HTTP/1.1 + JSON over a Unix socket (and
+// optionally loopback TCP with a bearer token). docs/protocol.md is the spec.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "modeld/error.h"
+
+namespace modeld::daemon {
+
+struct ServerOptions {
+  std::string socket_path;              // "" = no Unix socket
+  std::string host = "127.0.0.1";       // TCP host, used when port > 0
+  int port = 0;                         // 0 = no TCP listener; -1 = pick a free loopback port
+  bool allow_remote = false;            // permit a non-loopback host
+  std::string token;                    // required for TCP
+  std::vector<std::string> models;      // GGUF files served; name = file stem
+  int threads = 0;                      // per computation; 0 = all cores
+  int64_t kv_budget_bytes = 0;          // 0 = unlimited
+  int max_sessions = 64;
+  int64_t max_body_bytes = 32LL << 20;
+  bool log_requests = true;             // one log line per request on stderr
+};
+
+class Server {
+ public:
+  // Validates options, describes the models, binds and starts serving on
+  // background threads. Returns once the listeners accept connections.
+  static Result<std::unique_ptr<Server>> Start(const ServerOptions& opt);
+  ~Server();
+
+  // Stops accepting, cancels in-flight decodes, closes all sessions. Idempotent.
+  void Stop();
+  // Blocks until Stop() (e.g. from a signal handler thread).
+  void Wait();
+
+  const std::string& socket_path() const;
+  int port() const;  // the bound TCP port, 0 when none
+
+  struct Impl;  // defined in server.cpp; only Start() can make one
+  explicit Server(std::unique_ptr<Impl> impl);
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace modeld::daemon

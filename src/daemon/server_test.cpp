@@ -1,0 +1,331 @@
+// The daemon over its real socket: bad input, busy sessions, disconnects,
+// eviction, authentication, shutdown.
+#include "daemon/server.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <filesystem>
+#include <thread>
+
+#include <httplib.h>
+
+#include "llama/model_writer.h"
+#include "wire/codec.h"
+
+namespace modeld::daemon {
+namespace {
+
+namespace fs = std::filesystem;
+using wire::Json;
+
+std::string TinyModel() {
+  static const std::string path = [] {
+    fs::create_directories(MODELD_TEST_TMP);
+    const std::string p = std::string(MODELD_TEST_TMP) + "/server-test-tiny.gguf";
+    auto spec = llama::PresetSpec("tiny", MODELD_VOCAB_DIR);
+    EXPECT_TRUE(spec.has_value());
+    EXPECT_TRUE(llama::WriteRandomModel(*spec, p).has_value());
+    return p;
+  }();
+  return path;
+}
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void StartServer(ServerOptions opt = {}) {
+    socket_ = std::string(MODELD_TEST_TMP) + "/srv-" + std::to_string(::getpid()) + "-" +
+              ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".sock";
+    if (socket_.size() > 100) socket_ = std::string(MODELD_TEST_TMP) + "/s" + std::to_string(::getpid()) + ".sock";
+    opt.socket_path = socket_;
+    opt.models = {TinyModel()};
+    opt.threads = 2;
+    opt.log_requests = false;
+    auto s = Server::Start(opt);
+    ASSERT_TRUE(s.has_value()) << s.error().ToString();
+    server_ = std::move(*s);
+  }
+  void TearDown() override {
+    if (server_) server_->Stop();
+  }
+  httplib::Client Client() {
+    httplib::Client c(socket_);
+    c.set_address_family(AF_UNIX);
+    c.set_read_timeout(60, 0);
+    return c;
+  }
+  // POST returning (status, json).
+  std::pair<int, Json> Post(const std::string& path, const std::string& body) {
+    auto c = Client();
+    auto r = c.Post(path, body, "application/json");
+    if (!r) return {-1, Json()};
+    return {r->status, Json::parse(r->body, nullptr, false)};
+  }
+  std::pair<int, Json> Get(const std::string& path) {
+    auto c = Client();
+    auto r = c.Get(path);
+    if (!r) return {-1, Json()};
+    return {r->status, Json::parse(r->body, nullptr, false)};
+  }
+  void Open(const std::string& ws, int n_ctx = 512) {
+    auto [st, j] = Post("/v1/sessions", Json{{"workspace", ws}, {"config", {{"n_ctx", n_ctx}}}}.dump());
+    ASSERT_EQ(st, 200) << j.dump();
+  }
+  std::string Prefix(const std::string& ws, const std::string& text) {
+    auto [st, j] = Post("/v1/sessions/" + ws + "/prefix",
+                        Json{{"segments", {{{"id", "sys"}, {"kind", "system"}, {"content", text}}}}}.dump());
+    EXPECT_EQ(st, 200) << j.dump();
+    return j.value("manifest_digest", "");
+  }
+  static std::string Code(const Json& j) { return j.contains("error") ? j["error"].value("code", "") : ""; }
+
+  std::string socket_;
+  std::unique_ptr<Server> server_;
+};
+
+TEST_F(ServerTest, SocketIsPrivateAndHealthAnswers) {
+  StartServer();
+  struct stat st {};
+  ASSERT_EQ(::stat(socket_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600);
+  auto [code, j] = Get("/v1/health");
+  EXPECT_EQ(code, 200);
+  EXPECT_EQ(j["status"], "ok");
+  // A second daemon on the same socket is refused, the first keeps serving.
+  ServerOptions again;
+  again.socket_path = socket_;
+  again.models = {TinyModel()};
+  again.log_requests = false;
+  auto second = Server::Start(again);
+  ASSERT_FALSE(second.has_value());
+  EXPECT_EQ(Get("/v1/health").first, 200);
+}
+
+TEST_F(ServerTest, BadInputGetsTypedErrorsAndTheDaemonStaysHealthy) {
+  ServerOptions opt;
+  opt.max_body_bytes = 64 << 10;
+  StartServer(opt);
+  Open("ws1");
+  struct Case {
+    std::string path, body;
+    int status;
+    std::string code;
+  };
+  const std::vector<Case> cases = {
+      {"/v1/sessions", "{not json", 400, "invalid_argument"},
+      {"/v1/sessions", "[1,2]", 400, "invalid_argument"},
+      {"/v1/sessions", R"({"workspace": 5})", 400, "invalid_argument"},
+      {"/v1/sessions", R"({"workspace": "a/b"})", 400, "invalid_argument"},
+      {"/v1/sessions", R"({"workspace": "w", "colour": "red"})", 400, "invalid_argument"},
+      {"/v1/sessions", R"({"workspace": "w", "config": {"n_ctx": "big"}})", 400, "invalid_argument"},
+      {"/v1/sessions", R"({"workspace": "w", "config": {"n_ctxx": 5}})", 400, "invalid_argument"},
+      {"/v1/sessions", R"({"workspace": "w", "model": "nope"})", 404, "not_found"},
+      {"/v1/sessions/ws1/prefix", R"({"segments": "x"})", 400, "invalid_argument"},
+      {"/v1/sessions/ws1/prefix", R"({"segments": [{"content": 1}]})", 400, "invalid_argument"},
+      {"/v1/sessions/ws1/prefix", R"({"segments": [{"content": "a", "digest": "00"}]})", 409, "manifest_mismatch"},
+      {"/v1/sessions/ws1/prefix", R"({})", 400, "invalid_argument"},
+      {"/v1/sessions/ws1/suffix", R"({"segments": []})", 400, "invalid_argument"},
+      {"/v1/sessions/ws1/suffix", R"({"prefix_digest": "zz", "segments": []})", 409, "manifest_mismatch"},
+      {"/v1/sessions/ws1/decode", R"({"max_tokens": "many"})", 400, "invalid_argument"},
+      {"/v1/sessions/ws1/decode", R"({"max_tokens": 100000})", 422, "context_overflow"},
+      {"/v1/sessions/ws1/decode", R"({"temperature": -1})", 400, "invalid_argument"},
+      {"/v1/sessions/nope/decode", R"({})", 404, "not_found"},
+      {"/v1/sessions/ws1/tokenize", R"({"txt": "a"})", 400, "invalid_argument"},
+      {"/v1/describe", R"({"model": "nope"})", 404, "not_found"},
+      {"/v1/embed", R"({"input": "x"})", 501, "unsupported_feature"},
+      {"/v1/nothing", R"({})", 404, "not_found"},
+      {"/v1/sessions", std::string(70 << 10, ' '), 413, "invalid_argument"},
+  };
+  for (const auto& c : cases) {
+    auto [st, j] = Post(c.path, c.body);
+    EXPECT_EQ(st, c.status) << c.path << " " << c.body.substr(0, 60) << " -> " << j.dump();
+    EXPECT_EQ(Code(j), c.code) << c.path << " " << c.body.substr(0, 60);
+  }
+  // The overflow error carries its counts.
+  auto [st, j] = Post("/v1/sessions/ws1/decode", R"({"max_tokens": 100000})");
+  EXPECT_EQ(j["error"]["stage"], "decode");
+  EXPECT_EQ(j["error"]["n_ctx"], 512);
+  EXPECT_EQ(j["error"]["additional"], 100000);
+  // Healthy, and the session still works.
+  EXPECT_EQ(Get("/v1/health").first, 200);
+  const std::string d = Prefix("ws1", "hello there");
+  EXPECT_FALSE(d.empty());
+}
+
+TEST_F(ServerTest, ConcurrentCallOnOneSessionIsBusyAndDisconnectCancelsDecode) {
+  StartServer();
+  Open("ws", 4096);
+  const std::string digest = Prefix("ws", "You are a coding assistant. Write a long answer.");
+  auto [sst, sj] = Post("/v1/sessions/ws/suffix",
+                        Json{{"prefix_digest", digest}, {"segments", {{{"content", "Go on and on."}}}}}.dump());
+  ASSERT_EQ(sst, 200) << sj.dump();
+
+  std::atomic<int> received{0};  // chunk events read by the client
+  std::atomic<bool> hang_up{false};
+  std::thread decoder([&] {
+    auto c = Client();
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/sessions/ws/decode";
+    req.body = R"({"max_tokens": 3000})";
+    req.set_header("Content-Type", "application/json");
+    std::string buf;
+    req.content_receiver = [&](const char* d, size_t n, uint64_t, uint64_t) {
+      buf.append(d, n);
+      for (size_t nl; (nl = buf.find('\n')) != std::string::npos; buf.erase(0, nl + 1)) ++received;
+      return !hang_up;
+    };
+    c.send(req);  // returns once the receiver says stop: the connection is closed
+  });
+  while (received == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  // Mid-decode, a second call on the same session is refused at once.
+  auto [bst, bj] = Post("/v1/sessions/ws/prefix", R"({"segments": []})");
+  EXPECT_EQ(bst, 409);
+  EXPECT_EQ(Code(bj), "busy");
+  hang_up = true;
+  decoder.join();
+  const int seen = received;
+
+  // The daemon notices the closed connection on its next token and stops.
+  Json rep;
+  for (int i = 0; i < 500; ++i) {
+    auto [st, j] = Get("/v1/sessions/ws");
+    rep = j;
+    if (st == 200 && !j.value("busy", true)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_FALSE(rep.value("busy", true)) << rep.dump();
+  const int generated = rep["generated_tokens"].get<int>();
+  EXPECT_LT(generated, 3000) << "decode ran to the end despite the disconnect";
+  // Ahead of the client by at most what socket buffers and scheduling allow, not by the rest of max_tokens.
+  EXPECT_LE(generated, seen + 200);
+  // Usable again: the same prefix is still resident.
+  auto [pst, pj] = Post("/v1/sessions/ws/prefix",
+                        Json{{"segments", {{{"id", "sys"}, {"kind", "system"},
+                                            {"content", "You are a coding assistant. Write a long answer."}}}}}
+                            .dump());
+  ASSERT_EQ(pst, 200) << pj.dump();
+  EXPECT_EQ(pj["tokens_prefilled"], 0);
+}
+
+TEST_F(ServerTest, IdleSessionsAreEvictedLeastRecentlyUsed) {
+  ServerOptions opt;
+  opt.max_sessions = 2;
+  StartServer(opt);
+  Open("a");
+  Open("b");
+  Prefix("a", "touch a so b is the least recently used");
+  Open("c");
+  auto [st, j] = Post("/v1/sessions/b/prefix", R"({"segments": []})");
+  EXPECT_EQ(st, 503);
+  EXPECT_EQ(Code(j), "session_unavailable");
+  EXPECT_EQ(j["error"]["reason"], "evicted");
+  EXPECT_EQ(Post("/v1/sessions/a/prefix", R"({"segments": []})").first, 200);
+  EXPECT_EQ(Post("/v1/sessions/c/prefix", R"({"segments": []})").first, 200);
+  auto c = Client();
+  auto m = c.Get("/metrics");
+  ASSERT_TRUE(m);
+  EXPECT_NE(m->body.find("modeld_evictions_total{reason=\"lru\"} 1"), std::string::npos) << m->body;
+  EXPECT_NE(m->body.find("modeld_sessions 2"), std::string::npos);
+  // Re-opening an evicted workspace works.
+  Open("b");
+  EXPECT_EQ(Post("/v1/sessions/b/prefix", R"({"segments": []})").first, 200);
+}
+
+TEST_F(ServerTest, KvBudgetEvictsAndRefusesSessionsLargerThanTheBudget) {
+  ServerOptions opt;
+  // The tiny model's KV at n_ctx 512: 2 layers x 2 KV heads x 16 dims x 2 (K,V) x 2 bytes = 256 B/token.
+  opt.kv_budget_bytes = 512 * 256 * 2;  // two sessions of 512
+  StartServer(opt);
+  Open("a");
+  Open("b");
+  Open("c");
+  EXPECT_EQ(Post("/v1/sessions/a/prefix", R"({"segments": []})").first, 503);
+  auto [st, j] = Post("/v1/sessions", Json{{"workspace", "huge"}, {"config", {{"n_ctx", 4096}}}}.dump());
+  EXPECT_EQ(st, 400) << j.dump();
+  EXPECT_EQ(Code(j), "invalid_argument");
+}
+
+TEST_F(ServerTest, ReopeningAWorkspaceReturnsTheWarmSession) {
+  StartServer();
+  Open("ws");
+  Prefix("ws", "a prefix that should stay warm across reconnects");
+  auto [st, j] = Post("/v1/sessions", R"({"workspace": "ws"})");
+  ASSERT_EQ(st, 200);
+  EXPECT_FALSE(j["created"].get<bool>());
+  auto [pst, pj] = Post("/v1/sessions/ws/prefix",
+                        Json{{"segments", {{{"id", "sys"}, {"kind", "system"},
+                                            {"content", "a prefix that should stay warm across reconnects"}}}}}
+                            .dump());
+  ASSERT_EQ(pst, 200);
+  EXPECT_EQ(pj["tokens_prefilled"], 0);
+  // Close, then calls say closed; re-open makes a fresh one.
+  auto c = Client();
+  auto d = c.Delete("/v1/sessions/ws");
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->status, 200);
+  auto [cst, cj] = Post("/v1/sessions/ws/prefix", R"({"segments": []})");
+  EXPECT_EQ(cst, 410);
+  EXPECT_EQ(Code(cj), "session_closed");
+}
+
+TEST_F(ServerTest, TcpNeedsTheBearerTokenAndLoopback) {
+  ServerOptions bad;
+  bad.port = -1;
+  bad.host = "0.0.0.0";
+  bad.token = "t";
+  bad.models = {TinyModel()};
+  auto refused = Server::Start(bad);
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_TRUE(refused.error().Is(ErrorCode::kInvalidArgument));
+
+  ServerOptions opt;
+  opt.port = -1;
+  opt.token = "s3cret";
+  StartServer(opt);
+  ASSERT_GT(server_->port(), 0);
+  httplib::Client c("127.0.0.1", server_->port());
+  auto none = c.Get("/v1/health");
+  ASSERT_TRUE(none);
+  EXPECT_EQ(none->status, 401);
+  auto wrong = c.Get("/v1/health", httplib::Headers{{"Authorization", "Bearer nope"}});
+  ASSERT_TRUE(wrong);
+  EXPECT_EQ(wrong->status, 401);
+  auto ok = c.Get("/v1/health", httplib::Headers{{"Authorization", "Bearer s3cret"}});
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200);
+}
+
+TEST_F(ServerTest, StopCancelsInFlightDecodesAndRemovesTheSocket) {
+  StartServer();
+  Open("ws", 4096);
+  const std::string digest = Prefix("ws", "Write forever.");
+  ASSERT_EQ(Post("/v1/sessions/ws/suffix", Json{{"prefix_digest", digest}, {"segments", Json::array()}}.dump()).first,
+            200);
+  std::atomic<bool> started{false};
+  std::string stream;
+  std::thread decoder([&] {
+    auto c = Client();
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/sessions/ws/decode";
+    req.body = R"({"max_tokens": 4000})";
+    req.content_receiver = [&](const char* d, size_t n, uint64_t, uint64_t) {
+      stream.append(d, n);
+      started = true;
+      return true;
+    };
+    c.send(req);
+  });
+  while (!started) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const auto t0 = std::chrono::steady_clock::now();
+  server_->Stop();
+  decoder.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+  EXPECT_NE(stream.find("\"cancelled\""), std::string::npos) << stream.substr(stream.size() > 300 ? stream.size() - 300 : 0);
+  EXPECT_FALSE(fs::exists(socket_));
+}
+
+}  // namespace
+}  // namespace modeld::daemon

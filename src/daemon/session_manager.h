@@ -1,0 +1,98 @@
+// The daemon's table of live sessions, keyed by workspace id: opening a
+// workspace that has a session returns the warm one; calls on one session
+// are serialized (a concurrent call gets kBusy); idle sessions are evicted
+// least-recently-used under a KV memory budget and a session count.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "daemon/metrics.h"
+#include "modeld/session.h"
+
+namespace modeld::daemon {
+
+struct SessionEntry {
+  std::string workspace;
+  std::string model;
+  SessionConfig config;
+  std::unique_ptr<Session> session;
+  std::mutex call_mu;  // held for the whole of a call on the session
+  // Guarded by the manager's table mutex:
+  ContextReport report;  // as of the end of the last call
+  std::chrono::steady_clock::time_point last_used;
+  bool busy = false;
+  std::string gone;  // "" while in the table; else why it left ("evicted", "closed")
+};
+
+struct SessionSummary {
+  ContextReport report;
+  std::string model;
+  bool busy = false;
+  int64_t idle_ms = 0;
+};
+
+class SessionManager {
+ public:
+  using Opener = std::function<Result<std::unique_ptr<Session>>(const std::string& workspace, const std::string& model,
+                                                                const SessionConfig& cfg, const ProgressFunc& progress)>;
+  SessionManager(Opener opener, int64_t kv_budget_bytes, int max_sessions, Metrics* metrics);
+
+  struct Opened {
+    std::shared_ptr<SessionEntry> entry;
+    bool created = false;
+  };
+  Result<Opened> Open(const std::string& workspace, const std::string& model, const SessionConfig& cfg,
+                      const ProgressFunc& progress);
+
+  // Exclusive use of a session for one call. Release() after the call
+  // refreshes the cached report and evicts the session if it turned fatal.
+  class Lease {
+   public:
+    Session& session() { return *entry_->session; }
+    SessionEntry& entry() { return *entry_; }
+    // Ends the call now (refreshes the cached report) rather than at
+    // destruction: a stream releases before its final event, so a client
+    // that reads the report right after sees this call's effect.
+    void Release();
+    ~Lease() { Release(); }
+    Lease(Lease&&) = default;
+
+   private:
+    friend class SessionManager;
+    Lease(SessionManager* m, std::shared_ptr<SessionEntry> e, std::unique_lock<std::mutex> lock)
+        : manager_(m), entry_(std::move(e)), lock_(std::move(lock)) {}
+    SessionManager* manager_;
+    std::shared_ptr<SessionEntry> entry_;
+    std::unique_lock<std::mutex> lock_;
+  };
+  // kNotFound (never opened), kSessionUnavailable/"evicted", kSessionClosed, kBusy.
+  Result<Lease> Acquire(const std::string& workspace);
+
+  Status Close(const std::string& workspace);
+  std::vector<SessionSummary> List();
+  void CloseAll();
+  int64_t TotalKvBytes();
+
+ private:
+  void Release(SessionEntry& e);  // with e.call_mu held
+  // Evicts idle sessions (never `keep`) until within the limits. With mu_ held.
+  void EnforceLimits(const SessionEntry* keep);
+  void Remove(const std::shared_ptr<SessionEntry>& e, const std::string& why);  // with mu_ and e->call_mu held
+
+  Opener opener_;
+  int64_t kv_budget_;
+  int max_sessions_;
+  Metrics* metrics_;
+  std::mutex open_mu_;  // opens (model loads) one at a time, outside the table lock
+  std::mutex mu_;
+  std::map<std::string, std::shared_ptr<SessionEntry>> sessions_;
+  std::map<std::string, std::string> tombstones_;  // workspace -> why it left
+};
+
+}  // namespace modeld::daemon

@@ -1,0 +1,54 @@
+// JSON forms of the contract's types, shared by the daemon and its clients.
+// docs/protocol.md is the spec; a field added here is added there.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include "modeld/error.h"
+#include "modeld/manifest.h"
+#include "modeld/model_info.h"
+#include "modeld/service.h"
+#include "modeld/session.h"
+
+namespace modeld::wire {
+
+using Json = nlohmann::ordered_json;
+
+// Errors: {"code": "...", "message": "...", ...details}.
+Json ToJson(const Error& e);
+Error ErrorFromJson(const Json& j);
+// The HTTP status an error code is served with.
+int HttpStatus(ErrorCode code);
+
+Json ToJson(const ModelInfo& m);
+Result<ModelInfo> ModelInfoFromJson(const Json& j);
+
+// Segments: {"id", "kind", "content", "parse_special"?, "digest"?}. A digest,
+// when given, must match the content (else manifest_mismatch).
+Json ToJson(const ManifestSegment& s);
+Result<ManifestSegment> SegmentFromJson(const Json& j);
+Result<std::vector<ManifestSegment>> SegmentsFromJson(const Json& j);
+
+Json ToJson(const SessionConfig& c);
+Result<SessionConfig> SessionConfigFromJson(const Json& j, SessionConfig base);
+
+Json ToJson(const PrefixStatus& s);
+Result<PrefixStatus> PrefixStatusFromJson(const Json& j);
+Json ToJson(const SuffixStatus& s);
+Result<SuffixStatus> SuffixStatusFromJson(const Json& j);
+
+// DecodeConfig without its cancel token.
+Json ToJson(const DecodeConfig& c);
+Result<DecodeConfig> DecodeConfigFromJson(const Json& j);
+Json ToJson(const DecodeResult& r);
+Result<DecodeResult> DecodeResultFromJson(const Json& j);
+
+Json ToJson(const ContextReport& r);
+Result<ContextReport> ContextReportFromJson(const Json& j);
+
+Json ToJson(const Progress& p);
+
+// Parses a request body; malformed JSON or a non-object is invalid_argument.
+Result<Json> ParseObject(std::string_view body);
+
+}  // namespace modeld::wire
