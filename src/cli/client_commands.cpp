@@ -27,6 +27,7 @@ namespace modeld::cli {
 namespace {
 
 using client::Client;
+using client::StableParts;
 using Clock = std::chrono::steady_clock;
 
 constexpr std::string_view kUsage =
@@ -43,6 +44,18 @@ constexpr std::string_view kUsage =
         a session's context report
   close [CONN] WS
         close a session and free its memory
+  ws open [CONN] WS [--model M] [--in-place] [--ctx N] [--system TEXT]
+        open a workspace (edit-aware context assembly; --in-place rewrites files where they stand)
+  ws put [CONN] WS PATH [--as NAME]
+        send a local file's content as workspace file NAME (default PATH; relative); prints the
+        change (add, edit, full, unchanged) and the bytes it added to the context
+  ws rm [CONN] WS PATH | ws mv [CONN] WS FROM TO
+        remove or rename a workspace file
+  ws show [CONN] WS | ws context [CONN] WS | ws compact [CONN] WS
+        the workspace's stats and files; its assembled context; fold its change notes into the files
+  ask [CONN] WS [--max-tokens N] [--temperature T] QUESTION
+        ask about the workspace (QUESTION or stdin); streams the answer, then a summary on stderr;
+        Ctrl-C cancels
   CONN: --socket PATH (default $MODELD_HOME/modeld.sock) | --port N --token-file FILE [--host H]
 )";
 
@@ -383,6 +396,200 @@ int CmdRun(const Client& c, Args& a) {
   return dr->finish == FinishReason::kCancelled ? 130 : 0;
 }
 
+// A workspace call failed: not_found / evicted mean the workspace (files included) is gone.
+int WorkspaceFatal(const std::string& ws, const Error& e) {
+  if (e.Is(ErrorCode::kNotFound) || e.Is(ErrorCode::kSessionClosed) ||
+      (e.Is(ErrorCode::kSessionUnavailable) && e.reason() == "evicted")) {
+    return Fatal(e.ToString() + "\n  (open it with `modeld ws open " + ws + "` and put its files again)");
+  }
+  return Fatal(e);
+}
+
+std::string StatsLine(const WorkspaceStats& st) {
+  const std::string mode(AssemblyModeName(st.mode));
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "%s, %lld files, %lld log entries (%lld notes), %lld compactions; context %lld tokens"
+                " (log %lld)", mode.c_str(), static_cast<long long>(st.files), static_cast<long long>(st.log_entries),
+                static_cast<long long>(st.notes), static_cast<long long>(st.compactions),
+                static_cast<long long>(st.context_tokens), static_cast<long long>(st.log_tokens));
+  return buf;
+}
+
+int WsOpen(const Client& c, Args& a) {
+  const std::string model = a.Value("--model").value_or("");
+  const bool in_place = a.Flag("--in-place");
+  const long long ctx = a.Int("--ctx", 0);
+  const auto system = a.Value("--system");
+  if (!a.error().empty()) return UsageError("ws open", a.error());
+  if (a.rest().size() != 1) return UsageError("ws open", "needs one workspace");
+  const std::string& ws = a.rest()[0];
+  std::optional<SessionConfig> config;
+  if (ctx > 0) {
+    config.emplace();
+    config->n_ctx = static_cast<int32_t>(ctx);
+  }
+  const AssemblyMode mode = in_place ? AssemblyMode::kInPlace : AssemblyMode::kEditAware;
+  ProgressLine progress;
+  auto opened = c.OpenSession(ws, model, config, progress.Func(), mode);
+  progress.Clear();
+  if (!opened) return Fatal(opened.error());
+  const std::string assembly(AssemblyModeName(opened->assembly));
+  std::printf("%s %s (model %s, %s, n_ctx %lld)\n", opened->created ? "opened" : "attached to warm", ws.c_str(),
+              opened->model.c_str(), assembly.c_str(), static_cast<long long>(opened->report.n_ctx));
+  if (!opened->created && opened->assembly != mode) {
+    std::fprintf(stderr, "modeld: %s was already open as %s; close it first to change the assembly\n", ws.c_str(),
+                 assembly.c_str());
+  }
+  if (system) {
+    StableParts parts;
+    parts.system = *system;
+    if (auto ok = c.SetStable(ws, parts); !ok) return WorkspaceFatal(ws, ok.error());
+  }
+  return 0;
+}
+
+int WsPut(const Client& c, Args& a) {
+  auto name = a.Value("--as");
+  if (!a.error().empty()) return UsageError("ws put", a.error());
+  if (a.rest().size() != 2) return UsageError("ws put", "needs a workspace and a file");
+  const std::string& ws = a.rest()[0];
+  const std::string& path = a.rest()[1];
+  if (!name) {
+    name = path;
+    while (name->starts_with("./")) name->erase(0, 2);  // the daemon refuses "." components
+  }
+  if (name->starts_with("/")) {
+    return UsageError("ws put", "workspace paths are relative: give one with --as NAME (e.g. --as src/main.c)");
+  }
+  auto content = ReadFile(path);
+  if (!content) return Fatal("cannot read " + path);
+  auto r = c.PutFile(ws, *name, *content);
+  if (!r) return WorkspaceFatal(ws, r.error());
+  if (r->change == "unchanged") {
+    std::printf("%s: unchanged\n", name->c_str());
+  } else {
+    std::printf("%s: %s (%lld bytes added to the context)\n", name->c_str(), r->change.c_str(),
+                static_cast<long long>(r->note_bytes));
+  }
+  return 0;
+}
+
+int WsRemove(const Client& c, Args& a) {
+  if (a.rest().size() != 2) return UsageError("ws rm", "needs a workspace and a path");
+  if (auto ok = c.RemoveFile(a.rest()[0], a.rest()[1]); !ok) return WorkspaceFatal(a.rest()[0], ok.error());
+  std::printf("removed %s\n", a.rest()[1].c_str());
+  return 0;
+}
+
+int WsRename(const Client& c, Args& a) {
+  if (a.rest().size() != 3) return UsageError("ws mv", "needs a workspace, a path and its new path");
+  if (auto ok = c.RenameFile(a.rest()[0], a.rest()[1], a.rest()[2]); !ok) {
+    return WorkspaceFatal(a.rest()[0], ok.error());
+  }
+  std::printf("renamed %s -> %s\n", a.rest()[1].c_str(), a.rest()[2].c_str());
+  return 0;
+}
+
+int WsShow(const Client& c, Args& a) {
+  if (a.rest().size() != 1) return UsageError("ws show", "needs one workspace");
+  auto info = c.WorkspaceInfo(a.rest()[0]);
+  if (!info) return WorkspaceFatal(a.rest()[0], info.error());
+  std::printf("%s: %s\n", a.rest()[0].c_str(), StatsLine(info->stats).c_str());
+  for (const auto& f : info->files) std::printf("  %10lld  %s\n", static_cast<long long>(f.bytes), f.path.c_str());
+  return 0;
+}
+
+int WsContext(const Client& c, Args& a) {
+  if (a.rest().size() != 1) return UsageError("ws context", "needs one workspace");
+  auto text = c.Context(a.rest()[0]);
+  if (!text) return WorkspaceFatal(a.rest()[0], text.error());
+  std::fwrite(text->data(), 1, text->size(), stdout);
+  return 0;
+}
+
+int WsCompact(const Client& c, Args& a) {
+  if (a.rest().size() != 1) return UsageError("ws compact", "needs one workspace");
+  WorkspaceStats st;
+  auto ps = c.Compact(a.rest()[0], &st);
+  if (!ps) return WorkspaceFatal(a.rest()[0], ps.error());
+  std::printf("compacted %s: %lld tokens reused, %lld prefilled, %lld resident\n  %s\n", a.rest()[0].c_str(),
+              static_cast<long long>(ps->tokens_reused), static_cast<long long>(ps->tokens_prefilled),
+              static_cast<long long>(ps->tokens_resident), StatsLine(st).c_str());
+  return 0;
+}
+
+int CmdAsk(const Client& c, Args& a) {
+  DecodeConfig dc;
+  dc.max_tokens = static_cast<int32_t>(a.Int("--max-tokens", dc.max_tokens));
+  dc.temperature = static_cast<float>(a.Double("--temperature", dc.temperature));
+  if (!a.error().empty()) return UsageError("ask", a.error());
+  if (a.rest().empty()) return UsageError("ask", "needs a workspace and a question");
+  const std::string ws = a.rest()[0];
+  std::string question;
+  for (size_t i = 1; i < a.rest().size(); ++i) question += (question.empty() ? "" : " ") + a.rest()[i];
+  if (a.rest().size() == 1 && isatty(STDIN_FILENO) == 0) {
+    question.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  }
+  if (question.empty()) return UsageError("ask", "needs a question");
+
+  InterruptToStop interrupt;
+  dc.cancel = interrupt.token();
+  const auto t0 = Clock::now();
+  std::optional<Clock::time_point> first;
+  bool ends_in_newline = true;
+  WorkspaceStats st;
+  auto r = c.Ask(ws, question, dc, [&](const StreamChunk& chunk) {
+    if (!first && chunk.n_tokens > 0) first = Clock::now();
+    if (!chunk.text.empty()) {
+      std::fwrite(chunk.text.data(), 1, chunk.text.size(), stdout);
+      std::fflush(stdout);
+      ends_in_newline = chunk.text.back() == '\n';
+    }
+    return true;
+  }, &st);
+  if (!ends_in_newline) std::fputc('\n', stdout);
+  std::fflush(stdout);
+  if (!r) return WorkspaceFatal(ws, r.error());
+
+  // TTFT as the user saw it: from the request, so it includes the context and question prefill.
+  const std::string ttft =
+      first ? std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(*first - t0).count()) + " ms" : "-";
+  const std::string finish(FinishReasonName(r->decode.finish));
+  if (r->decode.finish == FinishReason::kCancelled) {
+    std::fprintf(stderr, "modeld: %s: cancelled after %d tokens; TTFT %s\n", ws.c_str(), r->decode.tokens_generated,
+                 ttft.c_str());
+    return 130;
+  }
+  std::fprintf(stderr,
+               "modeld: %s: prefix %lld reused + %lld prefilled, suffix %lld prefilled; TTFT %s; "
+               "%d tokens at %.1f tok/s (%s)%s; context %lld tokens\n",
+               ws.c_str(), static_cast<long long>(r->prefix.tokens_reused),
+               static_cast<long long>(r->prefix.tokens_prefilled), static_cast<long long>(r->suffix.tokens_prefilled),
+               ttft.c_str(), r->decode.tokens_generated, r->decode.tokens_per_second, finish.c_str(),
+               r->compacted ? "; compacted first" : "", static_cast<long long>(r->suffix.tokens_resident));
+  return 0;
+}
+
+// `modeld ws SUB ...`: the subcommand is argv[2].
+int RunWorkspaceCommand(int argc, char** argv) {
+  const std::string_view sub = argc > 2 ? std::string_view(argv[2]) : std::string_view();
+  using Handler = int (*)(const Client&, Args&);
+  Handler h = nullptr;
+  if (sub == "open") h = WsOpen;
+  if (sub == "put") h = WsPut;
+  if (sub == "rm") h = WsRemove;
+  if (sub == "mv") h = WsRename;
+  if (sub == "show") h = WsShow;
+  if (sub == "context") h = WsContext;
+  if (sub == "compact") h = WsCompact;
+  if (!h) return UsageError("ws", sub.empty() ? "needs a subcommand" : "unknown subcommand '" + std::string(sub) + "'");
+  Args args(argc, argv, 3);
+  std::string why;
+  auto c = Connect(args, &why);
+  if (!c) return UsageError("ws " + std::string(sub), why);
+  return h(*c, args);
+}
+
 }  // namespace
 
 std::string_view ClientCommandsUsage() { return kUsage; }
@@ -395,6 +602,8 @@ int RunClientCommand(std::string_view cmd, int argc, char** argv) {
   if (cmd == "run") h = CmdRun;
   if (cmd == "report") h = CmdReport;
   if (cmd == "close") h = CmdClose;
+  if (cmd == "ask") h = CmdAsk;
+  if (cmd == "ws") return RunWorkspaceCommand(argc, argv);
   if (!h) return -1;
   Args args(argc, argv, 2);
   std::string why;

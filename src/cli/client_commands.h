@@ -5,7 +5,7 @@
 
 namespace modeld::cli {
 
-// Runs `modeld <cmd> ...` for cmd in {sessions, run, report, close, health}; argv[2..] are the
+// Runs `modeld <cmd> ...` for cmd in {sessions, run, report, close, health, ask, ws}; argv[2..] are the
 // command's arguments. Returns the exit status, or -1 when cmd is not one of these.
 int RunClientCommand(std::string_view cmd, int argc, char** argv);
 

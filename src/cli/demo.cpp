@@ -15,6 +15,7 @@
 #include "cli/paths.h"
 #include "client/remote_session.h"
 #include "modeld/service.h"
+#include "modeld/workspace.h"
 
 namespace modeld::cli {
 namespace {
@@ -27,6 +28,11 @@ struct File {
   std::string path;
   std::string content;
 };
+
+int Report(const Error& e) {
+  std::fprintf(stderr, "modeld demo: %s\n", e.ToString().c_str());
+  return 1;
+}
 
 // Replaces line `line` (0-based, modulo the line count) of `text` with `repl`.
 std::string EditLine(const std::string& text, size_t line, const std::string& repl) {
@@ -44,42 +50,34 @@ std::string EditLine(const std::string& text, size_t line, const std::string& re
   return out;
 }
 
-// Chat-template markers as explicit segments (parse_special), when the vocab has ChatML tokens.
-struct Markers {
-  bool chatml = false;
-  std::string Open(const std::string& role) const {
-    return chatml ? "<|im_start|>" + role + "\n" : "### " + role + "\n";
-  }
-  std::string Close() const { return chatml ? "<|im_end|>\n" : "\n"; }
-};
+double TtftMs(const AskResult& r) { return r.prefix.prefill_ms + r.suffix.prefill_ms + r.decode.first_token_ms; }
 
-ContextManifest BuildPrefix(const Markers& mk, const std::vector<File>& files) {
-  ContextManifest m;
-  m.Add("sys-open", SegmentKind::kTemplate, mk.Open("system"), true);
-  m.Add("system", SegmentKind::kSystem, std::string(kSystem) + "\n");
-  std::string map = "Repository map:\n";
-  for (const auto& f : files) map += "  " + f.path + "\n";
-  m.Add("repo-map", SegmentKind::kRepoMap, map);
-  for (const auto& f : files) m.Add("file:" + f.path, SegmentKind::kFile, "=== " + f.path + " ===\n" + f.content + "\n");
-  m.Add("sys-close", SegmentKind::kTemplate, mk.Close(), true);
-  return m;
-}
-
-// The scripted loop on any Session: in-process or over the wire.
-int RunLoop(Session& s, const DemoOptions& opt) {
-  Markers mk;
-  if (auto t = s.Tokenize("<|im_start|>", true); t && t->size() == 1) mk.chatml = true;
-
+// The scripted loop, side by side: the same edits and questions in place
+// (plain prefix reuse) and edit-aware, each on its own session.
+int RunLoop(Session& in_place_session, Session& edit_aware_session, const DemoOptions& opt) {
+  WorkspaceOptions ip;
+  ip.mode = AssemblyMode::kInPlace;
+  Workspace in_place(&in_place_session, ip);
+  Workspace edit_aware(&edit_aware_session);
   std::vector<File> files;
   for (const auto& f : DemoCorpus()) files.push_back({std::string(f.path), std::string(f.content)});
-
+  std::string map = "Repository map:\n";
+  for (const auto& f : files) map += "  " + f.path + "\n";
+  for (Workspace* w : {&in_place, &edit_aware}) {
+    if (auto ok = w->SetSystem(std::string(kSystem)); !ok) return Report(ok.error());
+    if (auto ok = w->SetRepoMap(map); !ok) return Report(ok.error());
+    for (const auto& f : files) {
+      if (auto ok = w->PutFile(f.path, f.content); !ok) return Report(ok.error());
+    }
+  }
   const std::vector<std::string> questions = {
       "Summarize what these files do.",
       "I changed one line; does the code still compile?",
       "Is the edit consistent with the rest of the file?",
       "What would you test next?",
   };
-  std::printf("\n%-5s %-28s %9s %10s %11s %9s %11s\n", "turn", "edit", "reused", "prefilled", "prefill_ms",
+  std::printf("\n%-5s %-28s | %-26s | %-26s | %s\n", "", "", "in place (prefix reuse)", "edit-aware", "");
+  std::printf("%-5s %-28s | %9s %16s | %9s %16s | %s\n", "turn", "edit", "prefilled", "ttft_ms", "prefilled",
               "ttft_ms", "decode_t/s");
   // Turns 1..N edit one line of one file; the last turn changes only the question.
   for (int turn = 0; turn <= opt.turns + 1; ++turn) {
@@ -89,48 +87,30 @@ int RunLoop(Session& s, const DemoOptions& opt) {
       const size_t line = 7 + 13 * static_cast<size_t>(turn);
       f.content = EditLine(f.content, line, "// edited in turn " + std::to_string(turn));
       edit = f.path + ":" + std::to_string(line + 1);
-    }
-    const ContextManifest prefix = BuildPrefix(mk, files);
-    auto ps = s.EnsurePrefix({prefix, {}});
-    if (!ps) {
-      std::fprintf(stderr, "turn %d: %s\n", turn, ps.error().ToString().c_str());
-      return 1;
-    }
-    SuffixInput suffix;
-    suffix.prefix_digest = ps->manifest_digest;
-    suffix.segments.push_back(ManifestSegment::Make("user-open", SegmentKind::kTemplate, mk.Open("user"), true));
-    suffix.segments.push_back(
-        ManifestSegment::Make("user", SegmentKind::kUser, questions[static_cast<size_t>(turn) % questions.size()]));
-    suffix.segments.push_back(ManifestSegment::Make("assistant-open", SegmentKind::kTemplate,
-                                                    mk.Close() + mk.Open("assistant"), true));
-    auto ss = s.PrefillSuffix(suffix);
-    if (!ss) {
-      std::fprintf(stderr, "turn %d: %s\n", turn, ss.error().ToString().c_str());
-      return 1;
+      for (Workspace* w : {&in_place, &edit_aware}) {
+        if (auto ok = w->PutFile(f.path, f.content); !ok) return Report(ok.error());
+      }
     }
     DecodeConfig dc;
     dc.max_tokens = opt.decode_tokens;
-    auto dr = s.Decode(dc, {});
-    if (!dr) {
-      std::fprintf(stderr, "turn %d: %s\n", turn, dr.error().ToString().c_str());
-      return 1;
-    }
-    const int64_t reused = ps->tokens_reused + ss->tokens_reused;
-    const int64_t prefilled = ps->tokens_prefilled + ss->tokens_prefilled;
-    const double prefill_ms = ps->prefill_ms + ss->prefill_ms;
-    std::printf("%-5d %-28s %9lld %10lld %11.1f %9.1f %11.1f\n", turn, edit.c_str(), static_cast<long long>(reused),
-                static_cast<long long>(prefilled), prefill_ms, prefill_ms + dr->first_token_ms,
-                dr->tokens_per_second);
+    const std::string& q = questions[static_cast<size_t>(turn) % questions.size()];
+    auto a = in_place.Ask(q, dc, {});
+    if (!a) return Report(a.error());
+    auto b = edit_aware.Ask(q, dc, {});
+    if (!b) return Report(b.error());
+    std::printf("%-5d %-28s | %9lld %16.1f | %9lld %16.1f | %.1f\n", turn, edit.c_str(),
+                static_cast<long long>(a->prefix.tokens_prefilled + a->suffix.tokens_prefilled), TtftMs(*a),
+                static_cast<long long>(b->prefix.tokens_prefilled + b->suffix.tokens_prefilled), TtftMs(*b),
+                b->decode.tokens_per_second);
     std::fflush(stdout);
   }
-  if (auto report = s.Report()) {
-    std::printf("\nresident %lld of n_ctx %lld tokens; totals: reused %lld, prefilled %lld, generated %lld\n",
-                static_cast<long long>(report->tokens_resident), static_cast<long long>(report->n_ctx),
-                static_cast<long long>(report->total_reused), static_cast<long long>(report->total_prefilled),
-                static_cast<long long>(report->total_generated));
-  }
+  const WorkspaceStats st = edit_aware.Stats();
+  std::printf("\nedit-aware context: %lld tokens, of which %lld in the log (%lld change notes, %lld compactions)\n",
+              static_cast<long long>(st.context_tokens), static_cast<long long>(st.log_tokens),
+              static_cast<long long>(st.notes), static_cast<long long>(st.compactions));
   std::printf("(generated models have random weights: their text is noise, their speed is real)\n");
-  return s.Close() ? 0 : 1;
+  const bool closed = in_place_session.Close().has_value() && edit_aware_session.Close().has_value();
+  return closed ? 0 : 1;
 }
 
 // A `modeld serve` child process on a private socket, stopped with SIGTERM.
@@ -221,26 +201,23 @@ int RunDemo(const DemoOptions& opt) {
 
   if (opt.via_daemon) {
     auto daemon = DaemonProcess::Start(model, opt.threads);
-    if (!daemon) {
-      std::fprintf(stderr, "modeld demo: %s\n", daemon.error().ToString().c_str());
-      return 1;
-    }
+    if (!daemon) return Report(daemon.error());
     std::printf("daemon: modeld serve on %s (the loop below runs through the wire protocol)\n",
                 (*daemon)->socket().c_str());
-    auto s = client::RemoteSession::Open(client::Client((*daemon)->socket()), "demo", {}, req.config, progress);
-    if (!s) {
-      std::fprintf(stderr, "modeld demo: %s\n", s.error().ToString().c_str());
-      return 1;
-    }
-    return RunLoop(**s, opt);
+    client::Client c((*daemon)->socket());
+    auto a = client::RemoteSession::Open(c, "demo-in-place", {}, req.config, progress);
+    if (!a) return Report(a.error());
+    auto b = client::RemoteSession::Open(c, "demo-edit-aware", {}, req.config, progress);
+    if (!b) return Report(b.error());
+    return RunLoop(**a, **b, opt);
   }
   req.progress = progress;
-  auto session = Service().OpenSession(req);
-  if (!session) {
-    std::fprintf(stderr, "modeld demo: %s\n", session.error().ToString().c_str());
-    return 1;
-  }
-  return RunLoop(**session, opt);
+  auto a = Service().OpenSession(req);
+  if (!a) return Report(a.error());
+  req.workspace_id = "demo-edit-aware";
+  auto b = Service().OpenSession(req);
+  if (!b) return Report(b.error());
+  return RunLoop(**a, **b, opt);
 }
 
 }  // namespace modeld::cli

@@ -125,6 +125,74 @@ Json SegmentsJson(const std::vector<ManifestSegment>& segs) {
   return a;
 }
 
+// Serializes a request body. Text that is not UTF-8 cannot be sent as JSON (nlohmann throws):
+// the caller's argument is at fault, so it is invalid_argument rather than a crash.
+Result<std::string> Dump(const Json& j) {
+  try {
+    return j.dump();
+  } catch (const Json::exception& e) {
+    return Fail(ErrorCode::kInvalidArgument, std::string("cannot send the request: ") + e.what() +
+                                                 " (text must be valid UTF-8)");
+  }
+}
+
+std::string WorkspaceOpPath(std::string_view ws, std::string_view op = {}) {
+  return "/v1/workspaces/" + std::string(ws) + (op.empty() ? "" : "/") + std::string(op);
+}
+
+WorkspaceStats StatsFromJson(const Json& j) {
+  WorkspaceStats st;
+  st.mode = StrOr(j, "assembly") == "in_place" ? AssemblyMode::kInPlace : AssemblyMode::kEditAware;
+  st.files = IntOr(j, "files");
+  st.log_entries = IntOr(j, "log_entries");
+  st.notes = IntOr(j, "notes");
+  st.compactions = IntOr(j, "compactions");
+  st.context_tokens = IntOr(j, "context_tokens");
+  st.log_tokens = IntOr(j, "log_tokens");
+  return st;
+}
+
+Result<PrefixStatus> PrefixFromJson(const Json& j) {
+  return wire::PrefixStatusFromJson(Known(j, wire::ToJson(PrefixStatus{})));
+}
+
+// The chunk events of a decode stream (Decode, Ask), and what arrived for a stream this side
+// cancels: then the daemon's result never comes, so the timings are measured here.
+class ChunkTally {
+ public:
+  explicit ChunkTally(const ChunkCallback& on_chunk) : on_chunk_(on_chunk) {
+    partial_.finish = FinishReason::kCancelled;
+  }
+
+  // A chunk event; false when on_chunk asks to stop.
+  bool Add(const Json& ev) {
+    StreamChunk chunk{StrOr(ev, "text"), static_cast<int32_t>(IntOr(ev, "n_tokens"))};
+    if (!first_ && chunk.n_tokens > 0) first_ = Clock::now();
+    partial_.tokens_generated += chunk.n_tokens;
+    partial_.text += chunk.text;
+    return !on_chunk_ || on_chunk_(chunk);
+  }
+
+  DecodeResult Cancelled() {
+    const auto now = Clock::now();
+    auto ms = [](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
+    partial_.decode_ms = ms(now - t0_);
+    if (first_) {
+      partial_.first_token_ms = ms(*first_ - t0_);
+      if (partial_.tokens_generated > 1 && now > *first_) {
+        partial_.tokens_per_second = (partial_.tokens_generated - 1) / (ms(now - *first_) / 1000.0);
+      }
+    }
+    return std::move(partial_);
+  }
+
+ private:
+  const ChunkCallback& on_chunk_;
+  Clock::time_point t0_ = Clock::now();
+  std::optional<Clock::time_point> first_;
+  DecodeResult partial_;
+};
+
 Result<SessionInfo> SessionInfoFromJson(const Json& j) {
   auto r = wire::ContextReportFromJson(Known(j, wire::ToJson(ContextReport{})));
   if (!r) return Fail(r.error());
@@ -232,7 +300,11 @@ Result<std::string> Client::Send(const char* method, const std::string& path, co
 
 Result<Json> Client::Call(const char* method, const std::string& path, const Json* body) const {
   std::string text;
-  if (body) text = body->dump();
+  if (body) {
+    auto dumped = Dump(*body);
+    if (!dumped) return Fail(dumped.error());
+    text = std::move(*dumped);
+  }
   auto reply = Send(method, path, body ? &text : nullptr);
   if (!reply) return Fail(reply.error());
   return ParseReply(*reply);
@@ -241,7 +313,8 @@ Result<Json> Client::Call(const char* method, const std::string& path, const Jso
 Result<Json> Client::CallWithProgress(const std::string& path, Json body, const ProgressFunc& progress) const {
   if (!progress) return Call("POST", path, &body);
   body["stream"] = true;
-  const std::string text = body.dump();
+  auto text = Dump(body);
+  if (!text) return Fail(text.error());
   StreamState st;
   const LineFunc on_line = [&](std::string_view line) {
     Json ev;
@@ -250,7 +323,7 @@ Result<Json> Client::CallWithProgress(const std::string& path, Json body, const 
     if (name == "progress") progress(Progress{StrOr(ev, "stage"), IntOr(ev, "done"), IntOr(ev, "total")});
     return true;
   };
-  auto sent = Send("POST", path, &text, &on_line);
+  auto sent = Send("POST", path, &*text, &on_line);
   if (!sent && !st.error) return Fail(sent.error());
   return st.Finish();
 }
@@ -284,9 +357,10 @@ Result<ModelInfo> Client::Describe(std::string_view model) const {
 
 Result<OpenedSession> Client::OpenSession(std::string_view workspace, std::string_view model,
                                           const std::optional<SessionConfig>& config,
-                                          const ProgressFunc& progress) const {
+                                          const ProgressFunc& progress, AssemblyMode assembly) const {
   Json body = {{"workspace", workspace}};
   if (!model.empty()) body["model"] = model;
+  if (assembly == AssemblyMode::kInPlace) body["assembly"] = "in_place";
   if (config) {
     // Only the fields set away from the defaults, so the daemon's own defaults (its --threads)
     // apply to the rest.
@@ -304,6 +378,7 @@ Result<OpenedSession> Client::OpenSession(std::string_view workspace, std::strin
   out.workspace = StrOr(*j, "workspace");
   out.model = StrOr(*j, "model");
   out.created = BoolOr(*j, "created");
+  out.assembly = StrOr(*j, "assembly") == "in_place" ? AssemblyMode::kInPlace : AssemblyMode::kEditAware;
   if (auto it = j->find("config"); it != j->end()) {
     auto c = wire::SessionConfigFromJson(Known(*it, wire::ToJson(SessionConfig{})), SessionConfig{});
     if (!c) return Fail(c.error());
@@ -364,36 +439,18 @@ Result<SuffixStatus> Client::PrefillSuffix(std::string_view workspace, const Suf
 Result<DecodeResult> Client::Decode(std::string_view workspace, const DecodeConfig& cfg,
                                     const ChunkCallback& on_chunk) const {
   if (auto ok = CheckWorkspace(workspace); !ok) return Fail(ok.error());
-  const std::string body = wire::ToJson(cfg).dump();
-  const auto t0 = Clock::now();
-  std::optional<Clock::time_point> first;
-  DecodeResult partial;  // what arrived, for a decode this side cancels
-  partial.finish = FinishReason::kCancelled;
+  auto body = Dump(wire::ToJson(cfg));
+  if (!body) return Fail(body.error());
+  ChunkTally tally(on_chunk);
   StreamState st;
   const LineFunc on_line = [&](std::string_view line) {
     Json ev;
     const std::string name = st.Take(line, &ev);
     if (st.error) return false;
-    if (name != "chunk") return true;
-    StreamChunk chunk{StrOr(ev, "text"), static_cast<int32_t>(IntOr(ev, "n_tokens"))};
-    if (!first && chunk.n_tokens > 0) first = Clock::now();
-    partial.tokens_generated += chunk.n_tokens;
-    partial.text += chunk.text;
-    return !on_chunk || on_chunk(chunk);
+    return name != "chunk" || tally.Add(ev);
   };
-  auto sent = Send("POST", WorkspacePath(workspace, "/decode"), &body, &on_line, cfg.cancel);
-  if (!sent && sent.error().Is(ErrorCode::kCancelled) && !st.error) {
-    const auto now = Clock::now();
-    auto ms = [](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
-    partial.decode_ms = ms(now - t0);
-    if (first) {
-      partial.first_token_ms = ms(*first - t0);
-      if (partial.tokens_generated > 1 && now > *first) {
-        partial.tokens_per_second = (partial.tokens_generated - 1) / (ms(now - *first) / 1000.0);
-      }
-    }
-    return partial;
-  }
+  auto sent = Send("POST", WorkspacePath(workspace, "/decode"), &*body, &on_line, cfg.cancel);
+  if (!sent && sent.error().Is(ErrorCode::kCancelled) && !st.error) return tally.Cancelled();
   if (!sent && !st.error) return Fail(sent.error());
   auto j = st.Finish();
   if (!j) return Fail(j.error());
@@ -415,6 +472,140 @@ Result<std::vector<int32_t>> Client::Tokenize(std::string_view workspace, std::s
     out.push_back(t.get<int32_t>());
   }
   return out;
+}
+
+Result<Json> Client::WorkspaceCall(std::string_view workspace, const char* op, const Json& body,
+                                   WorkspaceStats* stats) const {
+  if (auto ok = CheckWorkspace(workspace); !ok) return Fail(ok.error());
+  auto j = Call("POST", WorkspaceOpPath(workspace, op), &body);
+  if (!j) return Fail(j.error());
+  if (stats) *stats = StatsFromJson(j->value("workspace", Json::object()));
+  return j;
+}
+
+Status Client::SetStable(std::string_view workspace, const StableParts& parts, bool prefill,
+                         WorkspaceStats* stats) const {
+  Json body = Json::object();
+  if (parts.system) body["system"] = *parts.system;
+  if (parts.tools) body["tools"] = *parts.tools;
+  if (parts.repo_map) body["repo_map"] = *parts.repo_map;
+  if (!prefill) body["prefill"] = false;
+  auto j = WorkspaceCall(workspace, "stable", body, stats);
+  if (!j) return Fail(j.error());
+  return {};
+}
+
+Result<PutResult> Client::PutFile(std::string_view workspace, std::string_view path, std::string_view content,
+                                  bool prefill, WorkspaceStats* stats) const {
+  Json body = {{"path", path}, {"content", content}};
+  if (!prefill) body["prefill"] = false;
+  auto j = WorkspaceCall(workspace, "files", body, stats);
+  if (!j) return Fail(j.error());
+  return PutResult{StrOr(*j, "change"), IntOr(*j, "note_bytes")};
+}
+
+Status Client::RemoveFile(std::string_view workspace, std::string_view path, bool prefill,
+                          WorkspaceStats* stats) const {
+  Json body = {{"path", path}};
+  if (!prefill) body["prefill"] = false;
+  auto j = WorkspaceCall(workspace, "files/remove", body, stats);
+  if (!j) return Fail(j.error());
+  return {};
+}
+
+Status Client::RenameFile(std::string_view workspace, std::string_view from, std::string_view to, bool prefill,
+                          WorkspaceStats* stats) const {
+  Json body = {{"from", from}, {"to", to}};
+  if (!prefill) body["prefill"] = false;
+  auto j = WorkspaceCall(workspace, "files/rename", body, stats);
+  if (!j) return Fail(j.error());
+  return {};
+}
+
+Status Client::AddTurn(std::string_view workspace, std::string_view role, std::string_view text, bool prefill,
+                       WorkspaceStats* stats) const {
+  Json body = {{"role", role}, {"text", text}};
+  if (!prefill) body["prefill"] = false;
+  auto j = WorkspaceCall(workspace, "turns", body, stats);
+  if (!j) return Fail(j.error());
+  return {};
+}
+
+Result<PrefixStatus> Client::WorkspacePrefill(std::string_view workspace, WorkspaceStats* stats) const {
+  auto j = WorkspaceCall(workspace, "prefill", Json::object(), stats);
+  if (!j) return Fail(j.error());
+  return PrefixFromJson(*j);
+}
+
+Result<PrefixStatus> Client::Compact(std::string_view workspace, WorkspaceStats* stats) const {
+  auto j = WorkspaceCall(workspace, "compact", Json::object(), stats);
+  if (!j) return Fail(j.error());
+  return PrefixFromJson(*j);
+}
+
+Result<AskResult> Client::Ask(std::string_view workspace, std::string_view question, const DecodeConfig& cfg,
+                              const ChunkCallback& on_chunk, WorkspaceStats* stats) const {
+  if (auto ok = CheckWorkspace(workspace); !ok) return Fail(ok.error());
+  Json body = {{"question", question}};
+  const Json decode_fields = wire::ToJson(cfg);
+  for (const auto& [k, v] : decode_fields.items()) body[k] = v;
+  auto text = Dump(body);
+  if (!text) return Fail(text.error());
+  ChunkTally tally(on_chunk);
+  StreamState st;
+  const LineFunc on_line = [&](std::string_view line) {
+    Json ev;
+    const std::string name = st.Take(line, &ev);
+    if (st.error) return false;
+    return name != "chunk" || tally.Add(ev);
+  };
+  auto sent = Send("POST", WorkspaceOpPath(workspace, "ask"), &*text, &on_line, cfg.cancel);
+  if (!sent && sent.error().Is(ErrorCode::kCancelled) && !st.error) {
+    AskResult r;
+    r.decode = tally.Cancelled();
+    return r;
+  }
+  if (!sent && !st.error) return Fail(sent.error());
+  auto j = st.Finish();
+  if (!j) return Fail(j.error());
+  AskResult r;
+  auto ps = PrefixFromJson(j->value("prefix", Json::object()));
+  if (!ps) return Fail(ps.error());
+  auto ss = wire::SuffixStatusFromJson(Known(j->value("suffix", Json::object()), wire::ToJson(SuffixStatus{})));
+  if (!ss) return Fail(ss.error());
+  auto dr = wire::DecodeResultFromJson(Known(j->value("decode", Json::object()), wire::ToJson(DecodeResult{})));
+  if (!dr) return Fail(dr.error());
+  r.prefix = std::move(*ps);
+  r.suffix = std::move(*ss);
+  r.decode = std::move(*dr);
+  r.compacted = BoolOr(*j, "compacted");
+  if (stats) *stats = StatsFromJson(j->value("workspace", Json::object()));
+  return r;
+}
+
+Result<WorkspaceState> Client::WorkspaceInfo(std::string_view workspace) const {
+  if (auto ok = CheckWorkspace(workspace); !ok) return Fail(ok.error());
+  auto j = Call("GET", WorkspaceOpPath(workspace));
+  if (!j) return Fail(j.error());
+  WorkspaceState out;
+  out.stats = StatsFromJson(*j);
+  auto it = j->find("file_list");
+  if (it == j->end() || !it->is_array()) {
+    return Fail(ErrorCode::kInternal, "modeld's workspace reply has no 'file_list'");
+  }
+  for (const auto& f : *it) {
+    if (f.is_object()) out.files.push_back(WorkspaceFile{StrOr(f, "path"), IntOr(f, "bytes")});
+  }
+  return out;
+}
+
+Result<std::string> Client::Context(std::string_view workspace) const {
+  if (auto ok = CheckWorkspace(workspace); !ok) return Fail(ok.error());
+  auto j = Call("GET", WorkspaceOpPath(workspace, "context"));
+  if (!j) return Fail(j.error());
+  auto it = j->find("text");
+  if (it == j->end() || !it->is_string()) return Fail(ErrorCode::kInternal, "modeld's context reply has no 'text'");
+  return it->get<std::string>();
 }
 
 Result<Embedding> Client::Embed(std::string_view model, std::string_view input) const {

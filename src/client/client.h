@@ -23,6 +23,7 @@
 #include "modeld/model_info.h"
 #include "modeld/service.h"
 #include "modeld/session.h"
+#include "modeld/workspace.h"
 
 namespace modeld::client {
 
@@ -62,6 +63,24 @@ struct OpenedSession {
   bool created = false;  // false: the warm session the workspace already had (its KV and config kept)
   SessionConfig config;  // the session's effective config
   ContextReport report;
+  AssemblyMode assembly = AssemblyMode::kEditAware;  // the workspace's, which a warm session keeps
+};
+
+// POST /v1/workspaces/{ws}/stable: the parts to set; an unset one is left as it is.
+struct StableParts {
+  std::optional<std::string> system;
+  std::optional<std::string> tools;
+  std::optional<std::string> repo_map;
+};
+
+// GET /v1/workspaces/{ws}: the stats and the files at their current content's size.
+struct WorkspaceFile {
+  std::string path;
+  int64_t bytes = 0;
+};
+struct WorkspaceState {
+  WorkspaceStats stats;
+  std::vector<WorkspaceFile> files;  // by path
 };
 
 // A session as GET /v1/sessions[/{ws}] describes it: the report plus the daemon's bookkeeping.
@@ -90,9 +109,12 @@ class Client {
   // daemon's first model. Only the config fields that differ from SessionConfig's defaults are
   // sent; the daemon's defaults (e.g. its --threads) fill in the rest. progress, when set, gets
   // the model-load events.
+  // `assembly` applies to a session this call creates; "assembly" is sent only for kInPlace, so
+  // the default request is the same as before workspaces existed.
   Result<OpenedSession> OpenSession(std::string_view workspace, std::string_view model = {},
                                     const std::optional<SessionConfig>& config = std::nullopt,
-                                    const ProgressFunc& progress = {}) const;
+                                    const ProgressFunc& progress = {},
+                                    AssemblyMode assembly = AssemblyMode::kEditAware) const;
   Result<std::vector<SessionInfo>> ListSessions() const;
   Result<SessionInfo> Report(std::string_view workspace) const;
   Status CloseSession(std::string_view workspace) const;
@@ -110,6 +132,38 @@ class Client {
   Result<std::vector<int32_t>> Tokenize(std::string_view workspace, std::string_view text,
                                         bool parse_special = false) const;
 
+  // Workspaces: edit-aware context assembly (docs/protocol.md, "Workspaces"). The workspace is
+  // the session of the same id, opened with OpenSession. Calls on one workspace queue behind each
+  // other on the daemon. A change (SetStable, PutFile, RemoveFile, RenameFile, AddTurn) makes the
+  // daemon prefill the new context in the background unless `prefill` is false; `stats`, when
+  // set, gets the workspace's stats from the reply.
+  Status SetStable(std::string_view workspace, const StableParts& parts, bool prefill = true,
+                   WorkspaceStats* stats = nullptr) const;
+  // The file's whole new content; the daemon computes the change ("add", "edit", "full",
+  // "unchanged"). Paths are relative, content is text (no NUL) of at most 1 MiB.
+  Result<PutResult> PutFile(std::string_view workspace, std::string_view path, std::string_view content,
+                            bool prefill = true, WorkspaceStats* stats = nullptr) const;
+  Status RemoveFile(std::string_view workspace, std::string_view path, bool prefill = true,
+                    WorkspaceStats* stats = nullptr) const;
+  Status RenameFile(std::string_view workspace, std::string_view from, std::string_view to, bool prefill = true,
+                    WorkspaceStats* stats = nullptr) const;
+  // role: "user" or "assistant".
+  Status AddTurn(std::string_view workspace, std::string_view role, std::string_view text, bool prefill = true,
+                 WorkspaceStats* stats = nullptr) const;
+  // Prefills the current context now and waits for it (a no-op when the eager prefill did it).
+  Result<PrefixStatus> WorkspacePrefill(std::string_view workspace, WorkspaceStats* stats = nullptr) const;
+  // Folds the change notes into the files (conversation kept) and prefills that.
+  Result<PrefixStatus> Compact(std::string_view workspace, WorkspaceStats* stats = nullptr) const;
+  // Prefills the context and the question, then streams the answer like Decode: on_chunk
+  // returning false, or cfg.cancel, closes the connection and returns what arrived with
+  // decode.finish kCancelled; prefix and suffix are then unknown (zero), as the daemon sends them
+  // only at the end. The daemon records the question and the answer as turns.
+  Result<AskResult> Ask(std::string_view workspace, std::string_view question, const DecodeConfig& cfg,
+                        const ChunkCallback& on_chunk = {}, WorkspaceStats* stats = nullptr) const;
+  Result<WorkspaceState> WorkspaceInfo(std::string_view workspace) const;
+  // The assembled context as the model sees it (workspace::ReconstructFiles reads the files back).
+  Result<std::string> Context(std::string_view workspace) const;
+
   Result<Embedding> Embed(std::string_view model, std::string_view input) const;
   // Prometheus text of GET /metrics.
   Result<std::string> Metrics() const;
@@ -126,6 +180,9 @@ class Client {
   // A JSON call: the 200 reply's object.
   Result<nlohmann::ordered_json> Call(const char* method, const std::string& path,
                                       const nlohmann::ordered_json* body = nullptr) const;
+  // POSTs a workspace call; fills `stats` from the reply's "workspace" object.
+  Result<nlohmann::ordered_json> WorkspaceCall(std::string_view workspace, const char* op,
+                                               const nlohmann::ordered_json& body, WorkspaceStats* stats) const;
   // POSTs body; with progress set, as a stream whose progress events go to it. The reply object,
   // or the stream's `done` result.
   Result<nlohmann::ordered_json> CallWithProgress(const std::string& path, nlohmann::ordered_json body,

@@ -8,12 +8,16 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <functional>
+#include <map>
 #include <thread>
 
 #include "client/remote_session.h"
 #include "daemon/server.h"
 #include "llama/model_writer.h"
 #include "modeld/service.h"
+#include "modeld/workspace.h"
+#include "workspace/text_format.h"
 
 namespace modeld::client {
 namespace {
@@ -555,6 +559,346 @@ TEST_F(ClientTest, ReopeningReturnsTheWarmSession) {
   ASSERT_TRUE(still.has_value()) << still.error().ToString();
   EXPECT_EQ(still->report.tokens_resident, a->tokens_resident);
   EXPECT_TRUE((*second)->Close().has_value());
+}
+
+// Workspaces (edit-aware assembly) over the wire.
+
+// Files of a dozen lines, so a one-line edit stays a diff (an `edit` note) rather than a `full`.
+std::map<std::string, std::string> WsFiles() {
+  std::map<std::string, std::string> files;
+  for (const std::string name : {"src/util.h", "src/main.c", "docs/notes.md"}) {
+    std::string text = "// " + name + "\n";
+    for (int i = 1; i <= 12; ++i) text += "int " + name.substr(name.find('/') + 1, 4) + std::to_string(i) + " = " +
+                                          std::to_string(i * 7) + ";\n";
+    files[name] = text;
+  }
+  return files;
+}
+
+// Replaces line `line` (1-based) of text.
+std::string ReplaceLine(const std::string& text, int line, const std::string& with) {
+  size_t start = 0;
+  for (int i = 1; i < line; ++i) start = text.find('\n', start) + 1;
+  const size_t end = text.find('\n', start);
+  return text.substr(0, start) + with + text.substr(end);
+}
+
+// The workspace calls of one scripted sequence, so it runs the same in-process and over the wire.
+struct WsOps {
+  std::function<Status(const std::string& system)> set_system;
+  std::function<Result<PutResult>(const std::string& path, const std::string& content)> put;
+  std::function<Result<PrefixStatus>()> prefill;
+  std::function<Result<AskResult>(const std::string& question)> ask;
+  std::function<Result<std::string>()> context;
+};
+
+struct WsRun {
+  std::vector<PutResult> puts;
+  std::vector<AskResult> asks;
+  std::vector<std::string> streamed;  // each ask's chunks, concatenated
+  PrefixStatus prefill;               // the explicit prefill after the first edit
+  std::string context;
+  std::map<std::string, std::string> files;  // what the files are at the end
+};
+
+// Stable part, three files, ask; edit the first file, prefill, ask; edit the last, ask.
+WsRun RunWorkspaceSequence(const WsOps& ops) {
+  WsRun run;
+  run.files = WsFiles();
+  auto put = [&](const std::string& path) {
+    auto r = ops.put(path, run.files[path]);
+    EXPECT_TRUE(r.has_value()) << path << ": " << r.error().ToString();
+    run.puts.push_back(r ? *r : PutResult{});
+  };
+  auto ask = [&](const std::string& q) {
+    auto r = ops.ask(q);
+    EXPECT_TRUE(r.has_value()) << q << ": " << r.error().ToString();
+    run.asks.push_back(r ? *r : AskResult{});
+  };
+  EXPECT_TRUE(ops.set_system("You are a careful coding assistant.").has_value());
+  for (const auto& [path, _] : WsFiles()) put(path);
+  ask("What does main return?");
+  run.files["docs/notes.md"] = ReplaceLine(run.files["docs/notes.md"], 5, "int note4 = -1;  // changed");
+  put("docs/notes.md");
+  auto ps = ops.prefill();
+  EXPECT_TRUE(ps.has_value()) << ps.error().ToString();
+  if (ps) run.prefill = *ps;
+  ask("Is note4 right now?");
+  run.files["src/util.h"] += "int util13 = 91;\n";
+  put("src/util.h");
+  ask("What changed in util.h?");
+  auto ctx = ops.context();
+  EXPECT_TRUE(ctx.has_value()) << ctx.error().ToString();
+  if (ctx) run.context = *ctx;
+  return run;
+}
+
+DecodeConfig AskConfig() {
+  DecodeConfig dc;
+  dc.max_tokens = 12;
+  return dc;
+}
+
+// Over the wire, with eager prefill off (prefill=false on every change): the daemon's background
+// prefill would otherwise race the calls, so per-ask counts (and, since a prefill seals the
+// stable part, even where a file lands) would depend on timing. With it off, the wire sequence
+// does exactly the in-process one's work, so the per-ask counts compare exactly.
+WsOps RemoteOps(const Client& c, const std::string& ws, std::vector<std::string>* streamed) {
+  WsOps ops;
+  ops.set_system = [&c, ws](const std::string& text) {
+    StableParts parts;
+    parts.system = text;
+    return c.SetStable(ws, parts, /*prefill=*/false);
+  };
+  ops.put = [&c, ws](const std::string& path, const std::string& content) {
+    return c.PutFile(ws, path, content, /*prefill=*/false);
+  };
+  ops.prefill = [&c, ws] { return c.WorkspacePrefill(ws); };
+  ops.ask = [&c, ws, streamed](const std::string& q) {
+    streamed->emplace_back();
+    return c.Ask(ws, q, AskConfig(), [streamed](const StreamChunk& chunk) {
+      streamed->back() += chunk.text;
+      return true;
+    });
+  };
+  ops.context = [&c, ws] { return c.Context(ws); };
+  return ops;
+}
+
+WsOps LocalOps(Workspace& w) {
+  WsOps ops;
+  ops.set_system = [&w](const std::string& text) { return w.SetSystem(text); };
+  ops.put = [&w](const std::string& path, const std::string& content) { return w.PutFile(path, content); };
+  ops.prefill = [&w] { return w.Prefill(); };
+  ops.ask = [&w](const std::string& q) { return w.Ask(q, AskConfig(), {}); };
+  ops.context = [&w]() -> Result<std::string> { return w.AssembledText(); };
+  return ops;
+}
+
+TEST_F(ClientTest, WorkspaceOverTheWireMatchesInProcess) {
+  const Client c = MakeClient();
+  auto opened = c.OpenSession("ws-wire", kTinyName, Config());
+  ASSERT_TRUE(opened.has_value()) << opened.error().ToString();
+  EXPECT_TRUE(opened->created);
+  EXPECT_EQ(opened->assembly, AssemblyMode::kEditAware);
+  std::vector<std::string> streamed;
+  const WsRun got = RunWorkspaceSequence(RemoteOps(c, "ws-wire", &streamed));
+
+  auto local_session = OpenLocal("ws-local");
+  ASSERT_TRUE(local_session);
+  Workspace local(local_session.get());
+  const WsRun want = RunWorkspaceSequence(LocalOps(local));
+
+  // The wire sequence on its own terms: files first sent are `add`s in the stable part, an edit
+  // after the first ask is a small `edit` note, and prefilling it costs about the note only.
+  ASSERT_EQ(got.puts.size(), 5u);
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(got.puts[i].change, "add") << i;
+  EXPECT_EQ(got.puts[3].change, "edit");
+  EXPECT_EQ(got.puts[4].change, "edit");
+  ASSERT_EQ(got.asks.size(), 3u);
+  const int64_t first_prefix = got.asks[0].prefix.tokens_prefilled;
+  EXPECT_GT(first_prefix, 100);
+  EXPECT_GT(got.prefill.tokens_prefilled, 0);
+  EXPECT_LT(got.prefill.tokens_prefilled * 4, first_prefix) << "an edit re-prefilled far more than its note";
+  EXPECT_GT(got.prefill.tokens_reused, first_prefix / 2);
+  EXPECT_EQ(got.asks[1].prefix.tokens_prefilled, 0);  // the explicit prefill left only the question
+  EXPECT_GT(got.asks[1].suffix.tokens_prefilled, 0);
+  EXPECT_LT(got.asks[2].prefix.tokens_prefilled * 4, first_prefix);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_GT(got.asks[i].decode.tokens_generated, 0) << i;
+    EXPECT_EQ(streamed[i], got.asks[i].decode.text) << i;
+    EXPECT_FALSE(got.asks[i].compacted) << i;
+  }
+
+  // Same as in-process: every count, every greedy answer, the assembled text itself.
+  ASSERT_EQ(want.puts.size(), got.puts.size());
+  for (size_t i = 0; i < got.puts.size(); ++i) {
+    EXPECT_EQ(got.puts[i].change, want.puts[i].change) << i;
+    EXPECT_EQ(got.puts[i].note_bytes, want.puts[i].note_bytes) << i;
+  }
+  EXPECT_EQ(got.prefill.tokens_reused, want.prefill.tokens_reused);
+  EXPECT_EQ(got.prefill.tokens_prefilled, want.prefill.tokens_prefilled);
+  EXPECT_EQ(got.prefill.manifest_digest, want.prefill.manifest_digest);
+  ASSERT_EQ(want.asks.size(), got.asks.size());
+  for (size_t i = 0; i < got.asks.size(); ++i) {
+    SCOPED_TRACE("ask " + std::to_string(i));
+    EXPECT_EQ(got.asks[i].prefix.manifest_digest, want.asks[i].prefix.manifest_digest);
+    EXPECT_EQ(got.asks[i].prefix.tokens_reused, want.asks[i].prefix.tokens_reused);
+    EXPECT_EQ(got.asks[i].prefix.tokens_prefilled, want.asks[i].prefix.tokens_prefilled);
+    EXPECT_EQ(got.asks[i].prefix.tokens_resident, want.asks[i].prefix.tokens_resident);
+    EXPECT_EQ(got.asks[i].suffix.tokens_reused, want.asks[i].suffix.tokens_reused);
+    EXPECT_EQ(got.asks[i].suffix.tokens_prefilled, want.asks[i].suffix.tokens_prefilled);
+    EXPECT_EQ(got.asks[i].decode.text, want.asks[i].decode.text);
+    EXPECT_EQ(got.asks[i].decode.tokens_generated, want.asks[i].decode.tokens_generated);
+    EXPECT_EQ(got.asks[i].decode.finish, want.asks[i].decode.finish);
+  }
+  EXPECT_EQ(got.context, want.context);
+
+  // The context is faithful: the files come back byte for byte.
+  auto rebuilt = workspace::ReconstructFiles(got.context);
+  ASSERT_TRUE(rebuilt.has_value()) << rebuilt.error().ToString();
+  EXPECT_EQ(*rebuilt, got.files);
+
+  auto info = c.WorkspaceInfo("ws-wire");
+  ASSERT_TRUE(info.has_value()) << info.error().ToString();
+  const WorkspaceStats ls = local.Stats();
+  EXPECT_EQ(info->stats.mode, AssemblyMode::kEditAware);
+  EXPECT_EQ(info->stats.files, 3);
+  EXPECT_EQ(info->stats.notes, 2);
+  EXPECT_EQ(info->stats.log_entries, ls.log_entries);
+  EXPECT_EQ(info->stats.context_tokens, ls.context_tokens);
+  EXPECT_EQ(info->stats.log_tokens, ls.log_tokens);
+  ASSERT_EQ(info->files.size(), got.files.size());
+  for (const auto& f : info->files) {
+    ASSERT_TRUE(got.files.contains(f.path)) << f.path;
+    EXPECT_EQ(f.bytes, static_cast<int64_t>(got.files.at(f.path).size())) << f.path;
+  }
+
+  // Compaction folds the notes into the files; the context stays faithful.
+  WorkspaceStats after;
+  auto cs = c.Compact("ws-wire", &after);
+  ASSERT_TRUE(cs.has_value()) << cs.error().ToString();
+  EXPECT_EQ(after.compactions, 1);
+  EXPECT_EQ(after.notes, 0);
+  EXPECT_EQ(after.context_tokens, cs->tokens_resident);
+  auto compacted = c.Context("ws-wire");
+  ASSERT_TRUE(compacted.has_value()) << compacted.error().ToString();
+  auto rebuilt2 = workspace::ReconstructFiles(*compacted);
+  ASSERT_TRUE(rebuilt2.has_value()) << rebuilt2.error().ToString();
+  EXPECT_EQ(*rebuilt2, got.files);
+
+  EXPECT_TRUE(c.CloseSession("ws-wire").has_value());
+  EXPECT_TRUE(local_session->Close().has_value());
+}
+
+// Turns, removes, renames, and eager prefill: after a change with prefill on, an ask finds the
+// context already prefilled, or prefills it itself when it got the workspace first; either way
+// the two together prefill what one synchronous prefill would.
+TEST_F(ClientTest, WorkspaceChangesAndEagerPrefill) {
+  const Client c = MakeClient();
+  ASSERT_TRUE(c.OpenSession("ws-eager", kTinyName, Config()).has_value());
+  const auto files = WsFiles();
+  for (const auto& [path, content] : files) ASSERT_TRUE(c.PutFile("ws-eager", path, content, false).has_value());
+  auto first = c.WorkspacePrefill("ws-eager");
+  ASSERT_TRUE(first.has_value()) << first.error().ToString();
+  EXPECT_GT(first->tokens_prefilled, 0);
+
+  WorkspaceStats st;
+  ASSERT_TRUE(c.AddTurn("ws-eager", "user", "Please keep functions short.", true, &st).has_value());
+  EXPECT_EQ(st.log_entries, 1);
+  ASSERT_TRUE(c.RenameFile("ws-eager", "docs/notes.md", "docs/NOTES.md", true, &st).has_value());
+  ASSERT_TRUE(c.RemoveFile("ws-eager", "src/main.c", true, &st).has_value());
+  EXPECT_EQ(st.files, 2);
+  EXPECT_EQ(st.notes, 2);
+  ASSERT_TRUE(c.WorkspacePrefill("ws-eager").has_value());  // settles the eager prefills of the above
+  auto before = c.Report("ws-eager");
+  ASSERT_TRUE(before.has_value()) << before.error().ToString();
+  auto put = c.PutFile("ws-eager", "src/util.h", ReplaceLine(files.at("src/util.h"), 3, "int util2 = 0;"), true);
+  ASSERT_TRUE(put.has_value()) << put.error().ToString();
+  EXPECT_EQ(put->change, "edit");
+  auto sync = c.WorkspacePrefill("ws-eager");  // waits for an eager prefill in progress
+  ASSERT_TRUE(sync.has_value()) << sync.error().ToString();
+  auto after = c.Report("ws-eager");
+  ASSERT_TRUE(after.has_value()) << after.error().ToString();
+  // Whatever the eager prefill did plus the synchronous one: the context since `before`, once.
+  const int64_t prefilled = after->report.total_prefilled - before->report.total_prefilled;
+  EXPECT_GT(prefilled, 0);
+  EXPECT_LT(prefilled * 4, first->tokens_prefilled);
+  EXPECT_EQ(after->report.tokens_resident, sync->tokens_resident);
+
+  auto ask = c.Ask("ws-eager", "Summarize the notes.", AskConfig());
+  ASSERT_TRUE(ask.has_value()) << ask.error().ToString();
+  EXPECT_EQ(ask->prefix.tokens_prefilled, 0);
+  auto ctx = c.Context("ws-eager");
+  ASSERT_TRUE(ctx.has_value()) << ctx.error().ToString();
+  auto rebuilt = workspace::ReconstructFiles(*ctx);
+  ASSERT_TRUE(rebuilt.has_value()) << rebuilt.error().ToString();
+  std::map<std::string, std::string> want = {
+      {"docs/NOTES.md", files.at("docs/notes.md")},
+      {"src/util.h", ReplaceLine(files.at("src/util.h"), 3, "int util2 = 0;")},
+  };
+  EXPECT_EQ(*rebuilt, want);
+  EXPECT_NE(ctx->find("Please keep functions short."), std::string::npos);
+  EXPECT_NE(ctx->find(ask->decode.text), std::string::npos);  // the answer was recorded as a turn
+  EXPECT_TRUE(c.CloseSession("ws-eager").has_value());
+}
+
+TEST_F(ClientTest, WorkspaceInPlaceAssembly) {
+  const Client c = MakeClient();
+  auto opened = c.OpenSession("ws-in-place", kTinyName, Config(), {}, AssemblyMode::kInPlace);
+  ASSERT_TRUE(opened.has_value()) << opened.error().ToString();
+  EXPECT_EQ(opened->assembly, AssemblyMode::kInPlace);
+  // Reopening asks for edit-aware but gets the warm session's mode.
+  auto again = c.OpenSession("ws-in-place", kTinyName);
+  ASSERT_TRUE(again.has_value()) << again.error().ToString();
+  EXPECT_FALSE(again->created);
+  EXPECT_EQ(again->assembly, AssemblyMode::kInPlace);
+  const auto files = WsFiles();
+  for (const auto& [path, content] : files) ASSERT_TRUE(c.PutFile("ws-in-place", path, content, false).has_value());
+  ASSERT_TRUE(c.Ask("ws-in-place", "Hi?", AskConfig()).has_value());
+  WorkspaceStats st;
+  auto put = c.PutFile("ws-in-place", "src/main.c", ReplaceLine(files.at("src/main.c"), 2, "int x;"), false, &st);
+  ASSERT_TRUE(put.has_value()) << put.error().ToString();
+  EXPECT_EQ(put->change, "edit");
+  EXPECT_EQ(st.mode, AssemblyMode::kInPlace);
+  EXPECT_EQ(st.notes, 0);  // rewritten where it stands
+  EXPECT_TRUE(c.CloseSession("ws-in-place").has_value());
+}
+
+TEST_F(ClientTest, WorkspaceBadInputIsTypedAndChangesNothing) {
+  const Client c = MakeClient();
+  ASSERT_TRUE(c.OpenSession("ws-bad", kTinyName, Config()).has_value());
+  ASSERT_TRUE(c.PutFile("ws-bad", "a.c", "int a;\n", false).has_value());
+  auto expect_code = [](const auto& r, ErrorCode code, const char* what) {
+    ASSERT_FALSE(r.has_value()) << what;
+    EXPECT_TRUE(r.error().Is(code)) << what << ": " << r.error().ToString();
+  };
+  expect_code(c.PutFile("ws-bad", "../x", "int x;\n"), ErrorCode::kInvalidArgument, "path ../x");
+  expect_code(c.PutFile("ws-bad", "/etc/passwd", "x"), ErrorCode::kInvalidArgument, "absolute path");
+  expect_code(c.PutFile("ws-bad", "b.c", std::string("int\0b;\n", 8)), ErrorCode::kInvalidArgument, "NUL content");
+  expect_code(c.PutFile("ws-bad", "b.c", "caf\xe9\n"), ErrorCode::kInvalidArgument, "not UTF-8");  // refused here
+  expect_code(c.AddTurn("ws-bad", "system", "hi"), ErrorCode::kInvalidArgument, "bad role");
+  expect_code(c.RenameFile("ws-bad", "a.c", "a.c"), ErrorCode::kInvalidArgument, "rename onto itself");
+  expect_code(c.RemoveFile("ws-bad", "nope.c"), ErrorCode::kNotFound, "remove a missing file");
+  expect_code(c.PutFile("no-such-ws", "a.c", "x"), ErrorCode::kNotFound, "put, unknown workspace");
+  expect_code(c.Ask("no-such-ws", "hi?", AskConfig()), ErrorCode::kNotFound, "ask, unknown workspace");
+  expect_code(c.Context("no-such-ws"), ErrorCode::kNotFound, "context, unknown workspace");
+  expect_code(c.WorkspaceInfo("no-such-ws"), ErrorCode::kNotFound, "info, unknown workspace");
+  expect_code(c.WorkspacePrefill("no-such-ws"), ErrorCode::kNotFound, "prefill, unknown workspace");
+  expect_code(c.Compact("not/valid"), ErrorCode::kInvalidArgument, "bad workspace id");
+  DecodeConfig bad = AskConfig();
+  bad.top_p = 2.0f;
+  expect_code(c.Ask("ws-bad", "hi?", bad), ErrorCode::kInvalidArgument, "bad sampling");
+
+  auto info = c.WorkspaceInfo("ws-bad");
+  ASSERT_TRUE(info.has_value()) << info.error().ToString();
+  ASSERT_EQ(info->files.size(), 1u);
+  EXPECT_EQ(info->files[0].path, "a.c");
+  EXPECT_EQ(info->stats.log_entries, 0);
+  EXPECT_TRUE(c.CloseSession("ws-bad").has_value());
+}
+
+// An ask cancelled from its callback ends promptly; the workspace stays usable.
+TEST_F(ClientTest, CancelledAskEndsPromptly) {
+  const Client c = MakeClient();
+  ASSERT_TRUE(c.OpenSession("ws-cancel", kTinyName, Config()).has_value());
+  for (const auto& [path, content] : WsFiles()) ASSERT_TRUE(c.PutFile("ws-cancel", path, content).has_value());
+  DecodeConfig dc;
+  dc.max_tokens = 1500;
+  int chunks = 0;
+  const auto t0 = Clock::now();
+  auto r = c.Ask("ws-cancel", "Write a long essay.", dc, [&](const StreamChunk&) { return ++chunks < 2; });
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  EXPECT_EQ(r->decode.finish, FinishReason::kCancelled);
+  EXPECT_EQ(chunks, 2);
+  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(30));
+  auto next = c.Ask("ws-cancel", "Short answer?", AskConfig());  // queues behind the cancelled one
+  ASSERT_TRUE(next.has_value()) << next.error().ToString();
+  EXPECT_NE(next->decode.finish, FinishReason::kCancelled);
+  auto rep = c.Report("ws-cancel");
+  ASSERT_TRUE(rep.has_value());
+  EXPECT_LT(rep->report.total_generated, 64 + 12);
+  EXPECT_TRUE(c.CloseSession("ws-cancel").has_value());
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -20,6 +21,7 @@
 #include "daemon/session_manager.h"
 #include "modeld/registry.h"
 #include "modeld/service.h"
+#include "modeld/workspace.h"
 #include "wire/codec.h"
 
 namespace modeld::daemon {
@@ -122,6 +124,18 @@ struct Server::Impl {
   void Tokenize(const std::string& ws, const httplib::Request& req, httplib::Response& res);
   void Embed(const httplib::Request& req, httplib::Response& res);
   void MetricsText(httplib::Response& res);
+  // Workspace (edit-aware assembly) endpoints.
+  void WorkspaceOp(const std::string& ws, const std::string& op, const httplib::Request& req, httplib::Response& res);
+  void WorkspaceAsk(const std::string& ws, const httplib::Request& req, httplib::Response& res);
+  void WorkspaceInfo(const std::string& ws, bool context, httplib::Response& res);
+  void SchedulePrefill(const std::string& ws);
+  void PrefillLoop();
+
+  // Eager prefill: workspaces whose context changed, prefilled in the background.
+  std::mutex eager_mu;
+  std::condition_variable eager_cv;
+  std::vector<std::string> eager_queue;
+  std::thread eager_thread;
 };
 
 void Server::Impl::Routes(httplib::Server& s) {
@@ -179,6 +193,203 @@ void Server::Impl::Routes(httplib::Server& s) {
   });
   s.Post("/v1/embed", [this](const httplib::Request& req, httplib::Response& res) { Embed(req, res); });
   s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) { MetricsText(res); });
+
+  for (const char* op : {"files", "files/remove", "files/rename", "stable", "turns", "prefill", "compact"}) {
+    const std::string name = op;
+    s.Post("/v1/workspaces/:ws/" + name, [this, name](const httplib::Request& req, httplib::Response& res) {
+      WorkspaceOp(req.path_params.at("ws"), name, req, res);
+    });
+  }
+  s.Post("/v1/workspaces/:ws/ask", [this](const httplib::Request& req, httplib::Response& res) {
+    WorkspaceAsk(req.path_params.at("ws"), req, res);
+  });
+  s.Get("/v1/workspaces/:ws", [this](const httplib::Request& req, httplib::Response& res) {
+    WorkspaceInfo(req.path_params.at("ws"), false, res);
+  });
+  s.Get("/v1/workspaces/:ws/context", [this](const httplib::Request& req, httplib::Response& res) {
+    WorkspaceInfo(req.path_params.at("ws"), true, res);
+  });
+}
+
+namespace {
+
+Json StatsJson(const WorkspaceStats& st) {
+  return {{"assembly", AssemblyModeName(st.mode)}, {"files", st.files},           {"log_entries", st.log_entries},
+          {"notes", st.notes},                     {"compactions", st.compactions}, {"context_tokens", st.context_tokens},
+          {"log_tokens", st.log_tokens}};
+}
+
+// Reads string fields of a workspace request; unknown or mistyped fields are refused.
+Status StringFields(const Json& body, std::initializer_list<const char*> required,
+                    std::initializer_list<const char*> optional, std::map<std::string, std::string>* out,
+                    bool* prefill) {
+  for (const auto& [k, v] : body.items()) {
+    if (k == "prefill" && v.is_boolean()) {
+      *prefill = v.get<bool>();
+      continue;
+    }
+    const bool known = std::find_if(required.begin(), required.end(), [&](const char* n) { return k == n; }) !=
+                           required.end() ||
+                       std::find_if(optional.begin(), optional.end(), [&](const char* n) { return k == n; }) !=
+                           optional.end();
+    if (!known || !v.is_string()) {
+      return Fail(ErrorCode::kInvalidArgument, "unknown or mistyped field '" + k + "'");
+    }
+    (*out)[k] = v.get<std::string>();
+  }
+  for (const char* r : required) {
+    if (!out->contains(r)) return Fail(ErrorCode::kInvalidArgument, std::string("missing '") + r + "'");
+  }
+  return {};
+}
+
+}  // namespace
+
+void Server::Impl::WorkspaceOp(const std::string& ws, const std::string& op, const httplib::Request& req,
+                               httplib::Response& res) {
+  auto body = wire::ParseObject(req.body);
+  if (!body) return ReplyError(res, body.error());
+  std::map<std::string, std::string> f;
+  bool prefill = true;  // eager prefill after a change, unless the client says not to
+  Status parsed;
+  if (op == "files") parsed = StringFields(*body, {"path", "content"}, {}, &f, &prefill);
+  else if (op == "files/remove") parsed = StringFields(*body, {"path"}, {}, &f, &prefill);
+  else if (op == "files/rename") parsed = StringFields(*body, {"from", "to"}, {}, &f, &prefill);
+  else if (op == "stable") parsed = StringFields(*body, {}, {"system", "tools", "repo_map"}, &f, &prefill);
+  else if (op == "turns") parsed = StringFields(*body, {"role", "text"}, {}, &f, &prefill);
+  else parsed = StringFields(*body, {}, {}, &f, &prefill);
+  if (!parsed) return ReplyError(res, parsed.error());
+
+  auto lease = sessions->Acquire(ws, /*wait=*/true);
+  if (!lease) return ReplyError(res, lease.error());
+  Workspace& w = *lease->entry().assembly;
+  Json out;
+  if (op == "files") {
+    auto r = w.PutFile(f["path"], f["content"]);
+    if (!r) return ReplyError(res, r.error());
+    out = {{"change", r->change}, {"note_bytes", r->note_bytes}};
+  } else if (op == "files/remove" || op == "files/rename" || op == "stable" || op == "turns") {
+    Status st;
+    if (op == "files/remove") st = w.RemoveFile(f["path"]);
+    if (op == "files/rename") st = w.RenameFile(f["from"], f["to"]);
+    if (op == "turns") st = w.AddTurn(f["role"], f["text"]);
+    if (op == "stable") {
+      if (f.contains("system") && st) st = w.SetSystem(f["system"]);
+      if (f.contains("tools") && st) st = w.SetTools(f["tools"]);
+      if (f.contains("repo_map") && st) st = w.SetRepoMap(f["repo_map"]);
+    }
+    if (!st) return ReplyError(res, st.error());
+    out = {{"ok", true}};
+  } else {  // prefill, compact: synchronous
+    const auto t0 = Clock::now();
+    auto st = op == "prefill" ? w.Prefill() : w.Compact();
+    if (!st) return ReplyError(res, st.error());
+    metrics.AddTokens(st->tokens_reused, st->tokens_prefilled, 0);
+    metrics.prefill_seconds.Observe(SecondsSince(t0));
+    out = wire::ToJson(*st);
+    prefill = false;
+  }
+  out["workspace"] = StatsJson(w.Stats());
+  lease->Release();
+  if (prefill) SchedulePrefill(ws);
+  Reply(res, 200, out);
+}
+
+void Server::Impl::SchedulePrefill(const std::string& ws) {
+  {
+    std::lock_guard lock(eager_mu);
+    if (std::find(eager_queue.begin(), eager_queue.end(), ws) == eager_queue.end()) eager_queue.push_back(ws);
+  }
+  eager_cv.notify_one();
+}
+
+// One background worker: eager prefills queue behind foreground calls on the
+// same workspace (they wait for the lease) and take compute turns like any
+// other call, so a foreground request waits at most one batch for them.
+void Server::Impl::PrefillLoop() {
+  for (;;) {
+    std::string ws;
+    {
+      std::unique_lock lock(eager_mu);
+      eager_cv.wait(lock, [&] { return stopping || !eager_queue.empty(); });
+      if (stopping) return;
+      ws = eager_queue.front();
+      eager_queue.erase(eager_queue.begin());
+    }
+    auto lease = sessions->Acquire(ws);  // busy: a foreground call is on it and will prefill anyway
+    if (!lease) continue;
+    const auto t0 = Clock::now();
+    auto st = lease->entry().assembly->Prefill();
+    if (st) {
+      metrics.AddTokens(st->tokens_reused, st->tokens_prefilled, 0);
+      metrics.prefill_seconds.Observe(SecondsSince(t0));
+    }
+  }
+}
+
+void Server::Impl::WorkspaceInfo(const std::string& ws, bool context, httplib::Response& res) {
+  auto lease = sessions->Acquire(ws, /*wait=*/true);
+  if (!lease) return ReplyError(res, lease.error());
+  Workspace& w = *lease->entry().assembly;
+  if (context) return Reply(res, 200, Json{{"text", w.AssembledText()}});
+  Json files = Json::array();
+  for (const auto& [path, content] : w.files()) files.push_back({{"path", path}, {"bytes", content.size()}});
+  Json out = StatsJson(w.Stats());
+  out["file_list"] = files;
+  Reply(res, 200, out);
+}
+
+void Server::Impl::WorkspaceAsk(const std::string& ws, const httplib::Request& req, httplib::Response& res) {
+  auto body = wire::ParseObject(req.body);
+  if (!body) return ReplyError(res, body.error());
+  auto it = body->find("question");
+  if (it == body->end() || !it->is_string()) return ReplyError(res, Error(ErrorCode::kInvalidArgument, "missing 'question'"));
+  const std::string question = it->get<std::string>();
+  body->erase("question");
+  auto cfg = wire::DecodeConfigFromJson(*body);
+  if (!cfg) return ReplyError(res, cfg.error());
+  if (auto ok = ValidateDecodeConfig(*cfg); !ok) return ReplyError(res, ok.error());
+  auto lease = sessions->Acquire(ws, /*wait=*/true);
+  if (!lease) return ReplyError(res, lease.error());
+  auto shared = std::make_shared<SessionManager::Lease>(std::move(*lease));
+  res.set_chunked_content_provider(
+      "application/x-ndjson", [this, shared, question, dc = std::move(*cfg)](size_t, httplib::DataSink& sink) {
+        const auto t0 = Clock::now();
+        bool client_gone = false;
+        auto r = shared->entry().assembly->Ask(question, dc, [&](const StreamChunk& c) {
+          if (stopping || !sink.is_writable()) {
+            client_gone = !stopping;
+            return false;
+          }
+          if (c.text.empty()) return true;
+          const std::string line = Line(Json{{"event", "chunk"}, {"text", c.text}, {"n_tokens", c.n_tokens}});
+          if (!sink.write(line.data(), line.size())) {
+            client_gone = true;
+            return false;
+          }
+          return true;
+        });
+        Json stats = StatsJson(shared->entry().assembly->Stats());
+        if (r) {
+          metrics.AddTokens(r->prefix.tokens_reused + r->suffix.tokens_reused,
+                            r->prefix.tokens_prefilled + r->suffix.tokens_prefilled, r->decode.tokens_generated);
+          metrics.decode_seconds.Observe(SecondsSince(t0));
+        }
+        shared->Release();
+        if (client_gone) return false;
+        const std::string line =
+            r ? Line(Json{{"event", "done"},
+                          {"result",
+                           {{"prefix", wire::ToJson(r->prefix)},
+                            {"suffix", wire::ToJson(r->suffix)},
+                            {"decode", wire::ToJson(r->decode)},
+                            {"compacted", r->compacted},
+                            {"workspace", stats}}}})
+              : Line(Json{{"event", "error"}, {"error", wire::ToJson(r.error())}});
+        sink.write(line.data(), line.size());
+        sink.done();
+        return true;
+      });
 }
 
 void Server::Impl::Health(httplib::Response& res) {
@@ -222,8 +433,12 @@ void Server::Impl::OpenSession(const httplib::Request& req, httplib::Response& r
   bool stream = false;
   SessionConfig cfg;
   cfg.threads = opt.threads;
+  WorkspaceOptions wopt;
   for (const auto& [k, v] : body->items()) {
     if (k == "workspace" && v.is_string()) ws = v.get<std::string>();
+    else if (k == "assembly" && v.is_string() && (v == "edit_aware" || v == "in_place")) {
+      wopt.mode = v == "edit_aware" ? AssemblyMode::kEditAware : AssemblyMode::kInPlace;
+    }
     else if (k == "model" && v.is_string()) model = v.get<std::string>();
     else if (k == "stream" && v.is_boolean()) stream = v.get<bool>();
     else if (k == "config") {
@@ -241,8 +456,8 @@ void Server::Impl::OpenSession(const httplib::Request& req, httplib::Response& r
   auto m = ModelOrError(model);
   if (!m) return ReplyError(res, m.error());
   const std::string name = (*m)->name;
-  auto run = [this, ws, name, cfg](const ProgressFunc& progress) -> Result<Json> {
-    auto opened = sessions->Open(ws, name, cfg, progress);
+  auto run = [this, ws, name, cfg, wopt](const ProgressFunc& progress) -> Result<Json> {
+    auto opened = sessions->Open(ws, name, cfg, wopt, progress);
     if (!opened) return Fail(opened.error());
     std::lock_guard lock(opened->entry->call_mu);  // a consistent report
     auto rep = opened->entry->session->Report();
@@ -250,6 +465,7 @@ void Server::Impl::OpenSession(const httplib::Request& req, httplib::Response& r
     return Json{{"workspace", ws},
                 {"model", name},
                 {"created", opened->created},
+                {"assembly", AssemblyModeName(opened->entry->assembly->Stats().mode)},
                 {"config", wire::ToJson(opened->entry->config)},
                 {"report", wire::ToJson(*rep)}};
   };
@@ -586,6 +802,7 @@ Result<std::unique_ptr<Server>> Server::Start(const ServerOptions& opt) {
     }
     impl->tcp_thread = std::thread([self] { self->tcp_server.listen_after_bind(); });
   }
+  impl->eager_thread = std::thread([self] { self->PrefillLoop(); });
   if (!opt.socket_path.empty()) impl->unix_server.wait_until_ready();
   if (opt.port != 0) impl->tcp_server.wait_until_ready();
   return std::make_unique<Server>(std::move(impl));
@@ -599,10 +816,12 @@ void Server::Stop() {
     impl_->stopped = true;
   }
   impl_->stopping = true;  // in-flight decodes see it at their next token
+  impl_->eager_cv.notify_all();
   impl_->unix_server.stop();
   impl_->tcp_server.stop();
   if (impl_->unix_thread.joinable()) impl_->unix_thread.join();
   if (impl_->tcp_thread.joinable()) impl_->tcp_thread.join();
+  if (impl_->eager_thread.joinable()) impl_->eager_thread.join();
   impl_->sessions->CloseAll();
   if (!impl_->opt.socket_path.empty()) {
     std::error_code ec;

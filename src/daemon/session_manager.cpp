@@ -10,7 +10,8 @@ SessionManager::SessionManager(Opener opener, int64_t kv_budget_bytes, int max_s
     : opener_(std::move(opener)), kv_budget_(kv_budget_bytes), max_sessions_(max_sessions), metrics_(metrics) {}
 
 Result<SessionManager::Opened> SessionManager::Open(const std::string& workspace, const std::string& model,
-                                                    const SessionConfig& cfg, const ProgressFunc& progress) {
+                                                    const SessionConfig& cfg, const WorkspaceOptions& wopt,
+                                                    const ProgressFunc& progress) {
   std::lock_guard open_lock(open_mu_);
   {
     std::lock_guard lock(mu_);
@@ -29,6 +30,7 @@ Result<SessionManager::Opened> SessionManager::Open(const std::string& workspace
   e->workspace = workspace;
   e->model = model;
   e->session = std::move(*s);
+  e->assembly = std::make_unique<Workspace>(e->session.get(), wopt);
   auto rep = e->session->Report();
   if (!rep) return Fail(rep.error());
   e->config = cfg;
@@ -49,7 +51,7 @@ Result<SessionManager::Opened> SessionManager::Open(const std::string& workspace
   return Opened{e, true};
 }
 
-Result<SessionManager::Lease> SessionManager::Acquire(const std::string& workspace) {
+Result<SessionManager::Lease> SessionManager::Acquire(const std::string& workspace, bool wait) {
   std::shared_ptr<SessionEntry> e;
   {
     std::lock_guard lock(mu_);
@@ -68,8 +70,10 @@ Result<SessionManager::Lease> SessionManager::Acquire(const std::string& workspa
     }
     e = it->second;
   }
-  std::unique_lock call(e->call_mu, std::try_to_lock);
-  if (!call.owns_lock()) {
+  std::unique_lock call(e->call_mu, std::defer_lock);
+  if (wait) {
+    call.lock();
+  } else if (!call.try_lock()) {
     return Fail(ErrorCode::kBusy, "workspace '" + workspace + "' is busy with another call; retry when it is done");
   }
   std::lock_guard lock(mu_);

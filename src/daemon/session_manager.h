@@ -14,6 +14,7 @@
 
 #include "daemon/metrics.h"
 #include "modeld/session.h"
+#include "modeld/workspace.h"
 
 namespace modeld::daemon {
 
@@ -22,6 +23,7 @@ struct SessionEntry {
   std::string model;
   SessionConfig config;
   std::unique_ptr<Session> session;
+  std::unique_ptr<Workspace> assembly;  // the workspace layer (edit-aware context) over `session`
   std::mutex call_mu;  // held for the whole of a call on the session
   // Guarded by the manager's table mutex:
   ContextReport report;  // as of the end of the last call
@@ -48,7 +50,7 @@ class SessionManager {
     bool created = false;
   };
   Result<Opened> Open(const std::string& workspace, const std::string& model, const SessionConfig& cfg,
-                      const ProgressFunc& progress);
+                      const WorkspaceOptions& wopt, const ProgressFunc& progress);
 
   // Exclusive use of a session for one call. Release() after the call
   // refreshes the cached report and evicts the session if it turned fatal.
@@ -71,8 +73,11 @@ class SessionManager {
     std::shared_ptr<SessionEntry> entry_;
     std::unique_lock<std::mutex> lock_;
   };
-  // kNotFound (never opened), kSessionUnavailable/"evicted", kSessionClosed, kBusy.
-  Result<Lease> Acquire(const std::string& workspace);
+  // kNotFound (never opened), kSessionUnavailable/"evicted", kSessionClosed,
+  // and kBusy when another call holds the session, unless `wait`: then it
+  // queues behind that call (workspace calls do, so an ask waits for the
+  // eager prefill it would otherwise redo).
+  Result<Lease> Acquire(const std::string& workspace, bool wait = false);
 
   Status Close(const std::string& workspace);
   std::vector<SessionSummary> List();

@@ -1,0 +1,121 @@
+// Edit-aware context assembly: a workspace of files and conversation above a
+// Session. Clients speak in a coding tool's terms (put a file, add a turn,
+// ask); the workspace assembles the manifest so an edit never rewrites an
+// earlier segment: a changed file is appended as a change note (diff hunks
+// with line numbers) after the conversation, so the resident KV stays valid
+// and an edit costs about its own tokens. docs/context-assembly.md has the
+// format and the rules.
+//
+// Backend-neutral (it talks to Session only). Not thread-safe: the owner
+// serializes calls (the daemon does, per workspace).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "modeld/error.h"
+#include "modeld/manifest.h"
+#include "modeld/session.h"
+
+namespace modeld {
+
+enum class AssemblyMode {
+  kEditAware,  // stable files + append-only log of turns and change notes
+  kInPlace,    // files rewritten where they stand (plain prefix reuse), for comparison
+};
+std::string_view AssemblyModeName(AssemblyMode m);  // "edit_aware", "in_place"
+
+struct WorkspaceOptions {
+  AssemblyMode mode = AssemblyMode::kEditAware;
+  int diff_context = 1;            // unchanged lines around each hunk
+  double compact_log_share = 0.5;  // compact when the log passes this share of n_ctx
+  int64_t max_file_bytes = 1 << 20;
+};
+
+struct PutResult {
+  std::string change;     // "add", "edit", "full", "unchanged"
+  int64_t note_bytes = 0; // bytes appended to the context
+};
+
+struct AskResult {
+  PrefixStatus prefix;
+  SuffixStatus suffix;
+  DecodeResult decode;
+  bool compacted = false;  // the context was compacted before this ask
+};
+
+struct WorkspaceStats {
+  AssemblyMode mode = AssemblyMode::kEditAware;
+  int64_t files = 0;
+  int64_t log_entries = 0;
+  int64_t notes = 0;
+  int64_t compactions = 0;
+  int64_t context_tokens = 0;  // of the last assembled prefix that was prefilled
+  int64_t log_tokens = 0;      // the log's part of it
+};
+
+class Workspace {
+ public:
+  // `session` must outlive the workspace.
+  Workspace(Session* session, WorkspaceOptions opt = {});
+
+  // The stable part. Changing it after the first prefill re-prefills everything after it.
+  Status SetSystem(std::string text);
+  Status SetTools(std::string text);
+  Status SetRepoMap(std::string text);
+
+  // A file's whole new content; the workspace computes the change.
+  Result<PutResult> PutFile(const std::string& path, std::string content);
+  Status RemoveFile(const std::string& path);
+  Status RenameFile(const std::string& from, const std::string& to);
+  // A conversation turn; role "user" or "assistant".
+  Status AddTurn(const std::string& role, std::string text);
+
+  // Prefills the current context now (eager prefill), so an ask later only
+  // has its question left to prefill.
+  Result<PrefixStatus> Prefill();
+  // Prefills the context and the question, decodes, and records the question
+  // and the answer as conversation turns.
+  Result<AskResult> Ask(const std::string& question, const DecodeConfig& cfg, const ChunkCallback& on_chunk);
+  // Folds the change notes into the files (the files at their current
+  // content, conversation kept) and prefills that.
+  Result<PrefixStatus> Compact();
+
+  ContextManifest Manifest() const;  // the prefix as it would be prefilled now
+  // The suffix an ask of `question` sends after Manifest().
+  std::vector<ManifestSegment> QuestionSegments(const std::string& question) const;
+  std::string AssembledText() const;  // its text, segments concatenated
+  const std::map<std::string, std::string>& files() const { return files_; }
+  WorkspaceStats Stats() const;
+
+ private:
+  struct Entry {
+    enum Kind { kTurn, kNote } kind;
+    std::string role;  // kTurn
+    std::string text;  // kTurn: the text; kNote: the rendered note
+  };
+  Status CheckText(const std::string& what, const std::string& text) const;
+  void DetectTemplate();
+  void Append(std::vector<ManifestSegment>* out, const std::string& id, SegmentKind kind, const std::string& role,
+              const std::string& text) const;
+  Result<PrefixStatus> EnsureCurrent();
+  bool NeedsCompaction(int64_t extra_tokens) const;
+
+  Session* session_;
+  WorkspaceOptions opt_;
+  bool template_known_ = false;
+  bool sealed_ = false;  // prefilled once: later changes go to the log as notes
+  bool chatml_ = false;
+  std::string system_, tools_, repo_map_;
+  std::vector<std::pair<std::string, std::string>> base_;  // the stable part's files, in order
+  std::map<std::string, std::string> files_;               // current content
+  std::vector<Entry> log_;
+  int64_t compactions_ = 0;
+  int64_t context_tokens_ = 0;
+  int64_t log_tokens_ = 0;
+  int64_t n_ctx_ = 0;
+};
+
+}  // namespace modeld

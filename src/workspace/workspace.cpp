@@ -1,0 +1,316 @@
+#include "modeld/workspace.h"
+
+#include <algorithm>
+
+#include "workspace/text_format.h"
+
+namespace modeld {
+
+using workspace::ChangeNote;
+using workspace::NoteKind;
+
+std::string_view AssemblyModeName(AssemblyMode m) {
+  return m == AssemblyMode::kEditAware ? "edit_aware" : "in_place";
+}
+
+Workspace::Workspace(Session* session, WorkspaceOptions opt) : session_(session), opt_(opt) {}
+
+Status Workspace::CheckText(const std::string& what, const std::string& text) const {
+  if (static_cast<int64_t>(text.size()) > opt_.max_file_bytes) {
+    return Fail(ErrorCode::kInvalidArgument, what + " is " + std::to_string(text.size()) + " bytes, over the limit of " +
+                                                 std::to_string(opt_.max_file_bytes));
+  }
+  if (text.find('\0') != std::string::npos) {
+    return Fail(ErrorCode::kInvalidArgument, what + " contains NUL bytes: binary content is not accepted");
+  }
+  return {};
+}
+
+Status Workspace::SetSystem(std::string text) {
+  if (auto ok = CheckText("system text", text); !ok) return ok;
+  system_ = std::move(text);
+  return {};
+}
+
+Status Workspace::SetTools(std::string text) {
+  if (auto ok = CheckText("tools text", text); !ok) return ok;
+  tools_ = std::move(text);
+  return {};
+}
+
+Status Workspace::SetRepoMap(std::string text) {
+  if (auto ok = CheckText("repo map", text); !ok) return ok;
+  repo_map_ = std::move(text);
+  return {};
+}
+
+Result<PutResult> Workspace::PutFile(const std::string& path, std::string content) {
+  if (auto ok = workspace::ValidatePath(path); !ok) return Fail(ok.error());
+  if (auto ok = CheckText("file '" + path + "'", content); !ok) return Fail(ok.error());
+  PutResult r;
+  auto it = files_.find(path);
+  if (it != files_.end() && it->second == content) {
+    r.change = "unchanged";
+    return r;
+  }
+  const bool in_base = std::any_of(base_.begin(), base_.end(), [&](const auto& f) { return f.first == path; });
+  if (!sealed_ || opt_.mode == AssemblyMode::kInPlace) {
+    // Before the first prefill (or in place): the file sits in the stable part.
+    if (in_base) {
+      for (auto& f : base_) {
+        if (f.first == path) f.second = content;
+      }
+    } else {
+      base_.emplace_back(path, content);
+    }
+    r.change = it == files_.end() ? "add" : "edit";
+    r.note_bytes = static_cast<int64_t>(workspace::RenderFile(path, content).size());
+  } else {
+    ChangeNote note;
+    if (it == files_.end()) {
+      note.kind = NoteKind::kAdd;
+      note.path = path;
+      note.content = content;
+    } else {
+      note = workspace::MakeChange(path, it->second, content, opt_.diff_context);
+    }
+    std::string text = workspace::RenderNote(note);
+    r.change = note.kind == NoteKind::kAdd ? "add" : note.kind == NoteKind::kEdit ? "edit" : "full";
+    r.note_bytes = static_cast<int64_t>(text.size());
+    log_.push_back({Entry::kNote, "", std::move(text)});
+  }
+  files_[path] = std::move(content);
+  return r;
+}
+
+Status Workspace::RemoveFile(const std::string& path) {
+  if (auto ok = workspace::ValidatePath(path); !ok) return ok;
+  if (!files_.contains(path)) return Fail(ErrorCode::kNotFound, "no file '" + path + "' in the workspace");
+  if (!sealed_ || opt_.mode == AssemblyMode::kInPlace) {
+    std::erase_if(base_, [&](const auto& f) { return f.first == path; });
+  } else {
+    ChangeNote note;
+    note.kind = NoteKind::kRemove;
+    note.path = path;
+    log_.push_back({Entry::kNote, "", workspace::RenderNote(note)});
+  }
+  files_.erase(path);
+  return {};
+}
+
+Status Workspace::RenameFile(const std::string& from, const std::string& to) {
+  if (auto ok = workspace::ValidatePath(from); !ok) return ok;
+  if (auto ok = workspace::ValidatePath(to); !ok) return ok;
+  auto it = files_.find(from);
+  if (it == files_.end()) return Fail(ErrorCode::kNotFound, "no file '" + from + "' in the workspace");
+  if (files_.contains(to)) return Fail(ErrorCode::kInvalidArgument, "'" + to + "' already exists in the workspace");
+  if (!sealed_ || opt_.mode == AssemblyMode::kInPlace) {
+    for (auto& f : base_) {
+      if (f.first == from) f.first = to;
+    }
+  } else {
+    ChangeNote note;
+    note.kind = NoteKind::kRename;
+    note.path = from;
+    note.new_path = to;
+    log_.push_back({Entry::kNote, "", workspace::RenderNote(note)});
+  }
+  files_[to] = std::move(it->second);
+  files_.erase(from);
+  return {};
+}
+
+Status Workspace::AddTurn(const std::string& role, std::string text) {
+  if (role != "user" && role != "assistant") {
+    return Fail(ErrorCode::kInvalidArgument, "a turn's role is 'user' or 'assistant', not '" + role + "'");
+  }
+  if (auto ok = CheckText("turn", text); !ok) return ok;
+  log_.push_back({Entry::kTurn, role, std::move(text)});
+  return {};
+}
+
+void Workspace::DetectTemplate() {
+  if (template_known_) return;
+  auto t = session_->Tokenize("<|im_start|>", true);
+  chatml_ = t && t->size() == 1;
+  if (auto rep = session_->Report()) n_ctx_ = rep->n_ctx;
+  template_known_ = true;
+}
+
+// Appends role markers (special tokens, their own segments) around `text`.
+void Workspace::Append(std::vector<ManifestSegment>* out, const std::string& id, SegmentKind kind,
+                       const std::string& role, const std::string& text) const {
+  if (chatml_) {
+    out->push_back(ManifestSegment::Make(id + ":open", SegmentKind::kTemplate, "<|im_start|>" + role + "\n", true));
+  } else {
+    out->push_back(ManifestSegment::Make(id + ":open", SegmentKind::kTemplate, "### " + role + "\n"));
+  }
+  out->push_back(ManifestSegment::Make(id, kind, text));
+  out->push_back(ManifestSegment::Make(id + ":close", SegmentKind::kTemplate, chatml_ ? "<|im_end|>\n" : "\n", chatml_));
+}
+
+ContextManifest Workspace::Manifest() const {
+  std::vector<ManifestSegment> segs;
+  // Free text is escaped and ends its line, so a file block after it always
+  // starts a line and reconstruction stays exact (docs/context-assembly.md).
+  auto free_text = [](const std::string& t) {
+    std::string e = workspace::EscapeFreeText(t);
+    if (!e.empty() && e.back() != '\n') e += '\n';
+    return e;
+  };
+  // The stable part is one system message; its pieces are separate segments
+  // so an edit to one never re-tokenizes another.
+  if (chatml_) {
+    segs.push_back(ManifestSegment::Make("system:open", SegmentKind::kTemplate, "<|im_start|>system\n", true));
+  } else {
+    segs.push_back(ManifestSegment::Make("system:open", SegmentKind::kTemplate, "### system\n"));
+  }
+  if (!system_.empty()) segs.push_back(ManifestSegment::Make("system", SegmentKind::kSystem, free_text(system_)));
+  if (!tools_.empty()) segs.push_back(ManifestSegment::Make("tools", SegmentKind::kTools, free_text(tools_)));
+  if (!repo_map_.empty()) segs.push_back(ManifestSegment::Make("repo-map", SegmentKind::kRepoMap, free_text(repo_map_)));
+  for (const auto& [path, content] : base_) {
+    segs.push_back(ManifestSegment::Make("file:" + path, SegmentKind::kFile, workspace::RenderFile(path, content)));
+  }
+  segs.push_back(
+      ManifestSegment::Make("system:close", SegmentKind::kTemplate, chatml_ ? "<|im_end|>\n" : "\n", chatml_));
+  for (size_t i = 0; i < log_.size(); ++i) {
+    const Entry& e = log_[i];
+    const std::string id = "log:" + std::to_string(i);
+    if (e.kind == Entry::kNote) {
+      Append(&segs, id, SegmentKind::kChangeNote, "user", e.text);
+    } else {
+      Append(&segs, id, SegmentKind::kConversation, e.role, workspace::EscapeFreeText(e.text));
+    }
+  }
+  return ContextManifest(std::move(segs));
+}
+
+std::string Workspace::AssembledText() const {
+  const ContextManifest m = Manifest();  // named: a range-for over a temporary's member dangles
+  std::string out;
+  for (const auto& s : m.segments()) out += s.content;
+  return out;
+}
+
+std::vector<ManifestSegment> Workspace::QuestionSegments(const std::string& question) const {
+  std::vector<ManifestSegment> segs;
+  Append(&segs, "log:" + std::to_string(log_.size()), SegmentKind::kUser, "user", workspace::EscapeFreeText(question));
+  // Exactly the segments the answer's turn will have in the next prefix, so they are reused.
+  std::vector<ManifestSegment> answer;
+  Append(&answer, "log:" + std::to_string(log_.size() + 1), SegmentKind::kConversation, "assistant", "");
+  segs.push_back(std::move(answer.front()));
+  return segs;
+}
+
+bool Workspace::NeedsCompaction(int64_t extra_tokens) const {
+  if (opt_.mode != AssemblyMode::kEditAware || n_ctx_ <= 0) return false;
+  const bool has_notes = std::any_of(log_.begin(), log_.end(), [](const Entry& e) { return e.kind == Entry::kNote; });
+  if (!has_notes) return false;
+  return log_tokens_ > static_cast<int64_t>(opt_.compact_log_share * static_cast<double>(n_ctx_)) ||
+         context_tokens_ + extra_tokens > n_ctx_;
+}
+
+Result<PrefixStatus> Workspace::EnsureCurrent() {
+  DetectTemplate();
+  sealed_ = true;
+  if (NeedsCompaction(0)) return Compact();
+  const ContextManifest m = Manifest();
+  auto st = session_->EnsurePrefix({m, {}});
+  if (!st && st.error().Is(ErrorCode::kContextOverflow) && opt_.mode == AssemblyMode::kEditAware) {
+    // Folding the notes in may make it fit; if not, the caller gets the overflow with its counts.
+    return Compact();
+  }
+  if (!st) return st;
+  context_tokens_ = st->tokens_resident;
+  // The log starts after the stable part's segments.
+  int64_t stable = 0;
+  size_t i = 0;
+  for (; i < m.segments().size(); ++i) {
+    stable += st->segment_tokens[i];
+    if (m.segments()[i].id == "system:close") break;
+  }
+  log_tokens_ = st->tokens_resident - stable;
+  return st;
+}
+
+Result<PrefixStatus> Workspace::Prefill() { return EnsureCurrent(); }
+
+Result<PrefixStatus> Workspace::Compact() {
+  DetectTemplate();
+  sealed_ = true;
+  // Files at their current content: the stable order first, then files added since.
+  std::vector<std::pair<std::string, std::string>> base;
+  for (const auto& [path, _] : base_) {
+    if (auto it = files_.find(path); it != files_.end()) base.emplace_back(path, it->second);
+  }
+  for (const auto& [path, content] : files_) {
+    if (std::none_of(base.begin(), base.end(), [&](const auto& f) { return f.first == path; })) {
+      base.emplace_back(path, content);
+    }
+  }
+  std::vector<Entry> log;
+  for (auto& e : log_) {
+    if (e.kind == Entry::kTurn) log.push_back(e);
+  }
+  // Prefill the compact manifest before committing to it: on failure nothing changes.
+  auto saved_base = std::move(base_);
+  auto saved_log = std::move(log_);
+  base_ = std::move(base);
+  log_ = std::move(log);
+  const ContextManifest m = Manifest();
+  auto st = session_->EnsurePrefix({m, {}});
+  if (!st) {
+    base_ = std::move(saved_base);
+    log_ = std::move(saved_log);
+    return st;
+  }
+  ++compactions_;
+  context_tokens_ = st->tokens_resident;
+  int64_t stable = 0;
+  for (size_t i = 0; i < m.segments().size(); ++i) {
+    stable += st->segment_tokens[i];
+    if (m.segments()[i].id == "system:close") break;
+  }
+  log_tokens_ = st->tokens_resident - stable;
+  return st;
+}
+
+Result<AskResult> Workspace::Ask(const std::string& question, const DecodeConfig& cfg, const ChunkCallback& on_chunk) {
+  if (auto ok = CheckText("question", question); !ok) return Fail(ok.error());
+  AskResult r;
+  const int64_t before = compactions_;
+  auto ps = EnsureCurrent();
+  if (!ps) return Fail(ps.error());
+  SuffixInput suffix{ps->manifest_digest, QuestionSegments(question), {}};
+  auto ss = session_->PrefillSuffix(suffix);
+  if (!ss && ss.error().Is(ErrorCode::kContextOverflow) && NeedsCompaction(1 << 30)) {
+    ps = Compact();
+    if (!ps) return Fail(ps.error());
+    suffix.prefix_digest = ps->manifest_digest;
+    ss = session_->PrefillSuffix(suffix);
+  }
+  if (!ss) return Fail(ss.error());
+  auto dr = session_->Decode(cfg, on_chunk);
+  if (!dr) return Fail(dr.error());
+  r.prefix = *ps;
+  r.suffix = *ss;
+  r.decode = *dr;
+  r.compacted = compactions_ != before;
+  log_.push_back({Entry::kTurn, "user", question});
+  log_.push_back({Entry::kTurn, "assistant", dr->text});
+  return r;
+}
+
+WorkspaceStats Workspace::Stats() const {
+  WorkspaceStats s;
+  s.mode = opt_.mode;
+  s.files = static_cast<int64_t>(files_.size());
+  s.log_entries = static_cast<int64_t>(log_.size());
+  s.notes = std::count_if(log_.begin(), log_.end(), [](const Entry& e) { return e.kind == Entry::kNote; });
+  s.compactions = compactions_;
+  s.context_tokens = context_tokens_;
+  s.log_tokens = log_tokens_;
+  return s;
+}
+
+}  // namespace modeld

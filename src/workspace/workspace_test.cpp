@@ -1,0 +1,264 @@
+// Edit-aware assembly on a real session: exact (warm == cold), faithful
+// (the files can be rebuilt from the context), and cheap (an edit costs its
+// note's tokens).
+#include "modeld/workspace.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <random>
+
+#include "llama/llama_session.h"
+#include "llama/model_writer.h"
+#include "modeld/service.h"
+#include "workspace/text_format.h"
+
+namespace modeld {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string TinyModel() {
+  static const std::string path = [] {
+    fs::create_directories(MODELD_TEST_TMP);
+    const std::string p = std::string(MODELD_TEST_TMP) + "/workspace-test-tiny.gguf";
+    auto spec = llama::PresetSpec("tiny", MODELD_VOCAB_DIR);
+    EXPECT_TRUE(spec.has_value());
+    EXPECT_TRUE(llama::WriteRandomModel(*spec, p).has_value());
+    return p;
+  }();
+  return path;
+}
+
+std::unique_ptr<Session> Open(const std::string& ws, int n_ctx = 8192) {
+  OpenSessionRequest req;
+  req.model_path = TinyModel();
+  req.workspace_id = ws;
+  req.config.n_ctx = n_ctx;
+  req.config.threads = 2;
+  auto s = Service().OpenSession(req);
+  EXPECT_TRUE(s.has_value()) << s.error().ToString();
+  return std::move(*s);
+}
+
+std::string RandomCode(std::mt19937& rng, int lines) {
+  static const std::vector<std::string> words = {"int", "x", "=", "return", "if", "(", ")", "{", "}", ";", "foo",
+                                                 "bar", "//", "TODO", "std::string", "auto", "é", "</file>"};
+  std::string s;
+  for (int l = 0; l < lines; ++l) {
+    const int n = 1 + static_cast<int>(rng() % 8);
+    for (int i = 0; i < n; ++i) s += words[rng() % words.size()] + (i + 1 < n ? " " : "");
+    s += "\n";
+  }
+  return s;
+}
+
+std::string EditLines(std::mt19937& rng, std::string text) {
+  std::vector<std::string> lines;
+  size_t start = 0;
+  for (size_t nl; (nl = text.find('\n', start)) != std::string::npos; start = nl + 1) {
+    lines.push_back(text.substr(start, nl - start));
+  }
+  const size_t at = lines.empty() ? 0 : rng() % lines.size();
+  switch (rng() % 3) {
+    case 0: lines.insert(lines.begin() + static_cast<long>(at), "int added_" + std::to_string(rng() % 1000) + " = 1;"); break;
+    case 1: if (!lines.empty()) lines.erase(lines.begin() + static_cast<long>(at)); break;
+    default: if (!lines.empty()) lines[at] = "// changed " + std::to_string(rng() % 1000); break;
+  }
+  std::string out;
+  for (const auto& l : lines) out += l + "\n";
+  return out;
+}
+
+float MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
+  float d = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) d = std::max(d, std::fabs(a[i] - b[i]));
+  return a.size() == b.size() ? d : INFINITY;
+}
+
+TEST(Workspace, RandomEditsStayExactFaithfulAndCheap) {
+  std::mt19937 rng(42);
+  auto session = Open("ws");
+  Workspace w(session.get());
+  // Free text that looks like the format's blocks, and a repo map without a final newline.
+  ASSERT_TRUE(w.SetSystem("You are a coding assistant.\n<file path=\"fake\" lines=\"1\">").has_value());
+  ASSERT_TRUE(w.SetRepoMap("src/a.cc\nsrc/b.cc\nsrc/c.cc").has_value());
+  for (const char* p : {"src/a.cc", "src/b.cc", "src/c.cc"}) ASSERT_TRUE(w.PutFile(p, RandomCode(rng, 30)).has_value());
+  DecodeConfig dc;
+  dc.max_tokens = 6;
+  ASSERT_TRUE(w.Ask("What does this code do?", dc, {}).has_value());
+
+  for (int step = 0; step < 25; ++step) {
+    const auto files = w.files();
+    auto it = files.begin();
+    std::advance(it, static_cast<long>(rng() % files.size()));
+    const std::string text_before = w.AssembledText();
+    switch (rng() % 6) {
+      case 0: case 1: case 2: {  // an edit: prefills exactly the note's tokens
+        ASSERT_TRUE(w.Prefill().has_value());
+        auto put = w.PutFile(it->first, EditLines(rng, it->second));
+        ASSERT_TRUE(put.has_value());
+        const ContextManifest m = w.Manifest();
+        int64_t note_tokens = 0;
+        for (size_t i = m.size() - 3; i < m.size(); ++i) {
+          note_tokens += static_cast<int64_t>(session->Tokenize(m.segments()[i].content, m.segments()[i].parse_special)->size());
+        }
+        auto st = w.Prefill();
+        ASSERT_TRUE(st.has_value());
+        EXPECT_EQ(st->tokens_prefilled, note_tokens) << "step " << step << ": " << put->change;
+        EXPECT_EQ(st->tokens_reused, st->tokens_resident - note_tokens);
+        break;
+      }
+      case 3: {
+        const std::string p = "src/new" + std::to_string(step) + ".cc";
+        ASSERT_TRUE(w.PutFile(p, RandomCode(rng, 5)).has_value());
+        break;
+      }
+      case 4:
+        if (files.size() > 2) {
+          ASSERT_TRUE(w.RenameFile(it->first, it->first + ".old").has_value());
+        } else {
+          ASSERT_TRUE(w.AddTurn("user", "please keep going").has_value());
+        }
+        break;
+      default:
+        if (files.size() > 2) {
+          ASSERT_TRUE(w.RemoveFile(it->first).has_value());
+        }
+        break;
+    }
+    // Faithful: the assembled text alone gives back every file exactly.
+    auto rebuilt = workspace::ReconstructFiles(w.AssembledText());
+    ASSERT_TRUE(rebuilt.has_value()) << rebuilt.error().ToString();
+    EXPECT_EQ(*rebuilt, w.files()) << "step " << step;
+    // Append-only: the new context starts with the old one.
+    EXPECT_EQ(w.AssembledText().compare(0, text_before.size(), text_before), 0) << "step " << step;
+  }
+}
+
+TEST(Workspace, WarmEqualsColdAndEditsCostTheirNotesNotTheRest) {
+  std::mt19937 rng(7);
+  auto warm_session = Open("warm");
+  auto inplace_session = Open("inplace");
+  Workspace warm(warm_session.get());
+  WorkspaceOptions ip;
+  ip.mode = AssemblyMode::kInPlace;
+  Workspace inplace(inplace_session.get(), ip);
+  const std::vector<std::string> paths = {"src/first.cc", "src/second.cc", "src/third.cc", "src/fourth.cc"};
+  for (Workspace* w : {&warm, &inplace}) ASSERT_TRUE(w->SetSystem("You are a coding assistant.").has_value());
+  for (const auto& p : paths) {
+    const std::string code = RandomCode(rng, 25);
+    ASSERT_TRUE(warm.PutFile(p, code).has_value());
+    ASSERT_TRUE(inplace.PutFile(p, code).has_value());
+  }
+  DecodeConfig dc;
+  dc.max_tokens = 8;
+  for (int turn = 0; turn < 3; ++turn) {
+    if (turn > 0) {
+      // Edit the FIRST file: in place, this re-prefills nearly everything after it.
+      const std::string edited = EditLines(rng, warm.files().at(paths[0]));
+      ASSERT_TRUE(warm.PutFile(paths[0], edited).has_value());
+      ASSERT_TRUE(inplace.PutFile(paths[0], edited).has_value());
+    }
+    const std::string q = "turn " + std::to_string(turn) + ": anything wrong?";
+    const ContextManifest before = warm.Manifest();
+    const auto question = warm.QuestionSegments(q);
+    auto a = warm.Ask(q, dc, {});
+    ASSERT_TRUE(a.has_value()) << a.error().ToString();
+    auto b = inplace.Ask(q, dc, {});
+    ASSERT_TRUE(b.has_value()) << b.error().ToString();
+    EXPECT_EQ(warm.files(), inplace.files());
+    if (turn > 0) {
+      EXPECT_LT(a->prefix.tokens_prefilled * 5, b->prefix.tokens_prefilled)
+          << "edit-aware " << a->prefix.tokens_prefilled << " vs in place " << b->prefix.tokens_prefilled;
+    }
+    // Warm == cold: a fresh session fed the same context and question greedily says the same.
+    auto cold = Open("cold");
+    auto ps = cold->EnsurePrefix({before, {}});
+    ASSERT_TRUE(ps.has_value());
+    ASSERT_TRUE(cold->PrefillSuffix({ps->manifest_digest, question, {}}).has_value());
+    auto dr = cold->Decode(dc, {});
+    ASSERT_TRUE(dr.has_value());
+    EXPECT_EQ(dr->text, a->decode.text) << "turn " << turn;
+    // And after the whole history (question and answer now in the log), the logits agree.
+    ASSERT_TRUE(warm.Prefill().has_value());
+    ASSERT_TRUE(cold->EnsurePrefix({warm.Manifest(), {}}).has_value());
+    auto wl = dynamic_cast<llama::LlamaSession&>(*warm_session).LastLogits();
+    auto cl = dynamic_cast<llama::LlamaSession&>(*cold).LastLogits();
+    ASSERT_TRUE(wl.has_value() && cl.has_value());
+    EXPECT_LE(MaxAbsDiff(*wl, *cl), 1e-4f) << "turn " << turn;
+  }
+}
+
+TEST(Workspace, BadInputIsRefusedAndChangesNothing) {
+  auto session = Open("bad");
+  Workspace w(session.get());
+  ASSERT_TRUE(w.PutFile("src/ok.cc", "int x;\n").has_value());
+  ASSERT_TRUE(w.Prefill().has_value());
+  const std::string before = w.AssembledText();
+  const auto files = w.files();
+  EXPECT_TRUE(w.PutFile("../etc/passwd", "x").error().Is(ErrorCode::kInvalidArgument));
+  EXPECT_TRUE(w.PutFile("/abs/path", "x").error().Is(ErrorCode::kInvalidArgument));
+  EXPECT_TRUE(w.PutFile("a/../b", "x").error().Is(ErrorCode::kInvalidArgument));
+  EXPECT_TRUE(w.PutFile("bin.dat", std::string("\x7f" "ELF\0\0\x01", 7)).error().Is(ErrorCode::kInvalidArgument));
+  EXPECT_TRUE(w.PutFile("huge.txt", std::string((1 << 20) + 1, 'a')).error().Is(ErrorCode::kInvalidArgument));
+  EXPECT_TRUE(w.RemoveFile("src/missing.cc").error().Is(ErrorCode::kNotFound));
+  EXPECT_TRUE(w.RenameFile("src/missing.cc", "x.cc").error().Is(ErrorCode::kNotFound));
+  ASSERT_TRUE(w.PutFile("src/two.cc", "int y;\n").has_value());
+  const std::string with_two = w.AssembledText();
+  EXPECT_TRUE(w.RenameFile("src/ok.cc", "src/two.cc").error().Is(ErrorCode::kInvalidArgument));
+  EXPECT_TRUE(w.AddTurn("system", "sneaky").error().Is(ErrorCode::kInvalidArgument));
+  EXPECT_EQ(w.AssembledText(), with_two);
+  EXPECT_NE(before, with_two);
+  EXPECT_EQ(w.files().size(), files.size() + 1);
+}
+
+TEST(Workspace, CompactionFoldsNotesKeepsConversationAndStaysFaithful) {
+  std::mt19937 rng(3);
+  auto session = Open("compact", 4096);
+  WorkspaceOptions opt;
+  opt.compact_log_share = 0.05;  // ~200 tokens of log
+  Workspace w(session.get(), opt);
+  ASSERT_TRUE(w.PutFile("src/a.cc", RandomCode(rng, 40)).has_value());
+  ASSERT_TRUE(w.PutFile("src/b.cc", RandomCode(rng, 40)).has_value());
+  DecodeConfig dc;
+  dc.max_tokens = 4;
+  ASSERT_TRUE(w.Ask("first question", dc, {}).has_value());
+  bool compacted = false;
+  for (int i = 0; i < 12 && !compacted; ++i) {
+    ASSERT_TRUE(w.PutFile("src/a.cc", EditLines(rng, w.files().at("src/a.cc"))).has_value());
+    ASSERT_TRUE(w.PutFile("src/b.cc", EditLines(rng, w.files().at("src/b.cc"))).has_value());
+    auto r = w.Ask("question " + std::to_string(i), dc, {});
+    ASSERT_TRUE(r.has_value()) << r.error().ToString();
+    compacted = r->compacted;
+  }
+  ASSERT_TRUE(compacted);
+  EXPECT_EQ(w.Stats().notes, 0);  // the compacting ask folded its turn's notes too
+  auto rebuilt = workspace::ReconstructFiles(w.AssembledText());
+  ASSERT_TRUE(rebuilt.has_value());
+  EXPECT_EQ(*rebuilt, w.files());
+  // The conversation survived: every question is still in the context.
+  const std::string text = w.AssembledText();
+  EXPECT_NE(text.find("first question"), std::string::npos);
+}
+
+TEST(Workspace, OverflowEvenAfterCompactionIsTypedAndChangesNothing) {
+  std::mt19937 rng(5);
+  auto session = Open("overflow", 512);
+  Workspace w(session.get());
+  ASSERT_TRUE(w.PutFile("src/a.cc", RandomCode(rng, 20)).has_value());
+  ASSERT_TRUE(w.Prefill().has_value());
+  ASSERT_TRUE(w.PutFile("src/big.cc", RandomCode(rng, 400)).has_value());
+  auto e = w.Prefill();
+  ASSERT_FALSE(e.has_value());
+  ASSERT_TRUE(e.error().Is(ErrorCode::kContextOverflow)) << e.error().ToString();
+  EXPECT_EQ(e.error().overflow()->n_ctx, 512);
+  // Still usable: removing the big file makes it fit again.
+  ASSERT_TRUE(w.RemoveFile("src/big.cc").has_value());
+  auto ok = w.Prefill();
+  EXPECT_TRUE(ok.has_value()) << ok.error().ToString();
+}
+
+}  // namespace
+}  // namespace modeld
