@@ -270,6 +270,7 @@ struct Summary {
   std::map<std::string, double> mean_decode_tps;
   std::map<std::string, int64_t> prefilled;  // sum over edit turns
   std::map<std::string, int64_t> reused;
+  std::map<std::string, int64_t> last_prompt_tokens;  // each system's own token count
   std::optional<int64_t> max_warm_minus_llama;  // over every turn, turn 0 included
   int edit_turns = 0;
 };
@@ -286,6 +287,7 @@ Summary Summarize(const std::vector<TurnRow>& rows, const std::vector<std::strin
       tps += r->decode_tps;
       s.prefilled[name] += r->prefilled;
       s.reused[name] += r->reused;
+      s.last_prompt_tokens[name] = r->prompt_tokens;
       ++n;
     }
     s.edit_turns = n;
@@ -322,6 +324,7 @@ Json ToJson(const Summary& s) {
          {"mean_decode_tps", s.mean_decode_tps},
          {"prefilled", s.prefilled},
          {"reused", s.reused},
+         {"last_prompt_tokens", s.last_prompt_tokens},
          {"ttft_cold_over_warm", Ratio(s.mean_ttft_ms, kCold, kWarm)}};
   if (s.mean_ttft_ms.contains(kLlamaServer)) {
     j["ttft_llama_server_over_warm"] = Ratio(s.mean_ttft_ms, kLlamaServer, kWarm);
@@ -375,6 +378,12 @@ void PrintSummary(const std::string& label, const Summary& s, const std::vector<
   }
   if (s.prefilled.contains(kLlamaServer) && s.prefilled.contains(kWarm) && s.prefilled.at(kWarm) > 0) {
     std::printf("  (c/a %.3f)", static_cast<double>(s.prefilled.at(kLlamaServer)) / s.prefilled.at(kWarm));
+  }
+  std::printf("\n  prompt tokens at the last turn:");
+  for (const auto& name : systems) {
+    if (s.last_prompt_tokens.contains(name)) {
+      std::printf("  %s %lld", name.c_str(), static_cast<long long>(s.last_prompt_tokens.at(name)));
+    }
   }
   if (s.max_warm_minus_llama) {
     std::printf("\n  max over turns of prefilled(warm) - prefilled(llama-server): %lld (target <= 0)",

@@ -104,6 +104,8 @@ Status LlamaServerSystem::WaitHealthy(std::chrono::seconds timeout, const std::f
 }
 
 Result<TurnResult> LlamaServerSystem::Turn(const Prompt& prompt, const DecodeSpec& decode) {
+  // The clock starts before the request is built, as for modeld.
+  const auto t0 = Clock::now();
   // Sampling as modeld's greedy decode; only the final's fields we read (it would echo the whole
   // prompt otherwise).
   const Json body = {
@@ -124,7 +126,6 @@ Result<TurnResult> LlamaServerSystem::Turn(const Prompt& prompt, const DecodeSpe
   int status = 0;
   int64_t predicted = 0;  // tokens_predicted at the last chunk counted
   bool final_seen = false;
-  const auto t0 = Clock::now();
   ChunkClock clock(t0);
   auto on_event = [&](const Json& ev) {
     if (ev.contains("error")) {

@@ -58,7 +58,8 @@ struct WorkspaceStats {
 
 class Workspace {
  public:
-  // `session` must outlive the workspace.
+  // `session` must outlive the workspace. Reads the session's tokenizer once
+  // to pick the chat markers (ChatML when the vocabulary has them).
   Workspace(Session* session, WorkspaceOptions opt = {});
 
   // The stable part. Changing it after the first prefill re-prefills everything after it.
@@ -97,7 +98,6 @@ class Workspace {
     std::string text;  // kTurn: the text; kNote: the rendered note
   };
   Status CheckText(const std::string& what, const std::string& text) const;
-  void DetectTemplate();
   void Append(std::vector<ManifestSegment>* out, const std::string& id, SegmentKind kind, const std::string& role,
               const std::string& text) const;
   Result<PrefixStatus> EnsureCurrent();
@@ -105,7 +105,6 @@ class Workspace {
 
   Session* session_;
   WorkspaceOptions opt_;
-  bool template_known_ = false;
   bool sealed_ = false;  // prefilled once: later changes go to the log as notes
   bool chatml_ = false;
   std::string system_, tools_, repo_map_;

@@ -13,7 +13,12 @@ std::string_view AssemblyModeName(AssemblyMode m) {
   return m == AssemblyMode::kEditAware ? "edit_aware" : "in_place";
 }
 
-Workspace::Workspace(Session* session, WorkspaceOptions opt) : session_(session), opt_(opt) {}
+Workspace::Workspace(Session* session, WorkspaceOptions opt) : session_(session), opt_(opt) {
+  // The template decides the manifest's markers, so it is known before any manifest is built.
+  auto t = session_->Tokenize("<|im_start|>", true);
+  chatml_ = t && t->size() == 1;
+  if (auto rep = session_->Report()) n_ctx_ = rep->n_ctx;
+}
 
 Status Workspace::CheckText(const std::string& what, const std::string& text) const {
   if (static_cast<int64_t>(text.size()) > opt_.max_file_bytes) {
@@ -129,14 +134,6 @@ Status Workspace::AddTurn(const std::string& role, std::string text) {
   return {};
 }
 
-void Workspace::DetectTemplate() {
-  if (template_known_) return;
-  auto t = session_->Tokenize("<|im_start|>", true);
-  chatml_ = t && t->size() == 1;
-  if (auto rep = session_->Report()) n_ctx_ = rep->n_ctx;
-  template_known_ = true;
-}
-
 // Appends role markers (special tokens, their own segments) around `text`.
 void Workspace::Append(std::vector<ManifestSegment>* out, const std::string& id, SegmentKind kind,
                        const std::string& role, const std::string& text) const {
@@ -211,7 +208,6 @@ bool Workspace::NeedsCompaction(int64_t extra_tokens) const {
 }
 
 Result<PrefixStatus> Workspace::EnsureCurrent() {
-  DetectTemplate();
   sealed_ = true;
   if (NeedsCompaction(0)) return Compact();
   const ContextManifest m = Manifest();
@@ -236,7 +232,6 @@ Result<PrefixStatus> Workspace::EnsureCurrent() {
 Result<PrefixStatus> Workspace::Prefill() { return EnsureCurrent(); }
 
 Result<PrefixStatus> Workspace::Compact() {
-  DetectTemplate();
   sealed_ = true;
   // Files at their current content: the stable order first, then files added since.
   std::vector<std::pair<std::string, std::string>> base;
