@@ -31,6 +31,9 @@ struct WorkspaceOptions {
   AssemblyMode mode = AssemblyMode::kEditAware;
   int diff_context = 1;            // unchanged lines around each hunk
   double compact_log_share = 0.5;  // compact when the log passes this share of n_ctx
+  // Leave share-based compaction to the owner (PlanCompaction / AdoptCompaction
+  // on a second session, as the daemon does); overflow still compacts in place.
+  bool compact_in_background = false;
   int64_t max_file_bytes = 1 << 20;
 };
 
@@ -44,6 +47,23 @@ struct AskResult {
   SuffixStatus suffix;
   DecodeResult decode;
   bool compacted = false;  // the context was compacted before this ask
+};
+
+// One entry of the append-only log.
+struct LogEntry {
+  enum Kind { kTurn, kNote } kind = kTurn;
+  std::string role;  // kTurn: "user" or "assistant"
+  std::string text;  // kTurn: the text; kNote: the rendered change note
+};
+
+// A compaction prepared from a snapshot of the workspace, to be prefilled in a
+// second session while the first keeps serving, then adopted.
+struct CompactionPlan {
+  ContextManifest manifest;  // prefill this in the new session
+  int64_t generation = 0;    // the stable part it was made from; a plan made before another compaction is stale
+  size_t log_size = 0;       // log entries folded in; later ones are carried over on adoption
+  std::vector<std::pair<std::string, std::string>> base;
+  std::vector<LogEntry> log;
 };
 
 struct WorkspaceStats {
@@ -83,6 +103,14 @@ class Workspace {
   // Folds the change notes into the files (the files at their current
   // content, conversation kept) and prefills that.
   Result<PrefixStatus> Compact();
+  // Background compaction: whether the log has passed its budget; a plan
+  // from the current state; and adopting a plan whose manifest `fresh` (a new
+  // session on the same model) already holds: entries added since the plan
+  // are carried over, and the workspace moves to `fresh` (the caller then
+  // owns the swap of sessions). A stale plan is kCancelled and changes nothing.
+  bool CompactionDue() const;
+  CompactionPlan PlanCompaction() const;
+  Result<PrefixStatus> AdoptCompaction(const CompactionPlan& plan, Session* fresh);
 
   ContextManifest Manifest() const;  // the prefix as it would be prefilled now
   // The suffix an ask of `question` sends after Manifest().
@@ -92,11 +120,11 @@ class Workspace {
   WorkspaceStats Stats() const;
 
  private:
-  struct Entry {
-    enum Kind { kTurn, kNote } kind;
-    std::string role;  // kTurn
-    std::string text;  // kTurn: the text; kNote: the rendered note
-  };
+  using Entry = LogEntry;
+  // The compact state: files at their current content (stable order, then added files), turns only.
+  std::pair<std::vector<std::pair<std::string, std::string>>, std::vector<Entry>> CompactState() const;
+  // Prefills Manifest() on session_ and updates the token accounting.
+  Result<PrefixStatus> PrefillManifest();
   Status CheckText(const std::string& what, const std::string& text) const;
   void Append(std::vector<ManifestSegment>* out, const std::string& id, SegmentKind kind, const std::string& role,
               const std::string& text) const;
@@ -112,6 +140,7 @@ class Workspace {
   std::map<std::string, std::string> files_;               // current content
   std::vector<Entry> log_;
   int64_t compactions_ = 0;
+  int64_t generation_ = 0;  // bumped whenever the stable part's files are replaced
   int64_t context_tokens_ = 0;
   int64_t log_tokens_ = 0;
   int64_t n_ctx_ = 0;

@@ -128,13 +128,20 @@ struct Server::Impl {
   void WorkspaceOp(const std::string& ws, const std::string& op, const httplib::Request& req, httplib::Response& res);
   void WorkspaceAsk(const std::string& ws, const httplib::Request& req, httplib::Response& res);
   void WorkspaceInfo(const std::string& ws, bool context, httplib::Response& res);
-  void SchedulePrefill(const std::string& ws);
+  void SchedulePrefill(const std::string& ws, bool compact = false);
   void PrefillLoop();
+  void CompactInBackground(const std::string& ws);
 
-  // Eager prefill: workspaces whose context changed, prefilled in the background.
+  // Background work on workspaces: eager prefills of changed contexts and
+  // compactions, one at a time.
+  struct Task {
+    std::string ws;
+    bool compact = false;
+    bool operator==(const Task&) const = default;
+  };
   std::mutex eager_mu;
   std::condition_variable eager_cv;
-  std::vector<std::string> eager_queue;
+  std::vector<Task> eager_queue;
   std::thread eager_thread;
 };
 
@@ -295,12 +302,38 @@ void Server::Impl::WorkspaceOp(const std::string& ws, const std::string& op, con
   Reply(res, 200, out);
 }
 
-void Server::Impl::SchedulePrefill(const std::string& ws) {
+void Server::Impl::SchedulePrefill(const std::string& ws, bool compact) {
   {
     std::lock_guard lock(eager_mu);
-    if (std::find(eager_queue.begin(), eager_queue.end(), ws) == eager_queue.end()) eager_queue.push_back(ws);
+    const Task t{ws, compact};
+    if (std::find(eager_queue.begin(), eager_queue.end(), t) == eager_queue.end()) eager_queue.push_back(t);
   }
   eager_cv.notify_one();
+}
+
+// Builds the compact context in a second session while the workspace's own
+// keeps serving, then swaps them under the workspace's lease: requests in
+// between are answered by the old session, and what they add is carried over.
+void Server::Impl::CompactInBackground(const std::string& ws) {
+  CompactionPlan plan;
+  {
+    auto lease = sessions->Acquire(ws);
+    if (!lease || !lease->entry().assembly->CompactionDue()) return;
+    plan = lease->entry().assembly->PlanCompaction();
+  }
+  auto fresh = sessions->OpenSpare(ws);
+  if (!fresh) return;
+  const auto t0 = Clock::now();
+  auto st = (*fresh)->EnsurePrefix({plan.manifest, {}});
+  if (!st) return;  // e.g. it does not fit: the next prefill compacts in place or reports the overflow
+  metrics.AddTokens(0, st->tokens_prefilled, 0);
+  metrics.prefill_seconds.Observe(SecondsSince(t0));
+  auto lease = sessions->Acquire(ws, /*wait=*/true);
+  if (!lease) return;
+  if (auto adopted = lease->entry().assembly->AdoptCompaction(plan, fresh->get()); adopted) {
+    sessions->SwapSession(*lease, std::move(*fresh));
+    if (opt.log_requests) std::fprintf(stderr, "modeld: compacted workspace %s in the background\n", ws.c_str());
+  }
 }
 
 // One background worker: eager prefills queue behind foreground calls on the
@@ -308,21 +341,29 @@ void Server::Impl::SchedulePrefill(const std::string& ws) {
 // other call, so a foreground request waits at most one batch for them.
 void Server::Impl::PrefillLoop() {
   for (;;) {
-    std::string ws;
+    Task task;
     {
       std::unique_lock lock(eager_mu);
       eager_cv.wait(lock, [&] { return stopping || !eager_queue.empty(); });
       if (stopping) return;
-      ws = eager_queue.front();
+      task = eager_queue.front();
       eager_queue.erase(eager_queue.begin());
     }
-    auto lease = sessions->Acquire(ws);  // busy: a foreground call is on it and will prefill anyway
+    if (task.compact) {
+      CompactInBackground(task.ws);
+      continue;
+    }
+    auto lease = sessions->Acquire(task.ws);  // busy: a foreground call is on it and will prefill anyway
     if (!lease) continue;
     const auto t0 = Clock::now();
     auto st = lease->entry().assembly->Prefill();
     if (st) {
       metrics.AddTokens(st->tokens_reused, st->tokens_prefilled, 0);
       metrics.prefill_seconds.Observe(SecondsSince(t0));
+    }
+    if (lease->entry().assembly->CompactionDue()) {
+      lease->Release();
+      SchedulePrefill(task.ws, /*compact=*/true);
     }
   }
 }
@@ -353,7 +394,8 @@ void Server::Impl::WorkspaceAsk(const std::string& ws, const httplib::Request& r
   if (!lease) return ReplyError(res, lease.error());
   auto shared = std::make_shared<SessionManager::Lease>(std::move(*lease));
   res.set_chunked_content_provider(
-      "application/x-ndjson", [this, shared, question, dc = std::move(*cfg)](size_t, httplib::DataSink& sink) {
+      "application/x-ndjson",
+      [this, shared, question, shared_ws = ws, dc = std::move(*cfg)](size_t, httplib::DataSink& sink) {
         const auto t0 = Clock::now();
         bool client_gone = false;
         auto r = shared->entry().assembly->Ask(question, dc, [&](const StreamChunk& c) {
@@ -370,12 +412,14 @@ void Server::Impl::WorkspaceAsk(const std::string& ws, const httplib::Request& r
           return true;
         });
         Json stats = StatsJson(shared->entry().assembly->Stats());
+        const bool compact_due = shared->entry().assembly->CompactionDue();
         if (r) {
           metrics.AddTokens(r->prefix.tokens_reused + r->suffix.tokens_reused,
                             r->prefix.tokens_prefilled + r->suffix.tokens_prefilled, r->decode.tokens_generated);
           metrics.decode_seconds.Observe(SecondsSince(t0));
         }
         shared->Release();
+        if (compact_due) SchedulePrefill(shared_ws, /*compact=*/true);
         if (client_gone) return false;
         const std::string line =
             r ? Line(Json{{"event", "done"},
@@ -434,6 +478,7 @@ void Server::Impl::OpenSession(const httplib::Request& req, httplib::Response& r
   SessionConfig cfg;
   cfg.threads = opt.threads;
   WorkspaceOptions wopt;
+  wopt.compact_in_background = true;
   for (const auto& [k, v] : body->items()) {
     if (k == "workspace" && v.is_string()) ws = v.get<std::string>();
     else if (k == "assembly" && v.is_string() && (v == "edit_aware" || v == "in_place")) {

@@ -13,6 +13,7 @@
 
 #include "llama/model_writer.h"
 #include "wire/codec.h"
+#include "workspace/text_format.h"
 
 namespace modeld::daemon {
 namespace {
@@ -325,6 +326,47 @@ TEST_F(ServerTest, StopCancelsInFlightDecodesAndRemovesTheSocket) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
   EXPECT_NE(stream.find("\"cancelled\""), std::string::npos) << stream.substr(stream.size() > 300 ? stream.size() - 300 : 0);
   EXPECT_FALSE(fs::exists(socket_));
+}
+
+TEST_F(ServerTest, WorkspaceCompactsInTheBackgroundWhileAsksGoOn) {
+  StartServer();
+  Open("ws", 1024);
+  std::string file;
+  for (int i = 0; i < 40; ++i) file += "int value_" + std::to_string(i) + " = " + std::to_string(i * 7) + ";\n";
+  ASSERT_EQ(Post("/v1/workspaces/ws/files", Json{{"path", "src/v.cc"}, {"content", file}}.dump()).first, 200);
+  auto ask = [&](const std::string& q) {
+    auto c = Client();
+    auto r = c.Post("/v1/workspaces/ws/ask", Json{{"question", q}, {"max_tokens", 4}}.dump(), "application/json");
+    EXPECT_TRUE(r);
+    EXPECT_EQ(r->status, 200);
+    EXPECT_NE(r->body.find("\"done\""), std::string::npos) << r->body;
+  };
+  ask("first");
+  int compactions = 0;
+  for (int turn = 0; turn < 40 && compactions == 0; ++turn) {
+    // Each turn rewrites a few lines: a change note of a few dozen tokens.
+    for (int k = 0; k < 3; ++k) {
+      const std::string from = "int value_" + std::to_string((turn * 3 + k) % 40) + " =";
+      file.replace(file.find(from), from.size(), "long value_" + std::to_string((turn * 3 + k) % 40) + " =");
+    }
+    ASSERT_EQ(Post("/v1/workspaces/ws/files", Json{{"path", "src/v.cc"}, {"content", file}}.dump()).first, 200);
+    ask("turn " + std::to_string(turn));
+    auto [st, j] = Get("/v1/workspaces/ws");
+    ASSERT_EQ(st, 200);
+    compactions = j["compactions"].get<int>();
+  }
+  for (int i = 0; i < 200 && compactions == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    compactions = Get("/v1/workspaces/ws").second["compactions"].get<int>();
+  }
+  EXPECT_GE(compactions, 1);
+  // The context still gives back the file exactly, and asks still work.
+  auto [cst, cj] = Get("/v1/workspaces/ws/context");
+  ASSERT_EQ(cst, 200);
+  auto files = workspace::ReconstructFiles(cj["text"].get<std::string>());
+  ASSERT_TRUE(files.has_value()) << files.error().ToString();
+  EXPECT_EQ(files->at("src/v.cc"), file);
+  ask("after compaction");
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "daemon/session_manager.h"
 
 #include <algorithm>
+#include <utility>
 
 namespace modeld::daemon {
 
@@ -150,6 +151,24 @@ Status SessionManager::Close(const std::string& workspace) {
   }
   lease->lock_.unlock();  // removed: nothing to release (the lease still owns the entry)
   return {};
+}
+
+Result<std::unique_ptr<Session>> SessionManager::OpenSpare(const std::string& workspace) {
+  std::string model;
+  SessionConfig cfg;
+  {
+    std::lock_guard lock(mu_);
+    auto it = sessions_.find(workspace);
+    if (it == sessions_.end()) return Fail(ErrorCode::kNotFound, "no session for workspace '" + workspace + "'");
+    model = it->second->model;
+    cfg = it->second->config;
+  }
+  return opener_(workspace, model, cfg, {});
+}
+
+void SessionManager::SwapSession(Lease& lease, std::unique_ptr<Session> fresh) {
+  std::unique_ptr<Session> old = std::exchange(lease.entry().session, std::move(fresh));
+  (void)old->Close();
 }
 
 std::vector<SessionSummary> SessionManager::List() {

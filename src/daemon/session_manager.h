@@ -80,6 +80,11 @@ class SessionManager {
   Result<Lease> Acquire(const std::string& workspace, bool wait = false);
 
   Status Close(const std::string& workspace);
+  // A second session like the workspace's own (same model and config), for
+  // background compaction; and swapping it in (under the workspace's lease),
+  // which closes the old one.
+  Result<std::unique_ptr<Session>> OpenSpare(const std::string& workspace);
+  void SwapSession(Lease& lease, std::unique_ptr<Session> fresh);
   std::vector<SessionSummary> List();
   void CloseAll();
   int64_t TotalKvBytes();

@@ -83,7 +83,15 @@ void FillUniform(Xoshiro256& rng, float amp, float* out, int64_t n) {
 // ---------------------------------------------------------------------------------------------
 // The spec, checked and resolved.
 
-enum class Init { kRandom, kOnes, kZeros };
+enum class Init {
+  kRandom,  // uniform in +-amp
+  kOnes,
+  kZeros,
+  kSsmA,    // mamba A, S4D-real: -(1, 2, ..., ne0) along each row
+  kDtBias,  // mamba dt bias: softplus^-1 of a step log-uniform in [kDtMin, kDtMax]
+};
+
+constexpr float kDtMin = 1e-3f, kDtMax = 1e-1f;  // Mamba's dt_min / dt_max
 
 struct TensorPlan {
   std::string name;
@@ -91,6 +99,7 @@ struct TensorPlan {
   int64_t ne0 = 0, ne1 = 1;
   ggml_type type = GGML_TYPE_F32;
   Init init = Init::kZeros;
+  float amp = 0;  // kRandom's bound; 0 = kWeightStd's (uniform [-a, a) has std a/sqrt(3))
 };
 
 std::optional<ggml_type> ParseWeightType(std::string_view s) {
@@ -127,17 +136,44 @@ std::optional<int> ParsePooling(std::string_view s) {
 }
 
 bool IsDecoder(std::string_view arch) { return arch == "qwen2" || arch == "llama"; }
+bool IsMamba(std::string_view arch) { return arch == "mamba"; }
+
+// Fills Mamba's defaults for the SSM sizes left 0; mamba ignores the attention and FFN sizes.
+ModelSpec Resolve(ModelSpec s) {
+  if (!IsMamba(s.arch)) return s;
+  s.n_head = s.n_head_kv = s.n_ff = 0;
+  if (s.ssm_d_conv == 0) s.ssm_d_conv = 4;
+  if (s.ssm_d_inner == 0) s.ssm_d_inner = 2 * s.n_embd;
+  if (s.ssm_d_state == 0) s.ssm_d_state = 16;
+  if (s.ssm_dt_rank == 0) s.ssm_dt_rank = (s.n_embd + 15) / 16;
+  return s;
+}
 
 Status ValidateSpec(const ModelSpec& s) {
   auto bad = [](std::string msg) { return Fail(ErrorCode::kInvalidArgument, "make-model: " + msg); };
-  if (!IsDecoder(s.arch) && s.arch != "bert") {
-    return bad("unknown arch '" + s.arch + "' (want qwen2, llama or bert)");
+  if (!IsDecoder(s.arch) && s.arch != "bert" && !IsMamba(s.arch)) {
+    return bad("unknown arch '" + s.arch + "' (want qwen2, llama, bert or mamba)");
   }
   if (!ParseWeightType(s.weight_type)) {
     return bad("unknown weight type '" + s.weight_type + "' (want f32, f16, q8_0 or q4_0)");
   }
   if (!ParsePooling(s.pooling)) {
     return bad("unknown pooling '" + s.pooling + "' (want mean, cls, last or none)");
+  }
+  if (!(std::isfinite(s.norm_eps) && s.norm_eps > 0)) return bad("norm_eps must be positive");
+  if (s.vocab_path.empty()) return bad("no vocab file given");
+  if (IsMamba(s.arch)) {
+    if (s.n_embd == 0 || s.n_layer == 0 || s.n_ctx_train == 0) {
+      return bad("n_embd, n_layer and n_ctx_train must all be positive");
+    }
+    if (s.n_layer > kMaxLayers) return bad("n_layer " + std::to_string(s.n_layer) + " exceeds 512");
+    if (s.ssm_d_inner != 2 * s.n_embd) {
+      return bad("mamba: ssm inner size " + std::to_string(s.ssm_d_inner) +
+                 " must be 2 * n_embd (the only expansion llama.cpp supports)");
+    }
+    if (s.ssm_d_conv < 2) return bad("mamba: the conv kernel must be at least 2");
+    if (s.ssm_d_state == 0 || s.ssm_dt_rank == 0) return bad("mamba: state size and dt rank must be positive");
+    return {};
   }
   if (s.n_embd == 0 || s.n_layer == 0 || s.n_head == 0 || s.n_head_kv == 0 || s.n_ff == 0 ||
       s.n_ctx_train == 0) {
@@ -153,30 +189,53 @@ Status ValidateSpec(const ModelSpec& s) {
   }
   if (IsDecoder(s.arch) && (s.n_embd / s.n_head) % 2 != 0) return bad("RoPE needs an even head size");
   if (!(std::isfinite(s.rope_theta) && s.rope_theta > 0)) return bad("rope_theta must be positive");
-  if (!(std::isfinite(s.norm_eps) && s.norm_eps > 0)) return bad("norm_eps must be positive");
-  if (s.vocab_path.empty()) return bad("no vocab file given");
   return {};
 }
 
-// The tensors llama.cpp's load_arch_tensors creates for each arch (src/models/{qwen2,llama,bert}.cpp),
-// with the optional ones the real checkpoints have (qwen2 q/k/v biases, bert biases and token types).
+// The tensors llama.cpp's load_arch_tensors creates for each arch
+// (src/models/{qwen2,llama,bert,mamba}.cpp), with the optional ones the real checkpoints have (qwen2
+// q/k/v biases, bert biases and token types).
 std::vector<TensorPlan> PlanTensors(const ModelSpec& s, ggml_type wtype, int64_t n_vocab,
                                     int64_t n_token_types) {
   const int64_t n_embd = s.n_embd, n_ff = s.n_ff;
-  const int64_t n_embd_gqa = n_embd / s.n_head * s.n_head_kv;
+  const int64_t n_embd_gqa = s.n_head > 0 ? n_embd / s.n_head * s.n_head_kv : 0;  // mamba: no heads
   std::vector<TensorPlan> plan;
-  auto matrix = [&](std::string name, int64_t ne0, int64_t ne1, std::optional<ggml_type> type = {}) {
+  auto matrix = [&](std::string name, int64_t ne0, int64_t ne1, std::optional<ggml_type> type = {},
+                    float amp = 0) {
     ggml_type t = type.value_or(wtype);
     // Quantized rows must hold whole blocks; otherwise f16, like llama-quantize's fallback.
     if (ne0 % ggml_blck_size(t) != 0) t = GGML_TYPE_F16;
-    plan.push_back({std::move(name), 2, ne0, ne1, t, Init::kRandom});
+    plan.push_back({std::move(name), 2, ne0, ne1, t, Init::kRandom, amp});
   };
-  auto vec = [&](std::string name, int64_t ne0, Init init) {
-    plan.push_back({std::move(name), 1, ne0, 1, GGML_TYPE_F32, init});
+  auto vec = [&](std::string name, int64_t ne0, Init init, float amp = 0) {
+    plan.push_back({std::move(name), 1, ne0, 1, GGML_TYPE_F32, init, amp});
   };
   auto blk = [](uint32_t i, const char* suffix) { return "blk." + std::to_string(i) + "." + suffix; };
 
   matrix("token_embd.weight", n_embd, n_vocab);
+  if (IsMamba(s.arch)) {
+    // Shapes from llama_model_mamba::load_arch_tensors; values after Mamba's init (see the header).
+    const int64_t d_conv = s.ssm_d_conv, d_inner = s.ssm_d_inner, d_state = s.ssm_d_state;
+    const int64_t dt_rank = s.ssm_dt_rank;
+    auto bound = [](int64_t fan_in) { return 1.0f / std::sqrt(static_cast<float>(fan_in)); };
+    for (uint32_t i = 0; i < s.n_layer; ++i) {
+      vec(blk(i, "attn_norm.weight"), n_embd, Init::kOnes);
+      matrix(blk(i, "ssm_in.weight"), n_embd, 2 * d_inner, {}, bound(n_embd));
+      // ggml_ssm_conv and ggml_ssm_scan read the conv kernel and A as f32 (and llama-quantize
+      // leaves ssm_conv1d alone).
+      plan.push_back({blk(i, "ssm_conv1d.weight"), 2, d_conv, d_inner, GGML_TYPE_F32, Init::kRandom, bound(d_conv)});
+      vec(blk(i, "ssm_conv1d.bias"), d_inner, Init::kRandom, bound(d_conv));
+      matrix(blk(i, "ssm_x.weight"), d_inner, dt_rank + 2 * d_state, {}, bound(d_inner));
+      matrix(blk(i, "ssm_dt.weight"), dt_rank, d_inner, {}, bound(dt_rank));
+      vec(blk(i, "ssm_dt.bias"), d_inner, Init::kDtBias);
+      plan.push_back({"blk." + std::to_string(i) + ".ssm_a", 2, d_state, d_inner, GGML_TYPE_F32, Init::kSsmA});
+      vec("blk." + std::to_string(i) + ".ssm_d", d_inner, Init::kOnes);
+      matrix(blk(i, "ssm_out.weight"), d_inner, n_embd, {}, bound(d_inner));
+    }
+    vec("output_norm.weight", n_embd, Init::kOnes);
+    if (!s.tie_output) matrix("output.weight", n_embd, n_vocab);
+    return plan;
+  }
   if (s.arch == "bert") {
     matrix("token_types.weight", n_embd, n_token_types, GGML_TYPE_F32);
     matrix("position_embd.weight", n_embd, s.n_ctx_train, GGML_TYPE_F32);
@@ -336,12 +395,22 @@ Result<Header> BuildHeader(const ModelSpec& s, const gguf_context* vocab, uint32
   gguf_set_val_u32(g, key("block_count").c_str(), s.n_layer);
   gguf_set_val_u32(g, key("feed_forward_length").c_str(), s.n_ff);
   gguf_set_val_u32(g, key("attention.head_count").c_str(), s.n_head);
-  gguf_set_val_u32(g, key("attention.head_count_kv").c_str(), s.n_head_kv);
+  if (IsMamba(s.arch)) {
+    // What convert_hf_to_gguf.py writes for Mamba (no head_count_kv, no rope).
+    gguf_set_val_u32(g, key("ssm.conv_kernel").c_str(), s.ssm_d_conv);
+    gguf_set_val_u32(g, key("ssm.inner_size").c_str(), s.ssm_d_inner);
+    gguf_set_val_u32(g, key("ssm.state_size").c_str(), s.ssm_d_state);
+    gguf_set_val_u32(g, key("ssm.time_step_rank").c_str(), s.ssm_dt_rank);
+    gguf_set_val_bool(g, key("ssm.dt_b_c_rms").c_str(), false);
+    gguf_set_val_f32(g, key("attention.layer_norm_rms_epsilon").c_str(), s.norm_eps);
+  } else {
+    gguf_set_val_u32(g, key("attention.head_count_kv").c_str(), s.n_head_kv);
+  }
   if (IsDecoder(s.arch)) {
     gguf_set_val_f32(g, key("rope.freq_base").c_str(), s.rope_theta);
     gguf_set_val_u32(g, key("rope.dimension_count").c_str(), s.n_embd / s.n_head);
     gguf_set_val_f32(g, key("attention.layer_norm_rms_epsilon").c_str(), s.norm_eps);
-  } else {
+  } else if (s.arch == "bert") {
     gguf_set_val_f32(g, key("attention.layer_norm_epsilon").c_str(), s.norm_eps);
     gguf_set_val_bool(g, key("attention.causal").c_str(), false);
   }
@@ -444,7 +513,7 @@ size_t EncodeRows(ggml_type type, const float* src, int64_t nrows, int64_t n_per
 // ---------------------------------------------------------------------------------------------
 
 std::vector<std::string> PresetNames() {
-  return {"tiny", "tiny-llama", "tiny-embed", "coder-0.5b", "coder-1.5b"};
+  return {"tiny", "tiny-llama", "tiny-embed", "tiny-mamba", "coder-0.5b", "coder-1.5b"};
 }
 
 Result<ModelSpec> PresetSpec(std::string_view preset, const std::string& vocab_dir) {
@@ -478,6 +547,20 @@ Result<ModelSpec> PresetSpec(std::string_view preset, const std::string& vocab_d
     }
     return s;
   }
+  if (preset == "tiny-mamba") {
+    s.arch = "mamba";
+    s.vocab_path = vocab("gpt-neox");  // the real Mamba checkpoints use the GPT-NeoX tokenizer
+    s.n_embd = 64;
+    s.n_layer = 2;
+    s.ssm_d_conv = 4;
+    s.ssm_d_inner = 128;
+    s.ssm_d_state = 16;
+    s.ssm_dt_rank = 4;
+    s.n_ctx_train = 1 << 20;  // no positions: convert_hf_to_gguf.py writes 2^20 for Mamba too
+    s.norm_eps = 1e-5f;
+    s.tie_output = false;
+    return s;
+  }
   if (preset == "coder-0.5b" || preset == "coder-1.5b") {
     const bool small = preset == "coder-0.5b";
     s.arch = "qwen2";
@@ -497,8 +580,9 @@ Result<ModelSpec> PresetSpec(std::string_view preset, const std::string& vocab_d
   return Fail(ErrorCode::kNotFound, "make-model: unknown preset '" + std::string(preset) + "'");
 }
 
-Status WriteRandomModel(const ModelSpec& spec, const std::string& out_path,
+Status WriteRandomModel(const ModelSpec& requested, const std::string& out_path,
                         const std::function<void(uint64_t, uint64_t)>& progress) {
+  const ModelSpec spec = Resolve(requested);
   if (auto st = ValidateSpec(spec); !st) return st;
   const ggml_type wtype = *ParseWeightType(spec.weight_type);
 
@@ -565,7 +649,7 @@ Status WriteRandomModel(const ModelSpec& spec, const std::string& out_path,
     src.resize(rows_per_chunk * t.ne0);
     dst.resize(ggml_row_size(t.type, t.ne0) * rows_per_chunk);
     Xoshiro256 rng(spec.seed ^ Fnv1a(t.name));
-    const float amp = kWeightStd * std::sqrt(3.0f);  // uniform [-a, a) has std a/sqrt(3)
+    const float amp = t.amp > 0 ? t.amp : kWeightStd * std::sqrt(3.0f);  // uniform [-a, a): std a/sqrt(3)
     size_t bytes = 0;
     for (int64_t row = 0; row < t.ne1; row += rows_per_chunk) {
       const int64_t nrows = std::min(rows_per_chunk, t.ne1 - row);
@@ -580,6 +664,19 @@ Status WriteRandomModel(const ModelSpec& spec, const std::string& out_path,
         case Init::kZeros:
           std::fill_n(src.begin(), n, 0.0f);
           break;
+        case Init::kSsmA:
+          for (int64_t k = 0; k < n; ++k) src[k] = -static_cast<float>(k % t.ne0 + 1);
+          break;
+        case Init::kDtBias: {
+          // dt = exp(U(log dt_min, log dt_max)); bias = softplus^-1(dt) = dt + log(-expm1(-dt)).
+          const float lo = std::log(kDtMin), hi = std::log(kDtMax);
+          FillUniform(rng, 0.5f, src.data(), n);
+          for (int64_t k = 0; k < n; ++k) {
+            const float dt = std::exp(lo + (src[k] + 0.5f) * (hi - lo));
+            src[k] = dt + std::log(-std::expm1(-dt));
+          }
+          break;
+        }
       }
       const size_t size = EncodeRows(t.type, src.data(), nrows, t.ne0, dst.data());
       if (auto st = file.Write(dst.data(), size); !st) return st;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -10,8 +11,11 @@
 #include <iterator>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "ggml-cpp.h"
+#include "gguf.h"
 #include "llama-cpp.h"
 #include "llama.h"
 
@@ -142,6 +146,42 @@ class ModelWriterTest : public ::testing::Test {
     }
   }
 
+  // The logits after evaluating `tokens` in a fresh context, n_batch tokens per llama_decode.
+  std::vector<float> LogitsAfter(llama_model* model, const std::vector<llama_token>& tokens, int32_t n_batch) {
+    llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = 256;
+    cp.n_batch = cp.n_ubatch = static_cast<uint32_t>(n_batch);
+    cp.n_threads = cp.n_threads_batch = 1;
+    llama_context_ptr ctx(llama_init_from_model(model, cp));
+    EXPECT_TRUE(ctx);
+    if (!ctx) return {};
+    for (size_t pos = 0; pos < tokens.size(); pos += static_cast<size_t>(n_batch)) {
+      const size_t end = std::min(tokens.size(), pos + static_cast<size_t>(n_batch));
+      BatchPtr b(n_batch);
+      for (size_t i = pos; i < end; ++i) {
+        const int32_t k = static_cast<int32_t>(i - pos);
+        b.batch.token[k] = tokens[i];
+        b.batch.pos[k] = static_cast<llama_pos>(i);
+        b.batch.n_seq_id[k] = 1;
+        b.batch.seq_id[k][0] = 0;
+        b.batch.logits[k] = i + 1 == tokens.size();
+      }
+      b.batch.n_tokens = static_cast<int32_t>(end - pos);
+      EXPECT_EQ(llama_decode(ctx.get(), b.batch), 0);
+    }
+    const float* logits = llama_get_logits_ith(ctx.get(), -1);
+    EXPECT_NE(logits, nullptr);
+    if (logits == nullptr) return {};
+    return std::vector<float>(logits, logits + llama_vocab_n_tokens(llama_model_get_vocab(model)));
+  }
+
+  static float MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
+    EXPECT_EQ(a.size(), b.size());
+    float d = 0;
+    for (size_t i = 0; i < a.size() && i < b.size(); ++i) d = std::max(d, std::fabs(a[i] - b[i]));
+    return d;
+  }
+
   // A short prompt plus a few greedy tokens; every logit finite.
   void ExpectDecodes(llama_model* model) {
     llama_context_params cp = llama_context_default_params();
@@ -178,6 +218,12 @@ TEST_F(ModelWriterTest, PresetsResolve) {
     ASSERT_TRUE(spec.has_value()) << name;
     EXPECT_EQ(spec->preset, name);
     EXPECT_TRUE(fs::is_regular_file(spec->vocab_path)) << spec->vocab_path;
+    if (spec->arch == "mamba") {  // no attention heads
+      EXPECT_EQ(spec->ssm_d_inner, 2 * spec->n_embd) << name;
+      continue;
+    }
+    ASSERT_GT(spec->n_head, 0u) << name;
+    ASSERT_GT(spec->n_head_kv, 0u) << name;
     EXPECT_EQ(spec->n_embd % spec->n_head, 0u) << name;
     EXPECT_EQ(spec->n_head % spec->n_head_kv, 0u) << name;
   }
@@ -316,6 +362,113 @@ TEST_F(ModelWriterTest, TinyEmbedYieldsPooledEmbedding) {
   EXPECT_GT(norm, 0.0);
 }
 
+// A recurrent model: Mamba's tensors and KVs as llama.cpp's loader wants them, the gpt-neox vocab.
+TEST_F(ModelWriterTest, TinyMambaLoadsTokenizesAndDecodes) {
+  const ModelSpec spec = Preset("tiny-mamba");
+  EXPECT_EQ(spec.arch, "mamba");
+  EXPECT_EQ(spec.vocab_path, std::string(MODELD_VOCAB_DIR) + "/ggml-vocab-gpt-neox.gguf");
+  const std::string path = Write(spec, "tiny-mamba.gguf");
+  EXPECT_LT(fs::file_size(path), 16u << 20);
+  llama_model_ptr model = Load(path);
+  ASSERT_TRUE(model);
+  EXPECT_TRUE(llama_model_is_recurrent(model.get()));
+  EXPECT_FALSE(llama_model_is_hybrid(model.get()));
+  EXPECT_FALSE(llama_model_has_encoder(model.get()));
+  EXPECT_EQ(llama_model_n_embd(model.get()), 64);
+  EXPECT_EQ(llama_model_n_layer(model.get()), 2);
+  EXPECT_EQ(llama_model_n_head(model.get()), 0);
+  char buf[128];
+  ASSERT_GT(llama_model_meta_val_str(model.get(), "general.architecture", buf, sizeof(buf)), 0);
+  EXPECT_STREQ(buf, "mamba");
+  ASSERT_GT(llama_model_meta_val_str(model.get(), "general.name", buf, sizeof(buf)), 0);
+  EXPECT_STREQ(buf, "modeld-random-tiny-mamba");
+  const std::pair<const char*, const char*> ssm_kvs[] = {{"mamba.ssm.conv_kernel", "4"},
+                                                         {"mamba.ssm.inner_size", "128"},
+                                                         {"mamba.ssm.state_size", "16"},
+                                                         {"mamba.ssm.time_step_rank", "4"}};
+  for (const auto& [key, want] : ssm_kvs) {
+    ASSERT_GT(llama_model_meta_val_str(model.get(), key, buf, sizeof(buf)), 0) << key;
+    EXPECT_STREQ(buf, want) << key;
+  }
+
+  ExpectSameTokenizer(model.get(), spec.vocab_path);
+  ExpectDecodes(model.get());
+
+  // The values llama.cpp's SSM ops rely on: A < 0 and f32, the conv kernel f32, D = 1, and dt
+  // biases that softplus back into [dt_min, dt_max].
+  ggml_context* raw = nullptr;
+  gguf_context_ptr g(gguf_init_from_file(path.c_str(), {/*no_alloc=*/false, &raw}));
+  ASSERT_TRUE(g);
+  ggml_context_ptr data(raw);
+  for (int layer = 0; layer < 2; ++layer) {
+    const std::string blk = "blk." + std::to_string(layer) + ".";
+    const ggml_tensor* a = ggml_get_tensor(raw, (blk + "ssm_a").c_str());
+    ASSERT_NE(a, nullptr);
+    ASSERT_EQ(a->type, GGML_TYPE_F32);
+    ASSERT_EQ(a->ne[0], 16);
+    ASSERT_EQ(a->ne[1], 128);
+    for (int64_t i = 0; i < ggml_nelements(a); ++i) ASSERT_LT(static_cast<const float*>(a->data)[i], 0.0f) << i;
+    const ggml_tensor* conv = ggml_get_tensor(raw, (blk + "ssm_conv1d.weight").c_str());
+    ASSERT_NE(conv, nullptr);
+    EXPECT_EQ(conv->type, GGML_TYPE_F32);
+    EXPECT_EQ(conv->ne[0], 4);
+    const ggml_tensor* d = ggml_get_tensor(raw, (blk + "ssm_d").c_str());
+    ASSERT_NE(d, nullptr);
+    EXPECT_EQ(static_cast<const float*>(d->data)[0], 1.0f);
+    const ggml_tensor* dt_b = ggml_get_tensor(raw, (blk + "ssm_dt.bias").c_str());
+    ASSERT_NE(dt_b, nullptr);
+    for (int64_t i = 0; i < ggml_nelements(dt_b); ++i) {
+      const float softplus = std::log1p(std::exp(static_cast<const float*>(dt_b->data)[i]));
+      ASSERT_GE(softplus, 0.999e-3f) << i;
+      ASSERT_LE(softplus, 1.001e-1f) << i;
+    }
+    for (const char* name : {"ssm_in.weight", "ssm_x.weight", "ssm_dt.weight", "ssm_out.weight", "ssm_conv1d.bias"}) {
+      EXPECT_NE(ggml_get_tensor(raw, (blk + name).c_str()), nullptr) << blk << name;
+    }
+  }
+}
+
+// The state is what carries the history: the same tokens give the same logits whether fed all at
+// once or one by one (the state is passed on between calls), and a change far back, beyond the
+// reach of the two convolutions (2 x 3 tokens), still changes the last logits, by well over the
+// 1e-4 to which the session tests compare warm and cold logits (measured ~5e-3 against logits of
+// rms ~0.16; an edit within the conv window moves them by ~0.1-0.3).
+TEST_F(ModelWriterTest, TinyMambaStateCarriesTheHistory) {
+  llama_model_ptr model = Load(Write(Preset("tiny-mamba"), "tiny-mamba.gguf"));
+  ASSERT_TRUE(model);
+  const llama_vocab* vocab = llama_model_get_vocab(model.get());
+  std::vector<llama_token> tokens =
+      Tokenize(vocab, "int fib(int n) { return n < 2 ? n : fib(n - 1) + fib(n - 2); } // the usual", false, false);
+  ASSERT_GE(tokens.size(), 20u);
+  const auto whole = LogitsAfter(model.get(), tokens, 64);
+  const auto one_by_one = LogitsAfter(model.get(), tokens, 1);
+  const auto in_sevens = LogitsAfter(model.get(), tokens, 7);
+  EXPECT_LE(MaxAbsDiff(whole, one_by_one), 1e-4f);
+  EXPECT_LE(MaxAbsDiff(whole, in_sevens), 1e-4f);
+
+  std::vector<llama_token> edited = tokens;
+  edited[1] = edited[1] == 1000 ? 1001 : 1000;
+  const float far = MaxAbsDiff(whole, LogitsAfter(model.get(), edited, 64));
+  RecordProperty("far_edit_logit_diff", std::to_string(far));
+  EXPECT_GT(far, 1e-3f) << "an edit " << tokens.size() - 1 << " tokens back barely reaches the last logits";
+}
+
+// arch "mamba" on another preset (as `make-model --arch mamba` does): the attention sizes are
+// ignored and the SSM sizes default to Mamba's.
+TEST_F(ModelWriterTest, MambaSizesDefault) {
+  ModelSpec spec = Preset("tiny-llama");
+  spec.arch = "mamba";
+  llama_model_ptr model = Load(Write(spec, "mamba-defaults.gguf"));
+  ASSERT_TRUE(model);
+  EXPECT_TRUE(llama_model_is_recurrent(model.get()));
+  char buf[32];
+  ASSERT_GT(llama_model_meta_val_str(model.get(), "mamba.ssm.inner_size", buf, sizeof(buf)), 0);
+  EXPECT_STREQ(buf, "128");
+  ASSERT_GT(llama_model_meta_val_str(model.get(), "mamba.ssm.time_step_rank", buf, sizeof(buf)), 0);
+  EXPECT_STREQ(buf, "4");
+  ExpectDecodes(model.get());
+}
+
 TEST_F(ModelWriterTest, Deterministic) {
   ModelSpec spec = Preset("tiny");
   const std::string a = ReadFile(Write(spec, "a.gguf"));
@@ -345,6 +498,18 @@ TEST_F(ModelWriterTest, InvalidSpecsFailAndLeaveNoFile) {
       {"unknown pooling", [](ModelSpec& s) { s.pooling = "max"; }, ErrorCode::kInvalidArgument},
       {"n_vocab below the tokenizer", [](ModelSpec& s) { s.n_vocab = 1000; }, ErrorCode::kInvalidArgument},
       {"missing vocab", [](ModelSpec& s) { s.vocab_path += ".missing"; }, ErrorCode::kNotFound},
+      {"mamba inner size not 2 * n_embd",
+       [](ModelSpec& s) {
+         s.arch = "mamba";
+         s.ssm_d_inner = 3 * s.n_embd;
+       },
+       ErrorCode::kInvalidArgument},
+      {"mamba conv kernel of 1",
+       [](ModelSpec& s) {
+         s.arch = "mamba";
+         s.ssm_d_conv = 1;
+       },
+       ErrorCode::kInvalidArgument},
   };
   const std::string out = (dir_ / "bad.gguf").string();
   for (const auto& c : cases) {

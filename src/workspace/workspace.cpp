@@ -1,6 +1,9 @@
 #include "modeld/workspace.h"
 
 #include <algorithm>
+#include <iterator>
+#include <tuple>
+#include <utility>
 
 #include "workspace/text_format.h"
 
@@ -207,21 +210,16 @@ bool Workspace::NeedsCompaction(int64_t extra_tokens) const {
          context_tokens_ + extra_tokens > n_ctx_;
 }
 
-Result<PrefixStatus> Workspace::EnsureCurrent() {
-  sealed_ = true;
-  if (NeedsCompaction(0)) return Compact();
+bool Workspace::CompactionDue() const { return NeedsCompaction(0); }
+
+Result<PrefixStatus> Workspace::PrefillManifest() {
   const ContextManifest m = Manifest();
   auto st = session_->EnsurePrefix({m, {}});
-  if (!st && st.error().Is(ErrorCode::kContextOverflow) && opt_.mode == AssemblyMode::kEditAware) {
-    // Folding the notes in may make it fit; if not, the caller gets the overflow with its counts.
-    return Compact();
-  }
   if (!st) return st;
   context_tokens_ = st->tokens_resident;
   // The log starts after the stable part's segments.
   int64_t stable = 0;
-  size_t i = 0;
-  for (; i < m.segments().size(); ++i) {
+  for (size_t i = 0; i < m.segments().size(); ++i) {
     stable += st->segment_tokens[i];
     if (m.segments()[i].id == "system:close") break;
   }
@@ -229,11 +227,20 @@ Result<PrefixStatus> Workspace::EnsureCurrent() {
   return st;
 }
 
+Result<PrefixStatus> Workspace::EnsureCurrent() {
+  sealed_ = true;
+  if (!opt_.compact_in_background && NeedsCompaction(0)) return Compact();
+  auto st = PrefillManifest();
+  if (!st && st.error().Is(ErrorCode::kContextOverflow) && opt_.mode == AssemblyMode::kEditAware) {
+    // Folding the notes in may make it fit; if not, the caller gets the overflow with its counts.
+    return Compact();
+  }
+  return st;
+}
+
 Result<PrefixStatus> Workspace::Prefill() { return EnsureCurrent(); }
 
-Result<PrefixStatus> Workspace::Compact() {
-  sealed_ = true;
-  // Files at their current content: the stable order first, then files added since.
+std::pair<std::vector<std::pair<std::string, std::string>>, std::vector<LogEntry>> Workspace::CompactState() const {
   std::vector<std::pair<std::string, std::string>> base;
   for (const auto& [path, _] : base_) {
     if (auto it = files_.find(path); it != files_.end()) base.emplace_back(path, it->second);
@@ -244,29 +251,59 @@ Result<PrefixStatus> Workspace::Compact() {
     }
   }
   std::vector<Entry> log;
-  for (auto& e : log_) {
-    if (e.kind == Entry::kTurn) log.push_back(e);
-  }
+  std::copy_if(log_.begin(), log_.end(), std::back_inserter(log), [](const Entry& e) { return e.kind == Entry::kTurn; });
+  return {std::move(base), std::move(log)};
+}
+
+Result<PrefixStatus> Workspace::Compact() {
+  sealed_ = true;
+  auto [base, log] = CompactState();
   // Prefill the compact manifest before committing to it: on failure nothing changes.
-  auto saved_base = std::move(base_);
-  auto saved_log = std::move(log_);
-  base_ = std::move(base);
-  log_ = std::move(log);
-  const ContextManifest m = Manifest();
-  auto st = session_->EnsurePrefix({m, {}});
+  auto saved_base = std::exchange(base_, std::move(base));
+  auto saved_log = std::exchange(log_, std::move(log));
+  auto st = PrefillManifest();
   if (!st) {
     base_ = std::move(saved_base);
     log_ = std::move(saved_log);
     return st;
   }
   ++compactions_;
-  context_tokens_ = st->tokens_resident;
-  int64_t stable = 0;
-  for (size_t i = 0; i < m.segments().size(); ++i) {
-    stable += st->segment_tokens[i];
-    if (m.segments()[i].id == "system:close") break;
+  ++generation_;
+  return st;
+}
+
+CompactionPlan Workspace::PlanCompaction() const {
+  CompactionPlan plan;
+  std::tie(plan.base, plan.log) = CompactState();
+  plan.generation = generation_;
+  plan.log_size = log_.size();
+  // The manifest of the compact state, built with this workspace's own assembly.
+  Workspace view(*this);
+  view.base_ = plan.base;
+  view.log_ = plan.log;
+  plan.manifest = view.Manifest();
+  return plan;
+}
+
+Result<PrefixStatus> Workspace::AdoptCompaction(const CompactionPlan& plan, Session* fresh) {
+  if (plan.generation != generation_ || plan.log_size > log_.size()) {
+    return Fail(ErrorCode::kCancelled, "compaction plan is stale: the workspace was compacted since");
   }
-  log_tokens_ = st->tokens_resident - stable;
+  std::vector<Entry> log = plan.log;
+  log.insert(log.end(), log_.begin() + static_cast<long>(plan.log_size), log_.end());
+  auto saved_base = std::exchange(base_, plan.base);
+  auto saved_log = std::exchange(log_, std::move(log));
+  Session* saved_session = std::exchange(session_, fresh);
+  // The fresh session holds the plan's manifest; this prefills only what came after it.
+  auto st = PrefillManifest();
+  if (!st) {
+    base_ = std::move(saved_base);
+    log_ = std::move(saved_log);
+    session_ = saved_session;
+    return st;
+  }
+  ++compactions_;
+  ++generation_;
   return st;
 }
 

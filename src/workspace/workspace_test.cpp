@@ -262,3 +262,61 @@ TEST(Workspace, OverflowEvenAfterCompactionIsTypedAndChangesNothing) {
 
 }  // namespace
 }  // namespace modeld
+
+namespace modeld {
+namespace {
+
+// Background compaction: a plan from a snapshot is prefilled in a second
+// session while the first keeps taking changes; adopting it carries them
+// over, so nothing is lost or mixed, and the result is exact and faithful.
+TEST(Workspace, CompactionInASecondSessionCarriesOverWhatCameAfterThePlan) {
+  std::mt19937 rng(11);
+  auto first = Open("first");
+  WorkspaceOptions opt;
+  opt.compact_in_background = true;
+  opt.compact_log_share = 0.02;
+  Workspace w(first.get(), opt);
+  ASSERT_TRUE(w.PutFile("src/a.cc", RandomCode(rng, 30)).has_value());
+  ASSERT_TRUE(w.PutFile("src/b.cc", RandomCode(rng, 30)).has_value());
+  DecodeConfig dc;
+  dc.max_tokens = 4;
+  ASSERT_TRUE(w.Ask("first question", dc, {}).has_value());
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(w.PutFile("src/a.cc", EditLines(rng, w.files().at("src/a.cc"))).has_value());
+  ASSERT_TRUE(w.Prefill().has_value());
+  ASSERT_TRUE(w.CompactionDue());  // in the background mode the prefill did not compact by itself
+  const CompactionPlan plan = w.PlanCompaction();
+
+  // Meanwhile the workspace keeps serving on its first session.
+  ASSERT_TRUE(w.PutFile("src/b.cc", EditLines(rng, w.files().at("src/b.cc"))).has_value());
+  ASSERT_TRUE(w.Ask("asked during compaction", dc, {}).has_value());
+  ASSERT_TRUE(w.PutFile("src/c.cc", "int c;\n").has_value());
+
+  auto second = Open("second");
+  ASSERT_TRUE(second->EnsurePrefix({plan.manifest, {}}).has_value());
+  auto adopted = w.AdoptCompaction(plan, second.get());
+  ASSERT_TRUE(adopted.has_value()) << adopted.error().ToString();
+  // Only what came after the plan was prefilled on the new session.
+  EXPECT_LT(adopted->tokens_prefilled, adopted->tokens_resident / 2);
+  EXPECT_EQ(w.Stats().compactions, 1);
+  EXPECT_EQ(w.Stats().notes, 2);  // b's edit and c's add, made after the plan
+  auto rebuilt = workspace::ReconstructFiles(w.AssembledText());
+  ASSERT_TRUE(rebuilt.has_value());
+  EXPECT_EQ(*rebuilt, w.files());
+  EXPECT_NE(w.AssembledText().find("asked during compaction"), std::string::npos);
+  // Warm == cold on the adopted session.
+  auto cold = Open("cold");
+  ASSERT_TRUE(cold->EnsurePrefix({w.Manifest(), {}}).has_value());
+  auto wl = dynamic_cast<llama::LlamaSession&>(*second).LastLogits();
+  auto cl = dynamic_cast<llama::LlamaSession&>(*cold).LastLogits();
+  ASSERT_TRUE(wl.has_value() && cl.has_value());
+  EXPECT_LE(MaxAbsDiff(*wl, *cl), 1e-4f);
+  // A plan made before that compaction is now stale, and refused without change.
+  const std::string text = w.AssembledText();
+  auto stale = w.AdoptCompaction(plan, cold.get());
+  ASSERT_FALSE(stale.has_value());
+  EXPECT_TRUE(stale.error().Is(ErrorCode::kCancelled));
+  EXPECT_EQ(w.AssembledText(), text);
+}
+
+}  // namespace
+}  // namespace modeld
