@@ -238,7 +238,7 @@ Result<Server> StartLlamaServer(const Options& o, int port) {
   auto p = ChildProcess::Start(
       kLlamaServer,
       {o.llama_server, "-m", o.model, "-t", t, "-tb", t, "-c", std::to_string(o.n_ctx), "-b", "512", "-ub", "512",
-       "-fa", "off", "-np", "1", "--cache-ram", "0", "--no-webui", "--host", "127.0.0.1", "--port",
+       "-fa", "off", "-np", "1", "--cache-ram", "0", "-fit", "off", "--no-webui", "--host", "127.0.0.1", "--port",
        std::to_string(port)},
       o.log_dir + "/llama-server.log");
   if (!p) return Fail(p.error());

@@ -396,12 +396,18 @@ int CmdRun(const Client& c, Args& a) {
   return dr->finish == FinishReason::kCancelled ? 130 : 0;
 }
 
-// A workspace call failed: not_found / evicted mean the workspace (files included) is gone.
-int WorkspaceFatal(const std::string& ws, const Error& e) {
-  if (e.Is(ErrorCode::kNotFound) || e.Is(ErrorCode::kSessionClosed) ||
-      (e.Is(ErrorCode::kSessionUnavailable) && e.reason() == "evicted")) {
-    return Fatal(e.ToString() + "\n  (open it with `modeld ws open " + ws + "` and put its files again)");
+// A workspace call failed. When the workspace itself is gone (never opened, closed, evicted: its
+// files went with it), say how to recover; not_found alone may also mean a missing file.
+int WorkspaceFatal(const Client& c, const std::string& ws, const Error& e) {
+  auto is_gone = [](const Error& x) {
+    return x.Is(ErrorCode::kSessionClosed) || (x.Is(ErrorCode::kSessionUnavailable) && x.reason() == "evicted");
+  };
+  bool gone = is_gone(e);
+  if (e.Is(ErrorCode::kNotFound)) {
+    auto info = c.WorkspaceInfo(ws);
+    gone = !info && (info.error().Is(ErrorCode::kNotFound) || is_gone(info.error()));
   }
+  if (gone) return Fatal(e.ToString() + "\n  (open it with `modeld ws open " + ws + "` and put its files again)");
   return Fatal(e);
 }
 
@@ -443,7 +449,7 @@ int WsOpen(const Client& c, Args& a) {
   if (system) {
     StableParts parts;
     parts.system = *system;
-    if (auto ok = c.SetStable(ws, parts); !ok) return WorkspaceFatal(ws, ok.error());
+    if (auto ok = c.SetStable(ws, parts); !ok) return WorkspaceFatal(c, ws, ok.error());
   }
   return 0;
 }
@@ -464,7 +470,7 @@ int WsPut(const Client& c, Args& a) {
   auto content = ReadFile(path);
   if (!content) return Fatal("cannot read " + path);
   auto r = c.PutFile(ws, *name, *content);
-  if (!r) return WorkspaceFatal(ws, r.error());
+  if (!r) return WorkspaceFatal(c, ws, r.error());
   if (r->change == "unchanged") {
     std::printf("%s: unchanged\n", name->c_str());
   } else {
@@ -476,7 +482,7 @@ int WsPut(const Client& c, Args& a) {
 
 int WsRemove(const Client& c, Args& a) {
   if (a.rest().size() != 2) return UsageError("ws rm", "needs a workspace and a path");
-  if (auto ok = c.RemoveFile(a.rest()[0], a.rest()[1]); !ok) return WorkspaceFatal(a.rest()[0], ok.error());
+  if (auto ok = c.RemoveFile(a.rest()[0], a.rest()[1]); !ok) return WorkspaceFatal(c, a.rest()[0], ok.error());
   std::printf("removed %s\n", a.rest()[1].c_str());
   return 0;
 }
@@ -484,7 +490,7 @@ int WsRemove(const Client& c, Args& a) {
 int WsRename(const Client& c, Args& a) {
   if (a.rest().size() != 3) return UsageError("ws mv", "needs a workspace, a path and its new path");
   if (auto ok = c.RenameFile(a.rest()[0], a.rest()[1], a.rest()[2]); !ok) {
-    return WorkspaceFatal(a.rest()[0], ok.error());
+    return WorkspaceFatal(c, a.rest()[0], ok.error());
   }
   std::printf("renamed %s -> %s\n", a.rest()[1].c_str(), a.rest()[2].c_str());
   return 0;
@@ -493,7 +499,7 @@ int WsRename(const Client& c, Args& a) {
 int WsShow(const Client& c, Args& a) {
   if (a.rest().size() != 1) return UsageError("ws show", "needs one workspace");
   auto info = c.WorkspaceInfo(a.rest()[0]);
-  if (!info) return WorkspaceFatal(a.rest()[0], info.error());
+  if (!info) return WorkspaceFatal(c, a.rest()[0], info.error());
   std::printf("%s: %s\n", a.rest()[0].c_str(), StatsLine(info->stats).c_str());
   for (const auto& f : info->files) std::printf("  %10lld  %s\n", static_cast<long long>(f.bytes), f.path.c_str());
   return 0;
@@ -502,7 +508,7 @@ int WsShow(const Client& c, Args& a) {
 int WsContext(const Client& c, Args& a) {
   if (a.rest().size() != 1) return UsageError("ws context", "needs one workspace");
   auto text = c.Context(a.rest()[0]);
-  if (!text) return WorkspaceFatal(a.rest()[0], text.error());
+  if (!text) return WorkspaceFatal(c, a.rest()[0], text.error());
   std::fwrite(text->data(), 1, text->size(), stdout);
   return 0;
 }
@@ -511,7 +517,7 @@ int WsCompact(const Client& c, Args& a) {
   if (a.rest().size() != 1) return UsageError("ws compact", "needs one workspace");
   WorkspaceStats st;
   auto ps = c.Compact(a.rest()[0], &st);
-  if (!ps) return WorkspaceFatal(a.rest()[0], ps.error());
+  if (!ps) return WorkspaceFatal(c, a.rest()[0], ps.error());
   std::printf("compacted %s: %lld tokens reused, %lld prefilled, %lld resident\n  %s\n", a.rest()[0].c_str(),
               static_cast<long long>(ps->tokens_reused), static_cast<long long>(ps->tokens_prefilled),
               static_cast<long long>(ps->tokens_resident), StatsLine(st).c_str());
@@ -549,7 +555,7 @@ int CmdAsk(const Client& c, Args& a) {
   }, &st);
   if (!ends_in_newline) std::fputc('\n', stdout);
   std::fflush(stdout);
-  if (!r) return WorkspaceFatal(ws, r.error());
+  if (!r) return WorkspaceFatal(c, ws, r.error());
 
   // TTFT as the user saw it: from the request, so it includes the context and question prefill.
   const std::string ttft =

@@ -131,8 +131,8 @@ Result<std::string> Dump(const Json& j) {
   try {
     return j.dump();
   } catch (const Json::exception& e) {
-    return Fail(ErrorCode::kInvalidArgument, std::string("cannot send the request: ") + e.what() +
-                                                 " (text must be valid UTF-8)");
+    return Fail(ErrorCode::kInvalidArgument,
+                std::string("cannot send the request: its text must be valid UTF-8 (") + e.what() + ")");
   }
 }
 

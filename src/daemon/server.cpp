@@ -613,18 +613,30 @@ void Server::Impl::Prefill(const std::string& ws, bool suffix, const httplib::Re
     metrics.prefill_seconds.Observe(SecondsSince(t0));
     return wire::ToJson(*st);
   };
+  // Long prefills show progress in the log (every quarter), streamed or not.
+  auto logged = [this, ws](const ProgressFunc& inner) -> ProgressFunc {
+    return [this, ws, inner, last = int64_t{-1}](const Progress& p) mutable {
+      if (inner) inner(p);
+      const int64_t quarter = p.total > 0 ? 4 * p.done / p.total : 4;
+      if (opt.log_requests && p.total >= 2048 && quarter != last) {
+        last = quarter;
+        std::fprintf(stderr, "modeld: %s %s: %lld/%lld tokens\n", ws.c_str(), p.stage.c_str(),
+                     static_cast<long long>(p.done), static_cast<long long>(p.total));
+      }
+    };
+  };
   if (!stream) {
-    auto j = run({});
+    auto j = run(logged({}));
     if (!j) return ReplyError(res, j.error());
     return Reply(res, 200, *j);
   }
-  res.set_chunked_content_provider("application/x-ndjson", [run, shared](size_t, httplib::DataSink& sink) {
-    auto j = run([&](const Progress& p) {
+  res.set_chunked_content_provider("application/x-ndjson", [run, shared, logged](size_t, httplib::DataSink& sink) {
+    auto j = run(logged([&](const Progress& p) {
       Json ev = wire::ToJson(p);
       ev["event"] = "progress";
       const std::string line = Line(ev);
       sink.write(line.data(), line.size());
-    });
+    }));
     shared->Release();
     const std::string line = j ? Line(Json{{"event", "done"}, {"result", *j}})
                                : Line(Json{{"event", "error"}, {"error", wire::ToJson(j.error())}});

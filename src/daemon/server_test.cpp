@@ -328,6 +328,39 @@ TEST_F(ServerTest, StopCancelsInFlightDecodesAndRemovesTheSocket) {
   EXPECT_FALSE(fs::exists(socket_));
 }
 
+// Several workspaces driven at once over the wire answer exactly as they do one at a time.
+TEST_F(ServerTest, ConcurrentSessionsMatchSequentialResults) {
+  StartServer();
+  auto turn = [&](const std::string& ws, int i) {
+    const std::string prefix = "Workspace " + ws + " file " + std::to_string(i) + ": int f(int x) { return x * " +
+                               std::to_string(i + 2) + "; }";
+    auto [pst, pj] = Post("/v1/sessions/" + ws + "/prefix",
+                          Json{{"segments", {{{"id", "f"}, {"kind", "file"}, {"content", prefix}}}}}.dump());
+    EXPECT_EQ(pst, 200) << pj.dump();
+    auto [sst, sj] = Post("/v1/sessions/" + ws + "/suffix",
+                          Json{{"prefix_digest", pj["manifest_digest"]}, {"segments", {{{"content", "Explain."}}}}}.dump());
+    EXPECT_EQ(sst, 200) << sj.dump();
+    auto c = Client();
+    auto r = c.Post("/v1/sessions/" + ws + "/decode", R"({"max_tokens": 12})", "application/json");
+    EXPECT_TRUE(r);
+    const std::string body = r ? r->body : "";
+    const size_t done = body.rfind("{\"event\":\"done\"");
+    return done == std::string::npos ? std::string() : Json::parse(body.substr(done))["result"]["text"].get<std::string>();
+  };
+  const std::vector<std::string> names = {"w0", "w1", "w2"};
+  for (const auto& n : names) Open(n, 1024);
+  std::vector<std::string> sequential;
+  for (size_t i = 0; i < names.size(); ++i) sequential.push_back(turn(names[i], static_cast<int>(i)));
+  for (const auto& s : sequential) EXPECT_FALSE(s.empty());
+  std::vector<std::string> parallel(names.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < names.size(); ++i) {
+    threads.emplace_back([&, i] { parallel[i] = turn(names[i], static_cast<int>(i)); });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(parallel, sequential);
+}
+
 TEST_F(ServerTest, WorkspaceCompactsInTheBackgroundWhileAsksGoOn) {
   StartServer();
   Open("ws", 1024);
