@@ -58,8 +58,11 @@ std::string Prompt::Text() const {
 }
 
 std::string Edit::Label() const {
-  return path + ":" + std::to_string(first_line + 1) +
-         (n_lines > 1 ? "-" + std::to_string(first_line + n_lines) : std::string());
+  // Appends rather than `"-" + std::to_string(...)`, which trips a false -Wrestrict in GCC 12 -O3.
+  std::string s = path;
+  s.append(":").append(std::to_string(first_line + 1));
+  if (n_lines > 1) s.append("-").append(std::to_string(first_line + n_lines));
+  return s;
 }
 
 std::string Markers::Open(std::string_view role) const {

@@ -43,6 +43,16 @@ Result<ModelInfo> CheckedDescribe(const std::string& path, const std::string& ba
   return Fail(ErrorCode::kSessionUnavailable, "no reader for backend '" + backend + "' in this build");
 }
 
+// CheckedDescribe, and the file must be the model the caller named by digest ("" = any).
+Result<ModelInfo> CheckedModel(const std::string& path, const std::string& backend, const std::string& digest) {
+  auto info = CheckedDescribe(path, backend);
+  if (!info) return Fail(info.error());
+  if (!digest.empty() && digest != info->digest) {
+    return Fail(ErrorCode::kInvalidArgument, path + ": digest " + info->digest + " does not match the requested " + digest);
+  }
+  return info;
+}
+
 }  // namespace
 
 Result<ModelInfo> Service::Describe(const OpenSessionRequest& req) const {
@@ -56,12 +66,8 @@ Result<std::unique_ptr<Session>> Service::OpenSession(const OpenSessionRequest& 
                       "no session backend '" + req.backend + "' is compiled into this build")
                     .WithReason("no_backend"));
   }
-  auto info = CheckedDescribe(req.model_path, req.backend);
+  auto info = CheckedModel(req.model_path, req.backend, req.model_digest);
   if (!info) return Fail(info.error());
-  if (!req.model_digest.empty() && req.model_digest != info->digest) {
-    return Fail(ErrorCode::kInvalidArgument, req.model_path + ": digest " + info->digest +
-                                                 " does not match the requested " + req.model_digest);
-  }
   return backend->OpenSession(req, *info);
 }
 
@@ -72,12 +78,8 @@ Result<Embedding> Service::Embed(const EmbedRequest& req) const {
                       "no embedding backend '" + req.backend + "' is compiled into this build")
                     .WithReason("no_backend"));
   }
-  auto info = CheckedDescribe(req.model_path, req.backend);
+  auto info = CheckedModel(req.model_path, req.backend, req.model_digest);
   if (!info) return Fail(info.error());
-  if (!req.model_digest.empty() && req.model_digest != info->digest) {
-    return Fail(ErrorCode::kInvalidArgument, req.model_path + ": digest " + info->digest +
-                                                 " does not match the requested " + req.model_digest);
-  }
   return backend->Embed(req, *info);
 }
 

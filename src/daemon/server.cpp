@@ -111,6 +111,23 @@ struct Server::Impl {
   }
 
   void Routes(httplib::Server& s);
+  // Writes decoded chunks as NDJSON events. Called on every token: a closed
+  // connection or a stopping daemon cancels the decode there.
+  ChunkCallback ChunkWriter(httplib::DataSink& sink, bool* client_gone) const {
+    return [this, &sink, client_gone](const StreamChunk& c) {
+      if (stopping || !sink.is_writable()) {
+        *client_gone = !stopping;
+        return false;
+      }
+      if (c.text.empty()) return true;
+      const std::string line = Line(Json{{"event", "chunk"}, {"text", c.text}, {"n_tokens", c.n_tokens}});
+      if (!sink.write(line.data(), line.size())) {
+        *client_gone = true;
+        return false;
+      }
+      return true;
+    };
+  }
   // Handlers.
   void Health(httplib::Response& res);
   void Models(httplib::Response& res);
@@ -398,19 +415,7 @@ void Server::Impl::WorkspaceAsk(const std::string& ws, const httplib::Request& r
       [this, shared, question, shared_ws = ws, dc = std::move(*cfg)](size_t, httplib::DataSink& sink) {
         const auto t0 = Clock::now();
         bool client_gone = false;
-        auto r = shared->entry().assembly->Ask(question, dc, [&](const StreamChunk& c) {
-          if (stopping || !sink.is_writable()) {
-            client_gone = !stopping;
-            return false;
-          }
-          if (c.text.empty()) return true;
-          const std::string line = Line(Json{{"event", "chunk"}, {"text", c.text}, {"n_tokens", c.n_tokens}});
-          if (!sink.write(line.data(), line.size())) {
-            client_gone = true;
-            return false;
-          }
-          return true;
-        });
+        auto r = shared->entry().assembly->Ask(question, dc, ChunkWriter(sink, &client_gone));
         Json stats = StatsJson(shared->entry().assembly->Stats());
         const bool compact_due = shared->entry().assembly->CompactionDue();
         if (r) {
@@ -665,20 +670,7 @@ void Server::Impl::Decode(const std::string& ws, const httplib::Request& req, ht
       "application/x-ndjson", [this, shared, dc = std::move(*cfg)](size_t, httplib::DataSink& sink) {
         const auto t0 = Clock::now();
         bool client_gone = false;
-        auto r = shared->session().Decode(dc, [&](const StreamChunk& c) {
-          // Checked on every token: a closed connection or a stopping daemon cancels.
-          if (stopping || !sink.is_writable()) {
-            client_gone = !stopping;
-            return false;
-          }
-          if (c.text.empty()) return true;
-          const std::string line = Line(Json{{"event", "chunk"}, {"text", c.text}, {"n_tokens", c.n_tokens}});
-          if (!sink.write(line.data(), line.size())) {
-            client_gone = true;
-            return false;
-          }
-          return true;
-        });
+        auto r = shared->session().Decode(dc, ChunkWriter(sink, &client_gone));
         if (r) {
           metrics.AddTokens(0, 0, r->tokens_generated);
           metrics.decode_seconds.Observe(SecondsSince(t0));

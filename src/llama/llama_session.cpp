@@ -184,7 +184,8 @@ Status LlamaSession::Prefill(const std::vector<llama_token>& want, int64_t from,
     pos = end;
     if (progress) progress(Progress{stage, pos - from, total});
   }
-  logits_valid_ = !want.empty() && static_cast<int64_t>(want.size()) > from;
+  // Nothing evaluated: the logits are as they were (TrimTo marks them stale when it drops tokens).
+  if (static_cast<int64_t>(want.size()) > from) logits_valid_ = true;
   return {};
 }
 

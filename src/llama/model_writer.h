@@ -52,10 +52,11 @@ struct ModelSpec {
 //   "coder-1.5b"  Qwen2.5-Coder-1.5B's shape, q8_0 (~1.7 GB)
 // The coder presets tie the output projection to token_embd (as both Qwen2.5-Coder sizes do); the
 // tiny decoders (tiny-mamba included) do not (see tie_output).
-// mamba weights follow Mamba's own initialization rather than the 0.02 transformer std, so the
-// recurrent state carries real information: A = -(1..d_state) per channel (S4D-real), D = 1, the
-// dt bias the inverse softplus of a log-uniform step in [1e-3, 1e-1], the projections uniform in
-// +-1/sqrt(fan_in). ssm_conv1d, ssm_a, ssm_d and the biases stay f32 (llama.cpp's ops need that).
+// mamba's SSM weights follow Mamba's own initialization rather than the 0.02 transformer std, so the
+// recurrent state carries information from far back: A = -(1..d_state) per channel (S4D-real),
+// D = 1, the dt bias the inverse softplus of a step log-uniform in [1e-3, 1e-1], ssm_in, ssm_conv1d,
+// ssm_x, ssm_dt and ssm_out uniform in +-1/sqrt(fan_in); token_embd and output keep the 0.02 std.
+// ssm_conv1d, ssm_a, ssm_d and the biases stay f32 (ggml's SSM ops read them as f32).
 // vocab_dir is the folder holding ggml-vocab-*.gguf (<llama tree>/models); it is not checked here.
 // Unknown preset -> kNotFound.
 Result<ModelSpec> PresetSpec(std::string_view preset, const std::string& vocab_dir);
