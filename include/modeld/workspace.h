@@ -133,7 +133,8 @@ class Workspace {
 
   Session* session_;
   WorkspaceOptions opt_;
-  bool sealed_ = false;  // prefilled once: later changes go to the log as notes
+  bool prefilled_ = false;  // edits of prefilled files go to the log as notes
+  bool asked_ = false;      // after the first ask, new files go to the log too
   bool chatml_ = false;
   std::string system_, tools_, repo_map_;
   std::vector<std::pair<std::string, std::string>> base_;  // the stable part's files, in order

@@ -62,8 +62,12 @@ Result<PutResult> Workspace::PutFile(const std::string& path, std::string conten
     return r;
   }
   const bool in_base = std::any_of(base_.begin(), base_.end(), [&](const auto& f) { return f.first == path; });
-  if (!sealed_ || opt_.mode == AssemblyMode::kInPlace) {
-    // Before the first prefill (or in place): the file sits in the stable part.
+  // In place: always. Edit-aware: a new file joins the stable part until the
+  // first ask (appending a block there costs only its own tokens), and an
+  // existing file is rewritten there only while nothing has been prefilled.
+  const bool in_stable = opt_.mode == AssemblyMode::kInPlace || !prefilled_ ||
+                         (it == files_.end() && !in_base && !asked_);
+  if (in_stable) {
     if (in_base) {
       for (auto& f : base_) {
         if (f.first == path) f.second = content;
@@ -94,7 +98,7 @@ Result<PutResult> Workspace::PutFile(const std::string& path, std::string conten
 Status Workspace::RemoveFile(const std::string& path) {
   if (auto ok = workspace::ValidatePath(path); !ok) return ok;
   if (!files_.contains(path)) return Fail(ErrorCode::kNotFound, "no file '" + path + "' in the workspace");
-  if (!sealed_ || opt_.mode == AssemblyMode::kInPlace) {
+  if (!prefilled_ || opt_.mode == AssemblyMode::kInPlace) {
     std::erase_if(base_, [&](const auto& f) { return f.first == path; });
   } else {
     ChangeNote note;
@@ -112,7 +116,7 @@ Status Workspace::RenameFile(const std::string& from, const std::string& to) {
   auto it = files_.find(from);
   if (it == files_.end()) return Fail(ErrorCode::kNotFound, "no file '" + from + "' in the workspace");
   if (files_.contains(to)) return Fail(ErrorCode::kInvalidArgument, "'" + to + "' already exists in the workspace");
-  if (!sealed_ || opt_.mode == AssemblyMode::kInPlace) {
+  if (!prefilled_ || opt_.mode == AssemblyMode::kInPlace) {
     for (auto& f : base_) {
       if (f.first == from) f.first = to;
     }
@@ -228,7 +232,7 @@ Result<PrefixStatus> Workspace::PrefillManifest() {
 }
 
 Result<PrefixStatus> Workspace::EnsureCurrent() {
-  sealed_ = true;
+  prefilled_ = true;
   if (!opt_.compact_in_background && NeedsCompaction(0)) return Compact();
   auto st = PrefillManifest();
   if (!st && st.error().Is(ErrorCode::kContextOverflow) && opt_.mode == AssemblyMode::kEditAware) {
@@ -256,7 +260,7 @@ std::pair<std::vector<std::pair<std::string, std::string>>, std::vector<LogEntry
 }
 
 Result<PrefixStatus> Workspace::Compact() {
-  sealed_ = true;
+  prefilled_ = true;
   auto [base, log] = CompactState();
   // Prefill the compact manifest before committing to it: on failure nothing changes.
   auto saved_base = std::exchange(base_, std::move(base));
@@ -328,8 +332,13 @@ Result<AskResult> Workspace::Ask(const std::string& question, const DecodeConfig
   r.suffix = *ss;
   r.decode = *dr;
   r.compacted = compactions_ != before;
-  log_.push_back({Entry::kTurn, "user", question});
-  log_.push_back({Entry::kTurn, "assistant", dr->text});
+  asked_ = true;
+  // A cancelled ask leaves no trace in the log: a client that retries the
+  // question must not find it (and a partial answer) twice.
+  if (dr->finish != FinishReason::kCancelled) {
+    log_.push_back({Entry::kTurn, "user", question});
+    log_.push_back({Entry::kTurn, "assistant", dr->text});
+  }
   return r;
 }
 

@@ -320,3 +320,54 @@ TEST(Workspace, CompactionInASecondSessionCarriesOverWhatCameAfterThePlan) {
 
 }  // namespace
 }  // namespace modeld
+
+namespace modeld {
+namespace {
+
+// Loading a repository with eager prefills in between puts the files in the
+// stable part (no notes); after the first ask a new file is a note; a
+// cancelled ask leaves no trace.
+TEST(Workspace, InitialLoadStaysStableAndCancelledAsksLeaveNoTrace) {
+  std::mt19937 rng(2);
+  auto session = Open("load");
+  Workspace w(session.get());
+  for (int i = 0; i < 3; ++i) {
+    auto put = w.PutFile("src/f" + std::to_string(i) + ".cc", RandomCode(rng, 10));
+    ASSERT_TRUE(put.has_value());
+    EXPECT_EQ(put->change, "add");
+    auto st = w.Prefill();  // as the daemon's eager prefill does after each put
+    ASSERT_TRUE(st.has_value());
+  }
+  EXPECT_EQ(w.Stats().notes, 0);
+  EXPECT_EQ(w.Stats().log_entries, 0);
+  // An edit of a prefilled file is a note even before the first ask.
+  ASSERT_TRUE(w.PutFile("src/f0.cc", EditLines(rng, w.files().at("src/f0.cc"))).has_value());
+  EXPECT_EQ(w.Stats().notes, 1);
+
+  DecodeConfig dc;
+  dc.max_tokens = 8;
+  std::stop_source stop;
+  dc.cancel = stop.get_token();
+  int seen = 0;
+  auto cancelled = w.Ask("a question the user gives up on", dc, [&](const StreamChunk&) {
+    if (++seen == 2) stop.request_stop();
+    return true;
+  });
+  ASSERT_TRUE(cancelled.has_value());
+  EXPECT_EQ(cancelled->decode.finish, FinishReason::kCancelled);
+  EXPECT_EQ(w.Stats().log_entries, 1);  // just the note
+  EXPECT_EQ(w.AssembledText().find("gives up on"), std::string::npos);
+
+  dc.cancel = {};
+  ASSERT_TRUE(w.Ask("a question answered", dc, {}).has_value());
+  EXPECT_EQ(w.Stats().log_entries, 3);
+  auto put = w.PutFile("src/late.cc", "int late;\n");
+  ASSERT_TRUE(put.has_value());
+  EXPECT_EQ(w.Stats().notes, 2);  // after the first ask, a new file is an add note
+  auto rebuilt = workspace::ReconstructFiles(w.AssembledText());
+  ASSERT_TRUE(rebuilt.has_value());
+  EXPECT_EQ(*rebuilt, w.files());
+}
+
+}  // namespace
+}  // namespace modeld
