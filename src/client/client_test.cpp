@@ -14,7 +14,7 @@
 
 #include "client/remote_session.h"
 #include "daemon/server.h"
-#include "llama/model_writer.h"
+#include "llama/test_models.h"
 #include "modeld/service.h"
 #include "modeld/workspace.h"
 #include "workspace/text_format.h"
@@ -25,23 +25,12 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-std::string Generate(const std::string& preset, const std::string& name) {
-  const std::string p = std::string(MODELD_TEST_TMP) + "/" + name + ".gguf";
-  fs::create_directories(MODELD_TEST_TMP);
-  auto spec = llama::PresetSpec(preset, MODELD_VOCAB_DIR);
-  EXPECT_TRUE(spec.has_value());
-  if (!spec) return p;
-  auto ok = llama::WriteRandomModel(*spec, p);
-  EXPECT_TRUE(ok.has_value()) << ok.error().ToString();
-  return p;
-}
-
 const std::string& TinyModel() {
-  static const std::string path = Generate("tiny", "client-test-tiny");
+  static const std::string path = testing::GeneratedModel("tiny", "client-test-tiny");
   return path;
 }
 const std::string& EmbedModel() {
-  static const std::string path = Generate("tiny-embed", "client-test-embed");
+  static const std::string path = testing::GeneratedModel("tiny-embed", "client-test-embed");
   return path;
 }
 constexpr const char* kTinyName = "client-test-tiny";  // served name: the file stem

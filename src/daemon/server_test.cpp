@@ -11,7 +11,7 @@
 
 #include <httplib.h>
 
-#include "llama/model_writer.h"
+#include "llama/test_models.h"
 #include "wire/codec.h"
 #include "workspace/text_format.h"
 
@@ -21,17 +21,7 @@ namespace {
 namespace fs = std::filesystem;
 using wire::Json;
 
-std::string TinyModel() {
-  static const std::string path = [] {
-    fs::create_directories(MODELD_TEST_TMP);
-    const std::string p = std::string(MODELD_TEST_TMP) + "/server-test-tiny.gguf";
-    auto spec = llama::PresetSpec("tiny", MODELD_VOCAB_DIR);
-    EXPECT_TRUE(spec.has_value());
-    EXPECT_TRUE(llama::WriteRandomModel(*spec, p).has_value());
-    return p;
-  }();
-  return path;
-}
+std::string TinyModel() { return testing::GeneratedModel("tiny", "server-test-tiny"); }
 
 class ServerTest : public ::testing::Test {
  protected:

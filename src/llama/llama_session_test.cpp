@@ -13,7 +13,7 @@
 #include <thread>
 
 #include "llama/llama_backend.h"
-#include "llama/model_writer.h"
+#include "llama/test_models.h"
 #include "modeld/registry.h"
 #include "modeld/service.h"
 
@@ -29,18 +29,7 @@ namespace fs = std::filesystem;
 // that wrongly reused stale KV differs by ~1e-2 on the tiny model.
 constexpr float kLogitTolerance = 1e-4f;
 
-std::string TinyModel() {
-  static const std::string path = [] {
-    const std::string p = std::string(MODELD_TEST_TMP) + "/session-test-tiny.gguf";
-    fs::create_directories(MODELD_TEST_TMP);
-    auto spec = llama::PresetSpec("tiny", MODELD_VOCAB_DIR);
-    EXPECT_TRUE(spec.has_value());
-    auto ok = llama::WriteRandomModel(*spec, p);
-    EXPECT_TRUE(ok.has_value()) << ok.error().ToString();
-    return p;
-  }();
-  return path;
-}
+std::string TinyModel() { return testing::GeneratedModel("tiny", "session-test-tiny"); }
 
 std::unique_ptr<Session> Open(const std::string& ws, SessionConfig cfg = {}) {
   OpenSessionRequest req;
@@ -531,10 +520,9 @@ TEST(LlamaService, RefusesOtherBackendsAndWrongDigestBeforeLoading) {
 
 TEST(LlamaService, EmbeddingsFromAPoolingModelAreNormalized) {
   ASSERT_TRUE(EmbedAvailable());
-  const std::string p = std::string(MODELD_TEST_TMP) + "/session-test-embed.gguf";
+  const std::string p = testing::GeneratedModel("tiny-embed", "session-test-embed");
   auto spec = llama::PresetSpec("tiny-embed", MODELD_VOCAB_DIR);
   ASSERT_TRUE(spec.has_value());
-  ASSERT_TRUE(llama::WriteRandomModel(*spec, p).has_value());
   EmbedRequest req;
   req.model_path = p;
   req.input = "int main() { return 0; }";

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "llama/llama_session.h"
-#include "llama/model_writer.h"
+#include "llama/test_models.h"
 #include "modeld/service.h"
 
 namespace modeld {
@@ -26,18 +26,7 @@ namespace fs = std::filesystem;
 // (model_writer_test's TinyMambaStateCarriesTheHistory), so a wrong state cannot hide under this.
 constexpr float kLogitTolerance = 1e-4f;
 
-std::string MambaModel() {
-  static const std::string path = [] {
-    const std::string p = std::string(MODELD_TEST_TMP) + "/recurrent-test-tiny-mamba.gguf";
-    fs::create_directories(MODELD_TEST_TMP);
-    auto spec = llama::PresetSpec("tiny-mamba", MODELD_VOCAB_DIR);
-    EXPECT_TRUE(spec.has_value());
-    auto ok = llama::WriteRandomModel(*spec, p);
-    EXPECT_TRUE(ok.has_value()) << ok.error().ToString();
-    return p;
-  }();
-  return path;
-}
+std::string MambaModel() { return testing::GeneratedModel("tiny-mamba", "recurrent-test-tiny-mamba"); }
 
 std::unique_ptr<Session> Open(const std::string& ws, SessionConfig cfg = {}) {
   OpenSessionRequest req;

@@ -10,7 +10,7 @@
 #include <random>
 
 #include "llama/llama_session.h"
-#include "llama/model_writer.h"
+#include "llama/test_models.h"
 #include "modeld/service.h"
 #include "workspace/text_format.h"
 
@@ -19,17 +19,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string TinyModel() {
-  static const std::string path = [] {
-    fs::create_directories(MODELD_TEST_TMP);
-    const std::string p = std::string(MODELD_TEST_TMP) + "/workspace-test-tiny.gguf";
-    auto spec = llama::PresetSpec("tiny", MODELD_VOCAB_DIR);
-    EXPECT_TRUE(spec.has_value());
-    EXPECT_TRUE(llama::WriteRandomModel(*spec, p).has_value());
-    return p;
-  }();
-  return path;
-}
+std::string TinyModel() { return testing::GeneratedModel("tiny", "workspace-test-tiny"); }
 
 std::unique_ptr<Session> Open(const std::string& ws, int n_ctx = 8192) {
   OpenSessionRequest req;
