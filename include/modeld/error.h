@@ -45,10 +45,10 @@ std::optional<ErrorCode> CodeFromName(std::string_view name);
 
 // Counts carried by kContextOverflow.
 struct OverflowCounts {
-  std::string stage;          // "ensure_prefix", "prefill_suffix", "decode"
-  int64_t resident = 0;       // tokens that stay resident before the new work
-  int64_t additional = 0;     // tokens the call would add
-  int64_t n_ctx = 0;          // the session's context size
+  std::string stage;       // "ensure_prefix", "prefill_suffix", "decode"
+  int64_t resident = 0;    // tokens that stay resident before the new work
+  int64_t additional = 0;  // tokens the call would add
+  int64_t n_ctx = 0;       // the session's context size
 };
 
 class Error {
@@ -67,8 +67,8 @@ class Error {
 
   // Details; set only for the codes that carry them.
   const std::optional<OverflowCounts>& overflow() const { return overflow_; }
-  const std::string& feature() const { return feature_; }    // kUnsupportedFeature
-  const std::string& reason() const { return reason_; }      // kManifestMismatch, kSessionUnavailable
+  const std::string& feature() const { return feature_; }     // kUnsupportedFeature
+  const std::string& reason() const { return reason_; }       // kManifestMismatch, kSessionUnavailable
   std::optional<uint64_t> offset() const { return offset_; }  // file-format errors
 
   Error& WithReason(std::string reason) {

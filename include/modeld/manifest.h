@@ -27,8 +27,8 @@ struct ManifestSegment {
   std::string id;  // caller's label, e.g. "file:src/main.cc"; not part of the digest
   SegmentKind kind = SegmentKind::kOther;
   std::string content;
-  bool parse_special = false;  // read special-token text (e.g. "<|im_start|>") as special tokens
-  std::string digest;          // SegmentDigest(content, parse_special): what the tokens depend on
+  bool parse_special = false;       // read special-token text (e.g. "<|im_start|>") as special tokens
+  std::string digest;               // SegmentDigest(content, parse_special): what the tokens depend on
   std::optional<int32_t> n_tokens;  // filled by the backend once tokenized
 
   static ManifestSegment Make(std::string id, SegmentKind kind, std::string content, bool parse_special = false);

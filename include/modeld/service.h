@@ -16,7 +16,7 @@ namespace modeld {
 
 struct OpenSessionRequest {
   std::string model_path;
-  std::string model_digest;    // "" = take the file's digest; else must match it
+  std::string model_digest;  // "" = take the file's digest; else must match it
   std::string backend = "gguf";
   std::string workspace_id;
   SessionConfig config;

@@ -26,9 +26,9 @@ using ProgressFunc = std::function<void(const Progress&)>;
 
 struct SessionConfig {
   int32_t n_ctx = 4096;
-  int32_t n_batch = 512;   // tokens per llama_decode call during prefill
-  int32_t n_ubatch = 512;  // physical batch
-  int32_t threads = 0;     // 0 = all cores
+  int32_t n_batch = 512;        // tokens per llama_decode call during prefill
+  int32_t n_ubatch = 512;       // physical batch
+  int32_t threads = 0;          // 0 = all cores
   std::string kv_type = "f16";  // "f16", "q8_0", "f32"
   bool flash_attn = false;
   uint64_t seed = 0;
@@ -42,12 +42,12 @@ struct PrefixInput {
 
 struct PrefixStatus {
   std::string manifest_digest;
-  int64_t tokens_reused = 0;     // kept from what was resident
-  int64_t tokens_prefilled = 0;  // evaluated by this call
-  int64_t tokens_resident = 0;   // = prefix tokens after the call
-  int32_t first_diff_segment = -1;  // first segment whose tokens were not all reused; -1: none
+  int64_t tokens_reused = 0;            // kept from what was resident
+  int64_t tokens_prefilled = 0;         // evaluated by this call
+  int64_t tokens_resident = 0;          // = prefix tokens after the call
+  int32_t first_diff_segment = -1;      // first segment whose tokens were not all reused; -1: none
   std::vector<int32_t> segment_tokens;  // resolved token count per segment
-  bool reuse_fallback = false;   // backend could not trim its memory and re-prefilled from 0
+  bool reuse_fallback = false;          // backend could not trim its memory and re-prefilled from 0
   double prefill_ms = 0;
 };
 
@@ -58,9 +58,9 @@ struct SuffixInput {
 };
 
 struct SuffixStatus {
-  int64_t tokens_reused = 0;     // suffix tokens kept from the previous turn
+  int64_t tokens_reused = 0;  // suffix tokens kept from the previous turn
   int64_t tokens_prefilled = 0;
-  int64_t tokens_resident = 0;   // prefix + suffix
+  int64_t tokens_resident = 0;  // prefix + suffix
   bool reuse_fallback = false;
   double prefill_ms = 0;
 };
@@ -82,7 +82,7 @@ struct DecodeConfig {
 Status ValidateDecodeConfig(const DecodeConfig& cfg);
 
 struct StreamChunk {
-  std::string text;  // never splits a UTF-8 character
+  std::string text;      // never splits a UTF-8 character
   int32_t n_tokens = 0;  // tokens this chunk covers
 };
 
@@ -92,7 +92,7 @@ std::string_view FinishReasonName(FinishReason r);  // "length", "stop", "eog", 
 struct DecodeResult {
   FinishReason finish = FinishReason::kLength;
   int32_t tokens_generated = 0;
-  std::string text;         // everything emitted
+  std::string text;           // everything emitted
   double first_token_ms = 0;  // from Decode() entry to the first token sampled
   double decode_ms = 0;
   double tokens_per_second = 0;  // after the first token

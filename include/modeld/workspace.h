@@ -38,8 +38,8 @@ struct WorkspaceOptions {
 };
 
 struct PutResult {
-  std::string change;     // "add", "edit", "full", "unchanged"
-  int64_t note_bytes = 0; // bytes appended to the context
+  std::string change;      // "add", "edit", "full", "unchanged"
+  int64_t note_bytes = 0;  // bytes appended to the context
 };
 
 struct AskResult {

@@ -1,4 +1,3 @@
-#include "cli/args.h"
 #include "cli/client_commands.h"
 
 #include <signal.h>
@@ -19,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "cli/args.h"
 #include "cli/paths.h"
 #include "client/client.h"
 #include "wire/codec.h"
@@ -58,7 +58,6 @@ constexpr std::string_view kUsage =
         Ctrl-C cancels
   CONN: --socket PATH (default $MODELD_HOME/modeld.sock) | --port N --token-file FILE [--host H]
 )";
-
 
 int Fatal(const std::string& msg) {
   std::fprintf(stderr, "modeld: %s\n", msg.c_str());
@@ -414,8 +413,10 @@ int WorkspaceFatal(const Client& c, const std::string& ws, const Error& e) {
 std::string StatsLine(const WorkspaceStats& st) {
   const std::string mode(AssemblyModeName(st.mode));
   char buf[256];
-  std::snprintf(buf, sizeof buf, "%s, %lld files, %lld log entries (%lld notes), %lld compactions; context %lld tokens"
-                " (log %lld)", mode.c_str(), static_cast<long long>(st.files), static_cast<long long>(st.log_entries),
+  std::snprintf(buf, sizeof buf,
+                "%s, %lld files, %lld log entries (%lld notes), %lld compactions; context %lld tokens"
+                " (log %lld)",
+                mode.c_str(), static_cast<long long>(st.files), static_cast<long long>(st.log_entries),
                 static_cast<long long>(st.notes), static_cast<long long>(st.compactions),
                 static_cast<long long>(st.context_tokens), static_cast<long long>(st.log_tokens));
   return buf;
@@ -544,15 +545,18 @@ int CmdAsk(const Client& c, Args& a) {
   std::optional<Clock::time_point> first;
   bool ends_in_newline = true;
   WorkspaceStats st;
-  auto r = c.Ask(ws, question, dc, [&](const StreamChunk& chunk) {
-    if (!first && chunk.n_tokens > 0) first = Clock::now();
-    if (!chunk.text.empty()) {
-      std::fwrite(chunk.text.data(), 1, chunk.text.size(), stdout);
-      std::fflush(stdout);
-      ends_in_newline = chunk.text.back() == '\n';
-    }
-    return true;
-  }, &st);
+  auto r = c.Ask(
+      ws, question, dc,
+      [&](const StreamChunk& chunk) {
+        if (!first && chunk.n_tokens > 0) first = Clock::now();
+        if (!chunk.text.empty()) {
+          std::fwrite(chunk.text.data(), 1, chunk.text.size(), stdout);
+          std::fflush(stdout);
+          ends_in_newline = chunk.text.back() == '\n';
+        }
+        return true;
+      },
+      &st);
   if (!ends_in_newline) std::fputc('\n', stdout);
   std::fflush(stdout);
   if (!r) return WorkspaceFatal(c, ws, r.error());

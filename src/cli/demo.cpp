@@ -77,8 +77,8 @@ int RunLoop(Session& in_place_session, Session& edit_aware_session, const DemoOp
       "What would you test next?",
   };
   std::printf("\n%-5s %-28s | %-26s | %-26s | %s\n", "", "", "in place (prefix reuse)", "edit-aware", "");
-  std::printf("%-5s %-28s | %9s %16s | %9s %16s | %s\n", "turn", "edit", "prefilled", "ttft_ms", "prefilled",
-              "ttft_ms", "decode_t/s");
+  std::printf("%-5s %-28s | %9s %16s | %9s %16s | %s\n", "turn", "edit", "prefilled", "ttft_ms", "prefilled", "ttft_ms",
+              "decode_t/s");
   // Turns 1..N edit one line of one file; the last turn changes only the question.
   for (int turn = 0; turn <= opt.turns + 1; ++turn) {
     std::string edit = turn == 0 ? "(cold start)" : "(new question only)";

@@ -2,11 +2,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "cli/args.h"
 #include "cli/client_commands.h"
@@ -58,7 +57,6 @@ int Usage(FILE* out) {
   return out == stdout ? 0 : 2;
 }
 
-
 int Fatal(const std::string& msg) {
   std::fprintf(stderr, "modeld: %s\n", msg.c_str());
   return 1;
@@ -72,10 +70,11 @@ int CmdDescribe(Args& a) {
   auto info = Service().Describe(req);
   if (!info) {
     if (json) {
-      std::printf("%s\n", nlohmann::json{{"error", {{"code", CodeName(info.error().code())},
-                                                    {"message", info.error().message()}}}}
-                              .dump(2)
-                              .c_str());
+      std::printf(
+          "%s\n",
+          nlohmann::json{{"error", {{"code", CodeName(info.error().code())}, {"message", info.error().message()}}}}
+              .dump(2)
+              .c_str());
     }
     return Fatal(info.error().ToString());
   }

@@ -31,7 +31,8 @@ Result<std::string> EnsureDefaultModel(bool verbose) {
   std::error_code ec;
   if (fs::exists(path, ec)) return path;
   fs::create_directories(fs::path(path).parent_path(), ec);
-  if (ec) return Fail(ErrorCode::kIoError, "cannot create " + fs::path(path).parent_path().string() + ": " + ec.message());
+  if (ec)
+    return Fail(ErrorCode::kIoError, "cannot create " + fs::path(path).parent_path().string() + ": " + ec.message());
   auto spec = llama::PresetSpec("tiny", VocabDir());
   if (!spec) return Fail(spec.error());
   if (verbose) std::fprintf(stderr, "modeld: generating the default model (preset tiny) at %s\n", path.c_str());

@@ -1,13 +1,12 @@
 #include "client/client.h"
 
+#include <httplib.h>
 #include <sys/socket.h>
 
 #include <algorithm>
 #include <memory>
 #include <thread>
 #include <utility>
-
-#include <httplib.h>
 
 #include "wire/codec.h"
 
@@ -356,8 +355,8 @@ Result<ModelInfo> Client::Describe(std::string_view model) const {
 }
 
 Result<OpenedSession> Client::OpenSession(std::string_view workspace, std::string_view model,
-                                          const std::optional<SessionConfig>& config,
-                                          const ProgressFunc& progress, AssemblyMode assembly) const {
+                                          const std::optional<SessionConfig>& config, const ProgressFunc& progress,
+                                          AssemblyMode assembly) const {
   Json body = {{"workspace", workspace}};
   if (!model.empty()) body["model"] = model;
   if (assembly == AssemblyMode::kInPlace) body["assembly"] = "in_place";

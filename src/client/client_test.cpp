@@ -557,8 +557,8 @@ std::map<std::string, std::string> WsFiles() {
   std::map<std::string, std::string> files;
   for (const std::string name : {"src/util.h", "src/main.c", "docs/notes.md"}) {
     std::string text = "// " + name + "\n";
-    for (int i = 1; i <= 12; ++i) text += "int " + name.substr(name.find('/') + 1, 4) + std::to_string(i) + " = " +
-                                          std::to_string(i * 7) + ";\n";
+    for (int i = 1; i <= 12; ++i)
+      text += "int " + name.substr(name.find('/') + 1, 4) + std::to_string(i) + " = " + std::to_string(i * 7) + ";\n";
     files[name] = text;
   }
   return files;

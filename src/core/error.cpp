@@ -51,8 +51,8 @@ std::optional<ErrorCode> CodeFromName(std::string_view name) {
 
 Error Error::ContextOverflow(std::string stage, int64_t resident, int64_t additional, int64_t n_ctx) {
   Error e(ErrorCode::kContextOverflow, "context overflow at " + stage + ": " + std::to_string(resident) +
-                                           " resident + " + std::to_string(additional) +
-                                           " additional tokens > n_ctx " + std::to_string(n_ctx));
+                                           " resident + " + std::to_string(additional) + " additional tokens > n_ctx " +
+                                           std::to_string(n_ctx));
   e.overflow_ = OverflowCounts{std::move(stage), resident, additional, n_ctx};
   return e;
 }

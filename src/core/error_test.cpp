@@ -8,12 +8,12 @@ namespace modeld {
 namespace {
 
 TEST(Error, EveryCodeHasAStableUniqueNameThatRoundTrips) {
-  const ErrorCode all[] = {ErrorCode::kSessionUnavailable, ErrorCode::kSessionClosed,  ErrorCode::kContextOverflow,
-                           ErrorCode::kUnsupportedFeature, ErrorCode::kSessionFatal,   ErrorCode::kManifestMismatch,
-                           ErrorCode::kBackendMismatch,    ErrorCode::kNotGguf,        ErrorCode::kTruncated,
+  const ErrorCode all[] = {ErrorCode::kSessionUnavailable, ErrorCode::kSessionClosed,   ErrorCode::kContextOverflow,
+                           ErrorCode::kUnsupportedFeature, ErrorCode::kSessionFatal,    ErrorCode::kManifestMismatch,
+                           ErrorCode::kBackendMismatch,    ErrorCode::kNotGguf,         ErrorCode::kTruncated,
                            ErrorCode::kUnsupportedVersion, ErrorCode::kCorruptMetadata, ErrorCode::kInvalidArgument,
-                           ErrorCode::kNotFound,           ErrorCode::kIoError,        ErrorCode::kBusy,
-                           ErrorCode::kCancelled,          ErrorCode::kInternal,         ErrorCode::kUnauthorized};
+                           ErrorCode::kNotFound,           ErrorCode::kIoError,         ErrorCode::kBusy,
+                           ErrorCode::kCancelled,          ErrorCode::kInternal,        ErrorCode::kUnauthorized};
   std::set<std::string_view> names;
   for (auto c : all) {
     auto n = CodeName(c);

@@ -14,10 +14,14 @@ struct KindEntry {
 };
 
 constexpr std::array kKinds = {
-    KindEntry{SegmentKind::kSystem, "system"},       KindEntry{SegmentKind::kTools, "tools"},
-    KindEntry{SegmentKind::kRepoMap, "repo_map"},    KindEntry{SegmentKind::kFile, "file"},
-    KindEntry{SegmentKind::kConversation, "conversation"}, KindEntry{SegmentKind::kUser, "user"},
-    KindEntry{SegmentKind::kChangeNote, "change_note"}, KindEntry{SegmentKind::kTemplate, "template"},
+    KindEntry{SegmentKind::kSystem, "system"},
+    KindEntry{SegmentKind::kTools, "tools"},
+    KindEntry{SegmentKind::kRepoMap, "repo_map"},
+    KindEntry{SegmentKind::kFile, "file"},
+    KindEntry{SegmentKind::kConversation, "conversation"},
+    KindEntry{SegmentKind::kUser, "user"},
+    KindEntry{SegmentKind::kChangeNote, "change_note"},
+    KindEntry{SegmentKind::kTemplate, "template"},
     KindEntry{SegmentKind::kOther, "other"},
 };
 

@@ -1,8 +1,8 @@
 #include "modeld/service.h"
 
+#include <filesystem>
 #include <fstream>
 #include <system_error>
-#include <filesystem>
 
 #include "format/gguf_reader.h"
 #include "modeld/registry.h"
@@ -36,8 +36,7 @@ Result<ModelInfo> CheckedDescribe(const std::string& path, const std::string& ba
   if (*format != backend) {
     const std::string what = format->empty() ? "not a model file of any known backend (no GGUF magic)"
                                              : "a model of backend '" + *format + "'";
-    return Fail(ErrorCode::kBackendMismatch,
-                path + ": " + what + ", but backend '" + backend + "' was asked for");
+    return Fail(ErrorCode::kBackendMismatch, path + ": " + what + ", but backend '" + backend + "' was asked for");
   }
   if (backend == "gguf") return gguf::Describe(path);
   return Fail(ErrorCode::kSessionUnavailable, "no reader for backend '" + backend + "' in this build");
@@ -48,7 +47,8 @@ Result<ModelInfo> CheckedModel(const std::string& path, const std::string& backe
   auto info = CheckedDescribe(path, backend);
   if (!info) return Fail(info.error());
   if (!digest.empty() && digest != info->digest) {
-    return Fail(ErrorCode::kInvalidArgument, path + ": digest " + info->digest + " does not match the requested " + digest);
+    return Fail(ErrorCode::kInvalidArgument,
+                path + ": digest " + info->digest + " does not match the requested " + digest);
   }
   return info;
 }
@@ -62,9 +62,9 @@ Result<ModelInfo> Service::Describe(const OpenSessionRequest& req) const {
 Result<std::unique_ptr<Session>> Service::OpenSession(const OpenSessionRequest& req) const {
   auto backend = FindBackend(req.backend);
   if (!backend) {
-    return Fail(Error(ErrorCode::kSessionUnavailable,
-                      "no session backend '" + req.backend + "' is compiled into this build")
-                    .WithReason("no_backend"));
+    return Fail(
+        Error(ErrorCode::kSessionUnavailable, "no session backend '" + req.backend + "' is compiled into this build")
+            .WithReason("no_backend"));
   }
   auto info = CheckedModel(req.model_path, req.backend, req.model_digest);
   if (!info) return Fail(info.error());
@@ -74,9 +74,9 @@ Result<std::unique_ptr<Session>> Service::OpenSession(const OpenSessionRequest& 
 Result<Embedding> Service::Embed(const EmbedRequest& req) const {
   auto backend = FindBackend(req.backend);
   if (!backend || !backend->CanEmbed()) {
-    return Fail(Error(ErrorCode::kSessionUnavailable,
-                      "no embedding backend '" + req.backend + "' is compiled into this build")
-                    .WithReason("no_backend"));
+    return Fail(
+        Error(ErrorCode::kSessionUnavailable, "no embedding backend '" + req.backend + "' is compiled into this build")
+            .WithReason("no_backend"));
   }
   auto info = CheckedModel(req.model_path, req.backend, req.model_digest);
   if (!info) return Fail(info.error());

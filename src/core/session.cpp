@@ -4,10 +4,14 @@ namespace modeld {
 
 std::string_view FinishReasonName(FinishReason r) {
   switch (r) {
-    case FinishReason::kLength: return "length";
-    case FinishReason::kStop: return "stop";
-    case FinishReason::kEndOfGeneration: return "eog";
-    case FinishReason::kCancelled: return "cancelled";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kEndOfGeneration:
+      return "eog";
+    case FinishReason::kCancelled:
+      return "cancelled";
   }
   return "length";
 }

@@ -18,8 +18,8 @@ TEST(TextStream, NeverSplitsAUtf8Character) {
 TEST(TextStream, InvalidBytesBecomeReplacementCharacters) {
   TextStream ts;
   EXPECT_EQ(ts.Push("x\xFFy"), "x\xEF\xBF\xBDy");
-  EXPECT_EQ(ts.Push("\xC3"), "");          // incomplete: held
-  EXPECT_EQ(ts.Flush(), "\xEF\xBF\xBD");   // still incomplete at the end
+  EXPECT_EQ(ts.Push("\xC3"), "");         // incomplete: held
+  EXPECT_EQ(ts.Flush(), "\xEF\xBF\xBD");  // still incomplete at the end
   TextStream t2;
   EXPECT_EQ(t2.Push("\xC3(z"), "\xEF\xBF\xBD(z");  // a lead byte followed by a non-continuation
 }

@@ -11,8 +11,7 @@ namespace modeld::daemon {
 
 class Histogram {
  public:
-  static constexpr std::array<double, 12> kBounds = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                                                     0.5,   1,    2.5,   5,    10,  30};
+  static constexpr std::array<double, 12> kBounds = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
   void Observe(double seconds);
   void Render(const std::string& name, const std::string& help, std::string* out) const;
 

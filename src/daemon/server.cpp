@@ -1,6 +1,7 @@
 #include "daemon/server.h"
 
 #include <arpa/inet.h>
+#include <httplib.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -14,8 +15,6 @@
 #include <filesystem>
 #include <map>
 #include <thread>
-
-#include <httplib.h>
 
 #include "daemon/metrics.h"
 #include "daemon/session_manager.h"
@@ -169,9 +168,12 @@ void Server::Impl::Routes(httplib::Server& s) {
   s.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
     Error e(ErrorCode::kNotFound, "no such endpoint: " + req.method + " " + req.path);
-    if (res.status == 413) e = Error(ErrorCode::kInvalidArgument, "request body too large").WithReason("body_too_large");
-    else if (res.status == 400) e = Error(ErrorCode::kInvalidArgument, "malformed HTTP request");
-    else if (res.status != 404) e = Error(ErrorCode::kInvalidArgument, "HTTP error " + std::to_string(res.status));
+    if (res.status == 413)
+      e = Error(ErrorCode::kInvalidArgument, "request body too large").WithReason("body_too_large");
+    else if (res.status == 400)
+      e = Error(ErrorCode::kInvalidArgument, "malformed HTTP request");
+    else if (res.status != 404)
+      e = Error(ErrorCode::kInvalidArgument, "HTTP error " + std::to_string(res.status));
     const int status = res.status;
     Reply(res, status, Json{{"error", wire::ToJson(e)}});
   });
@@ -197,9 +199,8 @@ void Server::Impl::Routes(httplib::Server& s) {
   s.Post("/v1/describe", [this](const httplib::Request& req, httplib::Response& res) { Describe(req, res); });
   s.Post("/v1/sessions", [this](const httplib::Request& req, httplib::Response& res) { OpenSession(req, res); });
   s.Get("/v1/sessions", [this](const httplib::Request&, httplib::Response& res) { ListSessions(res); });
-  s.Get("/v1/sessions/:ws", [this](const httplib::Request& req, httplib::Response& res) {
-    GetReport(req.path_params.at("ws"), res);
-  });
+  s.Get("/v1/sessions/:ws",
+        [this](const httplib::Request& req, httplib::Response& res) { GetReport(req.path_params.at("ws"), res); });
   s.Delete("/v1/sessions/:ws", [this](const httplib::Request& req, httplib::Response& res) {
     CloseSession(req.path_params.at("ws"), res);
   });
@@ -209,12 +210,10 @@ void Server::Impl::Routes(httplib::Server& s) {
   s.Post("/v1/sessions/:ws/suffix", [this](const httplib::Request& req, httplib::Response& res) {
     Prefill(req.path_params.at("ws"), true, req, res);
   });
-  s.Post("/v1/sessions/:ws/decode", [this](const httplib::Request& req, httplib::Response& res) {
-    Decode(req.path_params.at("ws"), req, res);
-  });
-  s.Post("/v1/sessions/:ws/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
-    Tokenize(req.path_params.at("ws"), req, res);
-  });
+  s.Post("/v1/sessions/:ws/decode",
+         [this](const httplib::Request& req, httplib::Response& res) { Decode(req.path_params.at("ws"), req, res); });
+  s.Post("/v1/sessions/:ws/tokenize",
+         [this](const httplib::Request& req, httplib::Response& res) { Tokenize(req.path_params.at("ws"), req, res); });
   s.Post("/v1/embed", [this](const httplib::Request& req, httplib::Response& res) { Embed(req, res); });
   s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) { MetricsText(res); });
 
@@ -238,8 +237,12 @@ void Server::Impl::Routes(httplib::Server& s) {
 namespace {
 
 Json StatsJson(const WorkspaceStats& st) {
-  return {{"assembly", AssemblyModeName(st.mode)}, {"files", st.files},           {"log_entries", st.log_entries},
-          {"notes", st.notes},                     {"compactions", st.compactions}, {"context_tokens", st.context_tokens},
+  return {{"assembly", AssemblyModeName(st.mode)},
+          {"files", st.files},
+          {"log_entries", st.log_entries},
+          {"notes", st.notes},
+          {"compactions", st.compactions},
+          {"context_tokens", st.context_tokens},
           {"log_tokens", st.log_tokens}};
 }
 
@@ -252,10 +255,9 @@ Status StringFields(const Json& body, std::initializer_list<const char*> require
       *prefill = v.get<bool>();
       continue;
     }
-    const bool known = std::find_if(required.begin(), required.end(), [&](const char* n) { return k == n; }) !=
-                           required.end() ||
-                       std::find_if(optional.begin(), optional.end(), [&](const char* n) { return k == n; }) !=
-                           optional.end();
+    const bool known =
+        std::find_if(required.begin(), required.end(), [&](const char* n) { return k == n; }) != required.end() ||
+        std::find_if(optional.begin(), optional.end(), [&](const char* n) { return k == n; }) != optional.end();
     if (!known || !v.is_string()) {
       return Fail(ErrorCode::kInvalidArgument, "unknown or mistyped field '" + k + "'");
     }
@@ -276,12 +278,18 @@ void Server::Impl::WorkspaceOp(const std::string& ws, const std::string& op, con
   std::map<std::string, std::string> f;
   bool prefill = true;  // eager prefill after a change, unless the client says not to
   Status parsed;
-  if (op == "files") parsed = StringFields(*body, {"path", "content"}, {}, &f, &prefill);
-  else if (op == "files/remove") parsed = StringFields(*body, {"path"}, {}, &f, &prefill);
-  else if (op == "files/rename") parsed = StringFields(*body, {"from", "to"}, {}, &f, &prefill);
-  else if (op == "stable") parsed = StringFields(*body, {}, {"system", "tools", "repo_map"}, &f, &prefill);
-  else if (op == "turns") parsed = StringFields(*body, {"role", "text"}, {}, &f, &prefill);
-  else parsed = StringFields(*body, {}, {}, &f, &prefill);
+  if (op == "files")
+    parsed = StringFields(*body, {"path", "content"}, {}, &f, &prefill);
+  else if (op == "files/remove")
+    parsed = StringFields(*body, {"path"}, {}, &f, &prefill);
+  else if (op == "files/rename")
+    parsed = StringFields(*body, {"from", "to"}, {}, &f, &prefill);
+  else if (op == "stable")
+    parsed = StringFields(*body, {}, {"system", "tools", "repo_map"}, &f, &prefill);
+  else if (op == "turns")
+    parsed = StringFields(*body, {"role", "text"}, {}, &f, &prefill);
+  else
+    parsed = StringFields(*body, {}, {}, &f, &prefill);
   if (!parsed) return ReplyError(res, parsed.error());
 
   auto lease = sessions->Acquire(ws, /*wait=*/true);
@@ -401,7 +409,8 @@ void Server::Impl::WorkspaceAsk(const std::string& ws, const httplib::Request& r
   auto body = wire::ParseObject(req.body);
   if (!body) return ReplyError(res, body.error());
   auto it = body->find("question");
-  if (it == body->end() || !it->is_string()) return ReplyError(res, Error(ErrorCode::kInvalidArgument, "missing 'question'"));
+  if (it == body->end() || !it->is_string())
+    return ReplyError(res, Error(ErrorCode::kInvalidArgument, "missing 'question'"));
   const std::string question = it->get<std::string>();
   body->erase("question");
   auto cfg = wire::DecodeConfigFromJson(*body);
@@ -410,35 +419,33 @@ void Server::Impl::WorkspaceAsk(const std::string& ws, const httplib::Request& r
   auto lease = sessions->Acquire(ws, /*wait=*/true);
   if (!lease) return ReplyError(res, lease.error());
   auto shared = std::make_shared<SessionManager::Lease>(std::move(*lease));
-  res.set_chunked_content_provider(
-      "application/x-ndjson",
-      [this, shared, question, shared_ws = ws, dc = std::move(*cfg)](size_t, httplib::DataSink& sink) {
-        const auto t0 = Clock::now();
-        bool client_gone = false;
-        auto r = shared->entry().assembly->Ask(question, dc, ChunkWriter(sink, &client_gone));
-        Json stats = StatsJson(shared->entry().assembly->Stats());
-        const bool compact_due = shared->entry().assembly->CompactionDue();
-        if (r) {
-          metrics.AddTokens(r->prefix.tokens_reused + r->suffix.tokens_reused,
-                            r->prefix.tokens_prefilled + r->suffix.tokens_prefilled, r->decode.tokens_generated);
-          metrics.decode_seconds.Observe(SecondsSince(t0));
-        }
-        shared->Release();
-        if (compact_due) SchedulePrefill(shared_ws, /*compact=*/true);
-        if (client_gone) return false;
-        const std::string line =
-            r ? Line(Json{{"event", "done"},
-                          {"result",
-                           {{"prefix", wire::ToJson(r->prefix)},
-                            {"suffix", wire::ToJson(r->suffix)},
-                            {"decode", wire::ToJson(r->decode)},
-                            {"compacted", r->compacted},
-                            {"workspace", stats}}}})
-              : Line(Json{{"event", "error"}, {"error", wire::ToJson(r.error())}});
-        sink.write(line.data(), line.size());
-        sink.done();
-        return true;
-      });
+  res.set_chunked_content_provider("application/x-ndjson", [this, shared, question, shared_ws = ws,
+                                                            dc = std::move(*cfg)](size_t, httplib::DataSink& sink) {
+    const auto t0 = Clock::now();
+    bool client_gone = false;
+    auto r = shared->entry().assembly->Ask(question, dc, ChunkWriter(sink, &client_gone));
+    Json stats = StatsJson(shared->entry().assembly->Stats());
+    const bool compact_due = shared->entry().assembly->CompactionDue();
+    if (r) {
+      metrics.AddTokens(r->prefix.tokens_reused + r->suffix.tokens_reused,
+                        r->prefix.tokens_prefilled + r->suffix.tokens_prefilled, r->decode.tokens_generated);
+      metrics.decode_seconds.Observe(SecondsSince(t0));
+    }
+    shared->Release();
+    if (compact_due) SchedulePrefill(shared_ws, /*compact=*/true);
+    if (client_gone) return false;
+    const std::string line = r ? Line(Json{{"event", "done"},
+                                           {"result",
+                                            {{"prefix", wire::ToJson(r->prefix)},
+                                             {"suffix", wire::ToJson(r->suffix)},
+                                             {"decode", wire::ToJson(r->decode)},
+                                             {"compacted", r->compacted},
+                                             {"workspace", stats}}}})
+                               : Line(Json{{"event", "error"}, {"error", wire::ToJson(r.error())}});
+    sink.write(line.data(), line.size());
+    sink.done();
+    return true;
+  });
 }
 
 void Server::Impl::Health(httplib::Response& res) {
@@ -485,12 +492,14 @@ void Server::Impl::OpenSession(const httplib::Request& req, httplib::Response& r
   WorkspaceOptions wopt;
   wopt.compact_in_background = true;
   for (const auto& [k, v] : body->items()) {
-    if (k == "workspace" && v.is_string()) ws = v.get<std::string>();
+    if (k == "workspace" && v.is_string())
+      ws = v.get<std::string>();
     else if (k == "assembly" && v.is_string() && (v == "edit_aware" || v == "in_place")) {
       wopt.mode = v == "edit_aware" ? AssemblyMode::kEditAware : AssemblyMode::kInPlace;
-    }
-    else if (k == "model" && v.is_string()) model = v.get<std::string>();
-    else if (k == "stream" && v.is_boolean()) stream = v.get<bool>();
+    } else if (k == "model" && v.is_string())
+      model = v.get<std::string>();
+    else if (k == "stream" && v.is_boolean())
+      stream = v.get<bool>();
     else if (k == "config") {
       auto c = wire::SessionConfigFromJson(v, cfg);
       if (!c) return ReplyError(res, c.error());
@@ -500,8 +509,8 @@ void Server::Impl::OpenSession(const httplib::Request& req, httplib::Response& r
     }
   }
   if (!ValidWorkspace(ws)) {
-    return ReplyError(res, Error(ErrorCode::kInvalidArgument,
-                                 "'workspace' must be 1-128 characters of A-Z a-z 0-9 . _ - : @ +"));
+    return ReplyError(
+        res, Error(ErrorCode::kInvalidArgument, "'workspace' must be 1-128 characters of A-Z a-z 0-9 . _ - : @ +"));
   }
   auto m = ModelOrError(model);
   if (!m) return ReplyError(res, m.error());
@@ -599,8 +608,8 @@ void Server::Impl::Prefill(const std::string& ws, bool suffix, const httplib::Re
   auto lease = sessions->Acquire(ws);
   if (!lease) return ReplyError(res, lease.error());
   auto shared = std::make_shared<SessionManager::Lease>(std::move(*lease));
-  auto run = [this, shared, suffix, segments = std::move(segments), prefix_digest](
-                 const ProgressFunc& progress) -> Result<Json> {
+  auto run = [this, shared, suffix, segments = std::move(segments),
+              prefix_digest](const ProgressFunc& progress) -> Result<Json> {
     const auto t0 = Clock::now();
     Session& s = shared->session();
     if (suffix) {
@@ -716,7 +725,8 @@ void Server::Impl::Embed(const httplib::Request& req, httplib::Response& res) {
   std::string model, input;
   bool has_input = false;
   for (const auto& [k, v] : body->items()) {
-    if (k == "model" && v.is_string()) model = v.get<std::string>();
+    if (k == "model" && v.is_string())
+      model = v.get<std::string>();
     else if (k == "input" && v.is_string()) {
       input = v.get<std::string>();
       has_input = true;
@@ -763,8 +773,8 @@ Result<std::unique_ptr<Server>> Server::Start(const ServerOptions& opt) {
   }
   if (opt.port != 0) {
     if (!IsLoopback(opt.host) && !opt.allow_remote) {
-      return Fail(ErrorCode::kInvalidArgument, "refusing to listen on non-loopback address " + opt.host +
-                                                   " (pass --allow-remote to do it anyway)");
+      return Fail(ErrorCode::kInvalidArgument,
+                  "refusing to listen on non-loopback address " + opt.host + " (pass --allow-remote to do it anyway)");
     }
     if (opt.token.empty()) return Fail(ErrorCode::kInvalidArgument, "a TCP listener needs a bearer token");
   }
@@ -788,8 +798,8 @@ Result<std::unique_ptr<Server>> Server::Start(const ServerOptions& opt) {
   }
   Impl* self = impl.get();
   impl->sessions = std::make_unique<SessionManager>(
-      [self](const std::string& ws, const std::string& model, const SessionConfig& cfg, const ProgressFunc& progress)
-          -> Result<std::unique_ptr<Session>> {
+      [self](const std::string& ws, const std::string& model, const SessionConfig& cfg,
+             const ProgressFunc& progress) -> Result<std::unique_ptr<Session>> {
         const ServedModel* m = self->FindModel(model);
         OpenSessionRequest req;
         req.model_path = m->info.path;

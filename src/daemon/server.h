@@ -12,17 +12,17 @@
 namespace modeld::daemon {
 
 struct ServerOptions {
-  std::string socket_path;              // "" = no Unix socket
-  std::string host = "127.0.0.1";       // TCP host, used when port > 0
-  int port = 0;                         // 0 = no TCP listener; -1 = pick a free loopback port
-  bool allow_remote = false;            // permit a non-loopback host
-  std::string token;                    // required for TCP
-  std::vector<std::string> models;      // GGUF files served; name = file stem
-  int threads = 0;                      // per computation; 0 = all cores
-  int64_t kv_budget_bytes = 0;          // 0 = unlimited
+  std::string socket_path;          // "" = no Unix socket
+  std::string host = "127.0.0.1";   // TCP host, used when port > 0
+  int port = 0;                     // 0 = no TCP listener; -1 = pick a free loopback port
+  bool allow_remote = false;        // permit a non-loopback host
+  std::string token;                // required for TCP
+  std::vector<std::string> models;  // GGUF files served; name = file stem
+  int threads = 0;                  // per computation; 0 = all cores
+  int64_t kv_budget_bytes = 0;      // 0 = unlimited
   int max_sessions = 64;
   int64_t max_body_bytes = 32LL << 20;
-  bool log_requests = true;             // one log line per request on stderr
+  bool log_requests = true;  // one log line per request on stderr
 };
 
 class Server {

@@ -3,13 +3,12 @@
 #include "daemon/server.h"
 
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <sys/stat.h>
 
 #include <atomic>
 #include <filesystem>
 #include <thread>
-
-#include <httplib.h>
 
 #include "llama/test_models.h"
 #include "wire/codec.h"
@@ -192,10 +191,11 @@ TEST_F(ServerTest, ConcurrentCallOnOneSessionIsBusyAndDisconnectCancelsDecode) {
   // Ahead of the client by at most what socket buffers and scheduling allow, not by the rest of max_tokens.
   EXPECT_LE(generated, seen + 200);
   // Usable again: the same prefix is still resident.
-  auto [pst, pj] = Post("/v1/sessions/ws/prefix",
-                        Json{{"segments", {{{"id", "sys"}, {"kind", "system"},
-                                            {"content", "You are a coding assistant. Write a long answer."}}}}}
-                            .dump());
+  auto [pst, pj] = Post(
+      "/v1/sessions/ws/prefix",
+      Json{{"segments",
+            {{{"id", "sys"}, {"kind", "system"}, {"content", "You are a coding assistant. Write a long answer."}}}}}
+          .dump());
   ASSERT_EQ(pst, 200) << pj.dump();
   EXPECT_EQ(pj["tokens_prefilled"], 0);
 }
@@ -245,10 +245,11 @@ TEST_F(ServerTest, ReopeningAWorkspaceReturnsTheWarmSession) {
   auto [st, j] = Post("/v1/sessions", R"({"workspace": "ws"})");
   ASSERT_EQ(st, 200);
   EXPECT_FALSE(j["created"].get<bool>());
-  auto [pst, pj] = Post("/v1/sessions/ws/prefix",
-                        Json{{"segments", {{{"id", "sys"}, {"kind", "system"},
-                                            {"content", "a prefix that should stay warm across reconnects"}}}}}
-                            .dump());
+  auto [pst, pj] = Post(
+      "/v1/sessions/ws/prefix",
+      Json{{"segments",
+            {{{"id", "sys"}, {"kind", "system"}, {"content", "a prefix that should stay warm across reconnects"}}}}}
+          .dump());
   ASSERT_EQ(pst, 200);
   EXPECT_EQ(pj["tokens_prefilled"], 0);
   // Close, then calls say closed; re-open makes a fresh one.
@@ -314,7 +315,8 @@ TEST_F(ServerTest, StopCancelsInFlightDecodesAndRemovesTheSocket) {
   server_->Stop();
   decoder.join();
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
-  EXPECT_NE(stream.find("\"cancelled\""), std::string::npos) << stream.substr(stream.size() > 300 ? stream.size() - 300 : 0);
+  EXPECT_NE(stream.find("\"cancelled\""), std::string::npos)
+      << stream.substr(stream.size() > 300 ? stream.size() - 300 : 0);
   EXPECT_FALSE(fs::exists(socket_));
 }
 
@@ -327,15 +329,17 @@ TEST_F(ServerTest, ConcurrentSessionsMatchSequentialResults) {
     auto [pst, pj] = Post("/v1/sessions/" + ws + "/prefix",
                           Json{{"segments", {{{"id", "f"}, {"kind", "file"}, {"content", prefix}}}}}.dump());
     EXPECT_EQ(pst, 200) << pj.dump();
-    auto [sst, sj] = Post("/v1/sessions/" + ws + "/suffix",
-                          Json{{"prefix_digest", pj["manifest_digest"]}, {"segments", {{{"content", "Explain."}}}}}.dump());
+    auto [sst, sj] =
+        Post("/v1/sessions/" + ws + "/suffix",
+             Json{{"prefix_digest", pj["manifest_digest"]}, {"segments", {{{"content", "Explain."}}}}}.dump());
     EXPECT_EQ(sst, 200) << sj.dump();
     auto c = Client();
     auto r = c.Post("/v1/sessions/" + ws + "/decode", R"({"max_tokens": 12})", "application/json");
     EXPECT_TRUE(r);
     const std::string body = r ? r->body : "";
     const size_t done = body.rfind("{\"event\":\"done\"");
-    return done == std::string::npos ? std::string() : Json::parse(body.substr(done))["result"]["text"].get<std::string>();
+    return done == std::string::npos ? std::string()
+                                     : Json::parse(body.substr(done))["result"]["text"].get<std::string>();
   };
   const std::vector<std::string> names = {"w0", "w1", "w2"};
   for (const auto& n : names) Open(n, 1024);

@@ -40,10 +40,9 @@ Result<SessionManager::Opened> SessionManager::Open(const std::string& workspace
   e->last_used = Clock::now();
   if (kv_budget_ > 0 && rep->kv_bytes > kv_budget_) {
     (void)e->session->Close();
-    return Fail(ErrorCode::kInvalidArgument, "a session with n_ctx " + std::to_string(rep->n_ctx) + " needs " +
-                                                 std::to_string(rep->kv_bytes >> 20) +
-                                                 " MiB of KV, more than the daemon's budget of " +
-                                                 std::to_string(kv_budget_ >> 20) + " MiB");
+    return Fail(ErrorCode::kInvalidArgument,
+                "a session with n_ctx " + std::to_string(rep->n_ctx) + " needs " + std::to_string(rep->kv_bytes >> 20) +
+                    " MiB of KV, more than the daemon's budget of " + std::to_string(kv_budget_ >> 20) + " MiB");
   }
   std::lock_guard lock(mu_);
   sessions_[workspace] = e;

@@ -24,7 +24,7 @@ struct SessionEntry {
   SessionConfig config;
   std::unique_ptr<Session> session;
   std::unique_ptr<Workspace> assembly;  // the workspace layer (edit-aware context) over `session`
-  std::mutex call_mu;  // held for the whole of a call on the session
+  std::mutex call_mu;                   // held for the whole of a call on the session
   // Guarded by the manager's table mutex:
   ContextReport report;  // as of the end of the last call
   std::chrono::steady_clock::time_point last_used;
@@ -41,8 +41,8 @@ struct SessionSummary {
 
 class SessionManager {
  public:
-  using Opener = std::function<Result<std::unique_ptr<Session>>(const std::string& workspace, const std::string& model,
-                                                                const SessionConfig& cfg, const ProgressFunc& progress)>;
+  using Opener = std::function<Result<std::unique_ptr<Session>>(
+      const std::string& workspace, const std::string& model, const SessionConfig& cfg, const ProgressFunc& progress)>;
   SessionManager(Opener opener, int64_t kv_budget_bytes, int max_sessions, Metrics* metrics);
 
   struct Opened {

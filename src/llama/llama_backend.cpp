@@ -57,7 +57,8 @@ Result<Embedding> LlamaBackend::Embed(const EmbedRequest& req, const ModelInfo& 
       req.threads > 0 ? req.threads : static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
   cp.n_threads = cp.n_threads_batch = threads;
   ContextPtr ctx(llama_init_from_model(m, cp));
-  if (!ctx) return Fail(ErrorCode::kInternal, "llama.cpp could not create an embedding context: " + TakeLastLlamaError());
+  if (!ctx)
+    return Fail(ErrorCode::kInternal, "llama.cpp could not create an embedding context: " + TakeLastLlamaError());
   const enum llama_pooling_type pooling = llama_pooling_type(ctx.get());
   if (pooling == LLAMA_POOLING_TYPE_NONE) {
     return Fail(Error::UnsupportedFeature("embeddings: model '" + info.path + "' declares no pooling type"));
@@ -83,11 +84,21 @@ Result<Embedding> LlamaBackend::Embed(const EmbedRequest& req, const ModelInfo& 
   out.normalized = true;
   out.n_tokens = n;
   switch (pooling) {
-    case LLAMA_POOLING_TYPE_MEAN: out.pooling = "mean"; break;
-    case LLAMA_POOLING_TYPE_CLS: out.pooling = "cls"; break;
-    case LLAMA_POOLING_TYPE_LAST: out.pooling = "last"; break;
-    case LLAMA_POOLING_TYPE_RANK: out.pooling = "rank"; break;
-    default: out.pooling = "other"; break;
+    case LLAMA_POOLING_TYPE_MEAN:
+      out.pooling = "mean";
+      break;
+    case LLAMA_POOLING_TYPE_CLS:
+      out.pooling = "cls";
+      break;
+    case LLAMA_POOLING_TYPE_LAST:
+      out.pooling = "last";
+      break;
+    case LLAMA_POOLING_TYPE_RANK:
+      out.pooling = "rank";
+      break;
+    default:
+      out.pooling = "other";
+      break;
   }
   return out;
 }

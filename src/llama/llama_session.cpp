@@ -1,8 +1,8 @@
 #include "llama/llama_session.h"
 
 #include <algorithm>
-#include <optional>
 #include <chrono>
+#include <optional>
 #include <thread>
 #include <utility>
 
@@ -13,9 +13,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double MsSince(Clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
+double MsSince(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
 Result<ggml_type> KvType(const std::string& name) {
   if (name == "f16") return GGML_TYPE_F16;
@@ -48,8 +46,7 @@ Status ValidateConfig(const SessionConfig& c) {
 }  // namespace
 
 Result<std::unique_ptr<LlamaSession>> LlamaSession::Open(std::shared_ptr<LlamaModel> model, std::string workspace_id,
-                                                         const SessionConfig& cfg,
-                                                         std::shared_ptr<ComputeGate> gate) {
+                                                         const SessionConfig& cfg, std::shared_ptr<ComputeGate> gate) {
   if (auto ok = ValidateConfig(cfg); !ok) return Fail(ok.error());
   auto kv = KvType(cfg.kv_type);
   if (!kv) return Fail(kv.error());
@@ -74,8 +71,8 @@ Result<std::unique_ptr<LlamaSession>> LlamaSession::Open(std::shared_ptr<LlamaMo
   ContextPtr ctx(llama_init_from_model(model->get(), cp));
   if (!ctx) {
     const std::string why = TakeLastLlamaError();
-    return Fail(ErrorCode::kInvalidArgument, "llama.cpp could not create a context with this config" +
-                                                 (why.empty() ? std::string() : ": " + why));
+    return Fail(ErrorCode::kInvalidArgument,
+                "llama.cpp could not create a context with this config" + (why.empty() ? std::string() : ": " + why));
   }
   SessionConfig actual = cfg;
   actual.n_ctx = static_cast<int32_t>(llama_n_ctx(ctx.get()));
@@ -94,8 +91,9 @@ LlamaSession::~LlamaSession() = default;
 Status LlamaSession::CheckUsable() const {
   if (closed_) return Fail(ErrorCode::kSessionClosed, "session '" + workspace_id_ + "' is closed");
   if (fatal_) {
-    return Fail(ErrorCode::kSessionFatal,
-                "session '" + workspace_id_ + "' hit a backend failure; its state is unknown: evict it and open a new one");
+    return Fail(
+        ErrorCode::kSessionFatal,
+        "session '" + workspace_id_ + "' hit a backend failure; its state is unknown: evict it and open a new one");
   }
   return {};
 }
@@ -120,6 +118,15 @@ Result<LlamaSession::Layout> LlamaSession::LayOut(const std::vector<ManifestSegm
     if (it == token_cache_.end()) token_cache_.emplace(seg.digest, std::move(fresh));
   }
   return out;
+}
+
+void LlamaSession::PruneTokenCache() {
+  // Keep the tokenizations of resident segments only, so the cache stays bounded.
+  std::erase_if(token_cache_, [&](const auto& kv) {
+    auto same = [&](const ResidentSegment& s) { return s.digest == kv.first; };
+    return std::none_of(prefix_segments_.begin(), prefix_segments_.end(), same) &&
+           std::none_of(suffix_segments_.begin(), suffix_segments_.end(), same);
+  });
 }
 
 int64_t LlamaSession::CommonPrefix(const std::vector<llama_token>& want, int64_t from) const {
@@ -161,8 +168,8 @@ Status LlamaSession::DecodeBatch(const Batch& batch) {
     return Fail(ErrorCode::kInternal, "llama_decode refused the batch (code " + std::to_string(rc) + ")");
   }
   fatal_ = true;
-  return Fail(ErrorCode::kSessionFatal, "llama_decode failed (code " + std::to_string(rc) +
-                                            "): session state unknown, evict it");
+  return Fail(ErrorCode::kSessionFatal,
+              "llama_decode failed (code " + std::to_string(rc) + "): session state unknown, evict it");
 }
 
 Status LlamaSession::Prefill(const std::vector<llama_token>& want, int64_t from, const char* stage,
@@ -255,11 +262,7 @@ Result<PrefixStatus> LlamaSession::EnsurePrefix(const PrefixInput& in) {
   total_reused_ += st.tokens_reused;
   total_prefilled_ += st.tokens_prefilled;
   if (fallback) ++reuse_fallbacks_;
-  // Forget tokenizations of segments that are gone.
-  std::erase_if(token_cache_, [&](const auto& kv) {
-    return std::none_of(prefix_segments_.begin(), prefix_segments_.end(),
-                        [&](const ResidentSegment& s) { return s.digest == kv.first; });
-  });
+  PruneTokenCache();
   return st;
 }
 
@@ -317,6 +320,7 @@ Result<SuffixStatus> LlamaSession::PrefillSuffix(const SuffixInput& in) {
   st.prefill_ms = MsSince(t0);
   suffix_segments_ = std::move(layout->segments);
   suffix_len_ = suffix_n;
+  PruneTokenCache();
   total_reused_ += st.tokens_reused;
   total_prefilled_ += st.tokens_prefilled;
   if (fallback) ++reuse_fallbacks_;
@@ -336,8 +340,8 @@ Result<DecodeResult> LlamaSession::Decode(const DecodeConfig& dc, const ChunkCal
 
   SamplerPtr chain(llama_sampler_chain_init(llama_sampler_chain_default_params()));
   if (dc.repeat_penalty != 1.0f && dc.repeat_last_n != 0) {
-    llama_sampler_chain_add(chain.get(), llama_sampler_init_penalties(model_->n_vocab(), dc.repeat_last_n,
-                                                                      dc.repeat_penalty, 0.0f, 0.0f));
+    llama_sampler_chain_add(
+        chain.get(), llama_sampler_init_penalties(model_->n_vocab(), dc.repeat_last_n, dc.repeat_penalty, 0.0f, 0.0f));
     const int64_t last_n = dc.repeat_last_n < 0 ? resident : std::min<int64_t>(resident, dc.repeat_last_n);
     for (int64_t i = resident - last_n; i < resident; ++i) llama_sampler_accept(chain.get(), tokens_[i]);
   }
@@ -406,8 +410,7 @@ Result<DecodeResult> LlamaSession::Decode(const DecodeConfig& dc, const ChunkCal
   if (std::string tail = stream.Flush(); !tail.empty()) emit(std::move(tail), unemitted);
   res.decode_ms = MsSince(t0);
   if (res.tokens_generated > 1) {
-    res.tokens_per_second =
-        (res.tokens_generated - 1) / std::chrono::duration<double>(Clock::now() - first).count();
+    res.tokens_per_second = (res.tokens_generated - 1) / std::chrono::duration<double>(Clock::now() - first).count();
   }
   return res;
 }

@@ -59,6 +59,7 @@ class LlamaSession final : public Session {
   };
 
   Status CheckUsable() const;
+  void PruneTokenCache();
   Result<Layout> LayOut(const std::vector<ManifestSegment>& segments, int64_t start);
   // Length of the common prefix of tokens_ and `want`, from `from` on.
   int64_t CommonPrefix(const std::vector<llama_token>& want, int64_t from) const;
@@ -72,7 +73,7 @@ class LlamaSession final : public Session {
   Status DecodeBatch(const Batch& batch);
 
   std::shared_ptr<ComputeGate> gate_;  // taken around every llama_decode; may be null
-  std::mutex mu_;  // serializes calls: a llama_context is not thread-safe
+  std::mutex mu_;                      // serializes calls: a llama_context is not thread-safe
   std::shared_ptr<LlamaModel> model_;
   std::string workspace_id_;
   SessionConfig cfg_;

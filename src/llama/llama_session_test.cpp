@@ -5,10 +5,10 @@
 
 #include <algorithm>
 #include <atomic>
-#include <mutex>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -45,10 +45,9 @@ std::unique_ptr<Session> Open(const std::string& ws, SessionConfig cfg = {}) {
 
 // A prompt of a few "files" with varied text.
 std::vector<std::string> MakeFiles(std::mt19937& rng, int n) {
-  static const std::vector<std::string> words = {"int",   "return", "value", "auto",  "std::vector", "for",
-                                                 "while", "if",     "else",  "const", "x",           "y",
-                                                 "(",     ")",      "{",     "}",     ";",           "+= 1",
-                                                 "é",     "→",      "0x1F",  "//",    "TODO",        "\n"};
+  static const std::vector<std::string> words = {
+      "int", "return", "value", "auto", "std::vector", "for",  "while", "if", "else", "const", "x",    "y",
+      "(",   ")",      "{",     "}",    ";",           "+= 1", "é",     "→",  "0x1F", "//",    "TODO", "\n"};
   std::vector<std::string> files;
   for (int f = 0; f < n; ++f) {
     std::string s = "// file " + std::to_string(f) + "\n";
@@ -116,9 +115,15 @@ TEST(LlamaSession, WarmEqualsColdAfterRandomEdits) {
       auto& f = files[rng() % files.size()];
       const size_t at = rng() % f.size();
       switch (rng() % 3) {
-        case 0: f.insert(at, " edited" + std::to_string(turn) + " "); break;
-        case 1: f.erase(at, std::min<size_t>(7, f.size() - at)); break;
-        default: f[at] = static_cast<char>('a' + rng() % 26); break;
+        case 0:
+          f.insert(at, " edited" + std::to_string(turn) + " ");
+          break;
+        case 1:
+          f.erase(at, std::min<size_t>(7, f.size() - at));
+          break;
+        default:
+          f[at] = static_cast<char>('a' + rng() % 26);
+          break;
       }
     }
     const auto m = Manifest(files);
@@ -429,7 +434,9 @@ TEST(LlamaSession, LongPrefillDelaysAnotherDecodeByAtMostOneBatch) {
     uint64_t waited;
   };
   std::vector<Turn> turns;
-  gate->SetObserver([&](uint64_t waited) { turns.push_back({std::this_thread::get_id(), waited}); });  // under the gate's lock
+  gate->SetObserver([&](uint64_t waited) {
+    turns.push_back({std::this_thread::get_id(), waited});
+  });  // under the gate's lock
   auto open = [&](const std::string& ws, int n_batch) {
     OpenSessionRequest req;
     req.model_path = TinyModel();
@@ -496,9 +503,7 @@ TEST(LlamaSession, ModelIsSharedBetweenSessions) {
 
 TEST(LlamaService, RefusesOtherBackendsAndWrongDigestBeforeLoading) {
   const std::string xml = std::string(MODELD_TEST_TMP) + "/model.xml";
-  {
-    std::ofstream(xml) << "<?xml version=\"1.0\"?>\n<net name=\"m\" version=\"11\"></net>\n";
-  }
+  { std::ofstream(xml) << "<?xml version=\"1.0\"?>\n<net name=\"m\" version=\"11\"></net>\n"; }
   OpenSessionRequest req;
   req.model_path = xml;
   auto e = Service().OpenSession(req);

@@ -175,8 +175,7 @@ Status ValidateSpec(const ModelSpec& s) {
     if (s.ssm_d_state == 0 || s.ssm_dt_rank == 0) return bad("mamba: state size and dt rank must be positive");
     return {};
   }
-  if (s.n_embd == 0 || s.n_layer == 0 || s.n_head == 0 || s.n_head_kv == 0 || s.n_ff == 0 ||
-      s.n_ctx_train == 0) {
+  if (s.n_embd == 0 || s.n_layer == 0 || s.n_head == 0 || s.n_head_kv == 0 || s.n_ff == 0 || s.n_ctx_train == 0) {
     return bad("n_embd, n_layer, n_head, n_head_kv, n_ff and n_ctx_train must all be positive");
   }
   if (s.n_layer > kMaxLayers) return bad("n_layer " + std::to_string(s.n_layer) + " exceeds 512");
@@ -184,8 +183,7 @@ Status ValidateSpec(const ModelSpec& s) {
     return bad("n_head " + std::to_string(s.n_head) + " does not divide n_embd " + std::to_string(s.n_embd));
   }
   if (s.n_head % s.n_head_kv != 0) {
-    return bad("n_head_kv " + std::to_string(s.n_head_kv) + " does not divide n_head " +
-               std::to_string(s.n_head));
+    return bad("n_head_kv " + std::to_string(s.n_head_kv) + " does not divide n_head " + std::to_string(s.n_head));
   }
   if (IsDecoder(s.arch) && (s.n_embd / s.n_head) % 2 != 0) return bad("RoPE needs an even head size");
   if (!(std::isfinite(s.rope_theta) && s.rope_theta > 0)) return bad("rope_theta must be positive");
@@ -195,13 +193,11 @@ Status ValidateSpec(const ModelSpec& s) {
 // The tensors llama.cpp's load_arch_tensors creates for each arch
 // (src/models/{qwen2,llama,bert,mamba}.cpp), with the optional ones the real checkpoints have (qwen2
 // q/k/v biases, bert biases and token types).
-std::vector<TensorPlan> PlanTensors(const ModelSpec& s, ggml_type wtype, int64_t n_vocab,
-                                    int64_t n_token_types) {
+std::vector<TensorPlan> PlanTensors(const ModelSpec& s, ggml_type wtype, int64_t n_vocab, int64_t n_token_types) {
   const int64_t n_embd = s.n_embd, n_ff = s.n_ff;
   const int64_t n_embd_gqa = s.n_head > 0 ? n_embd / s.n_head * s.n_head_kv : 0;  // mamba: no heads
   std::vector<TensorPlan> plan;
-  auto matrix = [&](std::string name, int64_t ne0, int64_t ne1, std::optional<ggml_type> type = {},
-                    float amp = 0) {
+  auto matrix = [&](std::string name, int64_t ne0, int64_t ne1, std::optional<ggml_type> type = {}, float amp = 0) {
     ggml_type t = type.value_or(wtype);
     // Quantized rows must hold whole blocks; otherwise f16, like llama-quantize's fallback.
     if (ne0 % ggml_blck_size(t) != 0) t = GGML_TYPE_F16;
@@ -347,8 +343,7 @@ Status CopyTokenizerKv(gguf_context* dst, const gguf_context* src, int64_t id, s
     return {};
   }
   if (arr_type == GGUF_TYPE_ARRAY) {
-    return Fail(ErrorCode::kInvalidArgument,
-                "make-model: vocab key " + std::string(k) + " is a nested array");
+    return Fail(ErrorCode::kInvalidArgument, "make-model: vocab key " + std::string(k) + " is a nested array");
   }
   const void* data = gguf_get_arr_data(src, id);
   if (k == "tokenizer.ggml.token_type" && arr_type == GGUF_TYPE_INT32 && n < n_vocab) {
@@ -482,8 +477,7 @@ class TempFile {
     if (::fsync(fd_) != 0) return std::unexpected(IoError("cannot sync", path_));
     const int fd = std::exchange(fd_, -1);
     if (::close(fd) != 0) return std::unexpected(IoError("cannot close", path_));
-    if (::rename(path_.c_str(), final_.c_str()) != 0)
-      return std::unexpected(IoError("cannot rename to", final_));
+    if (::rename(path_.c_str(), final_.c_str()) != 0) return std::unexpected(IoError("cannot rename to", final_));
     path_.clear();
     return {};
   }
@@ -600,8 +594,8 @@ Status WriteRandomModel(const ModelSpec& requested, const std::string& out_path,
   const size_t n_tokens = gguf_get_arr_n(vocab.get(), tokens_id);
   if (spec.n_vocab != 0 && spec.n_vocab < n_tokens) {
     return Fail(ErrorCode::kInvalidArgument, "make-model: n_vocab " + std::to_string(spec.n_vocab) +
-                                                 " is smaller than the tokenizer's " +
-                                                 std::to_string(n_tokens) + " tokens");
+                                                 " is smaller than the tokenizer's " + std::to_string(n_tokens) +
+                                                 " tokens");
   }
   const uint32_t n_vocab = spec.n_vocab != 0 ? spec.n_vocab : static_cast<uint32_t>(n_tokens);
   uint32_t n_token_types = kDefaultTokenTypes;
@@ -620,8 +614,7 @@ Status WriteRandomModel(const ModelSpec& requested, const std::string& out_path,
   gguf_get_meta_data(g, meta.data());
   const size_t alignment = gguf_get_alignment(g);
   uint64_t total = meta.size();
-  for (int64_t i = 0; i < gguf_get_n_tensors(g); ++i)
-    total += GGML_PAD(gguf_get_tensor_size(g, i), alignment);
+  for (int64_t i = 0; i < gguf_get_n_tensors(g); ++i) total += GGML_PAD(gguf_get_tensor_size(g, i), alignment);
 
   TempFile file;
   if (auto st = file.Open(out_path); !st) return st;

@@ -195,9 +195,7 @@ class ModelWriterTest : public ::testing::Test {
     std::vector<llama_token> tokens = Tokenize(vocab, "int main() { return 0; }", true, false);
     ASSERT_FALSE(tokens.empty());
     for (int step = 0; step < 4; ++step) {
-      ASSERT_EQ(
-          llama_decode(ctx.get(), llama_batch_get_one(tokens.data(), static_cast<int32_t>(tokens.size()))),
-          0);
+      ASSERT_EQ(llama_decode(ctx.get(), llama_batch_get_one(tokens.data(), static_cast<int32_t>(tokens.size()))), 0);
       const float* logits = llama_get_logits_ith(ctx.get(), -1);
       ASSERT_NE(logits, nullptr);
       llama_token best = 0;

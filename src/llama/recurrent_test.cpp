@@ -41,10 +41,9 @@ std::unique_ptr<Session> Open(const std::string& ws, SessionConfig cfg = {}) {
 }
 
 std::vector<std::string> MakeFiles(std::mt19937& rng, int n) {
-  static const std::vector<std::string> words = {"int",   "return", "value", "auto",  "std::vector", "for",
-                                                 "while", "if",     "else",  "const", "x",           "y",
-                                                 "(",     ")",      "{",     "}",     ";",           "+= 1",
-                                                 "é",     "→",      "0x1F",  "//",    "TODO",        "\n"};
+  static const std::vector<std::string> words = {
+      "int", "return", "value", "auto", "std::vector", "for",  "while", "if", "else", "const", "x",    "y",
+      "(",   ")",      "{",     "}",    ";",           "+= 1", "é",     "→",  "0x1F", "//",    "TODO", "\n"};
   std::vector<std::string> files;
   for (int f = 0; f < n; ++f) {
     std::string s = "// file " + std::to_string(f) + "\n";
@@ -202,9 +201,15 @@ TEST(RecurrentSession, WarmEqualsColdAfterRandomEdits) {
       auto& f = files[rng() % files.size()];
       const size_t at = rng() % f.size();
       switch (rng() % 3) {
-        case 0: f.insert(at, " edited" + std::to_string(turn) + " "); break;
-        case 1: f.erase(at, std::min<size_t>(7, f.size() - at)); break;
-        default: f[at] = static_cast<char>('a' + rng() % 26); break;
+        case 0:
+          f.insert(at, " edited" + std::to_string(turn) + " ");
+          break;
+        case 1:
+          f.erase(at, std::min<size_t>(7, f.size() - at));
+          break;
+        default:
+          f[at] = static_cast<char>('a' + rng() % 26);
+          break;
       }
     }
     const auto m = Manifest(files);

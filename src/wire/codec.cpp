@@ -133,24 +133,37 @@ Error ErrorFromJson(const Json& j) {
 
 int HttpStatus(ErrorCode code) {
   switch (code) {
-    case ErrorCode::kInvalidArgument: return 400;
-    case ErrorCode::kUnauthorized: return 401;
-    case ErrorCode::kNotFound: return 404;
-    case ErrorCode::kBusy: return 409;
-    case ErrorCode::kManifestMismatch: return 409;
-    case ErrorCode::kSessionClosed: return 410;
-    case ErrorCode::kBackendMismatch: return 415;
-    case ErrorCode::kContextOverflow: return 422;
+    case ErrorCode::kInvalidArgument:
+      return 400;
+    case ErrorCode::kUnauthorized:
+      return 401;
+    case ErrorCode::kNotFound:
+      return 404;
+    case ErrorCode::kBusy:
+      return 409;
+    case ErrorCode::kManifestMismatch:
+      return 409;
+    case ErrorCode::kSessionClosed:
+      return 410;
+    case ErrorCode::kBackendMismatch:
+      return 415;
+    case ErrorCode::kContextOverflow:
+      return 422;
     case ErrorCode::kNotGguf:
     case ErrorCode::kTruncated:
     case ErrorCode::kUnsupportedVersion:
-    case ErrorCode::kCorruptMetadata: return 422;
-    case ErrorCode::kCancelled: return 499;
-    case ErrorCode::kUnsupportedFeature: return 501;
-    case ErrorCode::kSessionUnavailable: return 503;
+    case ErrorCode::kCorruptMetadata:
+      return 422;
+    case ErrorCode::kCancelled:
+      return 499;
+    case ErrorCode::kUnsupportedFeature:
+      return 501;
+    case ErrorCode::kSessionUnavailable:
+      return 503;
     case ErrorCode::kSessionFatal:
     case ErrorCode::kIoError:
-    case ErrorCode::kInternal: return 500;
+    case ErrorCode::kInternal:
+      return 500;
   }
   return 500;
 }
@@ -228,8 +241,8 @@ Result<ManifestSegment> SegmentFromJson(const Json& j) {
   if (!k) return Fail(ErrorCode::kInvalidArgument, "segment '" + id + "': unknown kind '" + kind + "'");
   auto seg = ManifestSegment::Make(std::move(id), *k, std::move(content), parse_special);
   if (!digest.empty() && digest != seg.digest) {
-    return Fail(Error::ManifestMismatch("segment '" + seg.id + "': digest " + digest +
-                                        " does not match its content (" + seg.digest + ")"));
+    return Fail(Error::ManifestMismatch("segment '" + seg.id + "': digest " + digest + " does not match its content (" +
+                                        seg.digest + ")"));
   }
   return seg;
 }
@@ -266,10 +279,10 @@ Result<SessionConfig> SessionConfigFromJson(const Json& j, SessionConfig c) {
 }
 
 Json ToJson(const PrefixStatus& s) {
-  return {{"manifest_digest", s.manifest_digest}, {"tokens_reused", s.tokens_reused},
-          {"tokens_prefilled", s.tokens_prefilled}, {"tokens_resident", s.tokens_resident},
+  return {{"manifest_digest", s.manifest_digest},       {"tokens_reused", s.tokens_reused},
+          {"tokens_prefilled", s.tokens_prefilled},     {"tokens_resident", s.tokens_resident},
           {"first_diff_segment", s.first_diff_segment}, {"segment_tokens", s.segment_tokens},
-          {"reuse_fallback", s.reuse_fallback}, {"prefill_ms", s.prefill_ms}};
+          {"reuse_fallback", s.reuse_fallback},         {"prefill_ms", s.prefill_ms}};
 }
 
 Result<PrefixStatus> PrefixStatusFromJson(const Json& j) {
@@ -290,8 +303,10 @@ Result<PrefixStatus> PrefixStatusFromJson(const Json& j) {
 }
 
 Json ToJson(const SuffixStatus& s) {
-  return {{"tokens_reused", s.tokens_reused}, {"tokens_prefilled", s.tokens_prefilled},
-          {"tokens_resident", s.tokens_resident}, {"reuse_fallback", s.reuse_fallback},
+  return {{"tokens_reused", s.tokens_reused},
+          {"tokens_prefilled", s.tokens_prefilled},
+          {"tokens_resident", s.tokens_resident},
+          {"reuse_fallback", s.reuse_fallback},
           {"prefill_ms", s.prefill_ms}};
 }
 
@@ -308,9 +323,15 @@ Result<SuffixStatus> SuffixStatusFromJson(const Json& j) {
 }
 
 Json ToJson(const DecodeConfig& c) {
-  return {{"max_tokens", c.max_tokens}, {"temperature", c.temperature}, {"top_k", c.top_k},
-          {"top_p", c.top_p},           {"min_p", c.min_p},             {"repeat_penalty", c.repeat_penalty},
-          {"repeat_last_n", c.repeat_last_n}, {"seed", c.seed},         {"stop", c.stop}};
+  return {{"max_tokens", c.max_tokens},
+          {"temperature", c.temperature},
+          {"top_k", c.top_k},
+          {"top_p", c.top_p},
+          {"min_p", c.min_p},
+          {"repeat_penalty", c.repeat_penalty},
+          {"repeat_last_n", c.repeat_last_n},
+          {"seed", c.seed},
+          {"stop", c.stop}};
 }
 
 Result<DecodeConfig> DecodeConfigFromJson(const Json& j) {
@@ -330,8 +351,11 @@ Result<DecodeConfig> DecodeConfigFromJson(const Json& j) {
 }
 
 Json ToJson(const DecodeResult& r) {
-  return {{"finish_reason", FinishReasonName(r.finish)}, {"tokens_generated", r.tokens_generated},
-          {"text", r.text}, {"first_token_ms", r.first_token_ms}, {"decode_ms", r.decode_ms},
+  return {{"finish_reason", FinishReasonName(r.finish)},
+          {"tokens_generated", r.tokens_generated},
+          {"text", r.text},
+          {"first_token_ms", r.first_token_ms},
+          {"decode_ms", r.decode_ms},
           {"tokens_per_second", r.tokens_per_second}};
 }
 
@@ -346,7 +370,8 @@ Result<DecodeResult> DecodeResultFromJson(const Json& j) {
   f.Get("decode_ms", &r.decode_ms);
   f.Get("tokens_per_second", &r.tokens_per_second);
   if (auto ok = f.Finish(); !ok) return Fail(ok.error());
-  for (auto fr : {FinishReason::kLength, FinishReason::kStop, FinishReason::kEndOfGeneration, FinishReason::kCancelled}) {
+  for (auto fr :
+       {FinishReason::kLength, FinishReason::kStop, FinishReason::kEndOfGeneration, FinishReason::kCancelled}) {
     if (FinishReasonName(fr) == finish) r.finish = fr;
   }
   return r;

@@ -50,9 +50,9 @@ TEST(Codec, DecodeConfigIsStrict) {
   EXPECT_EQ(ok->max_tokens, 7);
   EXPECT_FLOAT_EQ(ok->temperature, 0.5f);
   EXPECT_EQ(ok->stop, (std::vector<std::string>{"a", "b"}));
-  for (const Json& bad : {Json{{"max_tokns", 7}}, Json{{"max_tokens", "7"}}, Json{{"max_tokens", 1.5}},
-                          Json{{"max_tokens", 1e12}}, Json{{"stop", "x"}}, Json{{"stop", {1}}},
-                          Json{{"seed", -1}}, Json::array()}) {
+  for (const Json& bad :
+       {Json{{"max_tokns", 7}}, Json{{"max_tokens", "7"}}, Json{{"max_tokens", 1.5}}, Json{{"max_tokens", 1e12}},
+        Json{{"stop", "x"}}, Json{{"stop", {1}}}, Json{{"seed", -1}}, Json::array()}) {
     auto r = DecodeConfigFromJson(bad);
     ASSERT_FALSE(r.has_value()) << bad.dump();
     EXPECT_TRUE(r.error().Is(ErrorCode::kInvalidArgument));

@@ -12,9 +12,7 @@ namespace modeld {
 using workspace::ChangeNote;
 using workspace::NoteKind;
 
-std::string_view AssemblyModeName(AssemblyMode m) {
-  return m == AssemblyMode::kEditAware ? "edit_aware" : "in_place";
-}
+std::string_view AssemblyModeName(AssemblyMode m) { return m == AssemblyMode::kEditAware ? "edit_aware" : "in_place"; }
 
 Workspace::Workspace(Session* session, WorkspaceOptions opt) : session_(session), opt_(opt) {
   // The template decides the manifest's markers, so it is known before any manifest is built.
@@ -25,8 +23,8 @@ Workspace::Workspace(Session* session, WorkspaceOptions opt) : session_(session)
 
 Status Workspace::CheckText(const std::string& what, const std::string& text) const {
   if (static_cast<int64_t>(text.size()) > opt_.max_file_bytes) {
-    return Fail(ErrorCode::kInvalidArgument, what + " is " + std::to_string(text.size()) + " bytes, over the limit of " +
-                                                 std::to_string(opt_.max_file_bytes));
+    return Fail(ErrorCode::kInvalidArgument, what + " is " + std::to_string(text.size()) +
+                                                 " bytes, over the limit of " + std::to_string(opt_.max_file_bytes));
   }
   if (text.find('\0') != std::string::npos) {
     return Fail(ErrorCode::kInvalidArgument, what + " contains NUL bytes: binary content is not accepted");
@@ -65,8 +63,8 @@ Result<PutResult> Workspace::PutFile(const std::string& path, std::string conten
   // In place: always. Edit-aware: a new file joins the stable part until the
   // first ask (appending a block there costs only its own tokens), and an
   // existing file is rewritten there only while nothing has been prefilled.
-  const bool in_stable = opt_.mode == AssemblyMode::kInPlace || !prefilled_ ||
-                         (it == files_.end() && !in_base && !asked_);
+  const bool in_stable =
+      opt_.mode == AssemblyMode::kInPlace || !prefilled_ || (it == files_.end() && !in_base && !asked_);
   if (in_stable) {
     if (in_base) {
       for (auto& f : base_) {
@@ -150,7 +148,8 @@ void Workspace::Append(std::vector<ManifestSegment>* out, const std::string& id,
     out->push_back(ManifestSegment::Make(id + ":open", SegmentKind::kTemplate, "### " + role + "\n"));
   }
   out->push_back(ManifestSegment::Make(id, kind, text));
-  out->push_back(ManifestSegment::Make(id + ":close", SegmentKind::kTemplate, chatml_ ? "<|im_end|>\n" : "\n", chatml_));
+  out->push_back(
+      ManifestSegment::Make(id + ":close", SegmentKind::kTemplate, chatml_ ? "<|im_end|>\n" : "\n", chatml_));
 }
 
 ContextManifest Workspace::Manifest() const {
@@ -171,7 +170,8 @@ ContextManifest Workspace::Manifest() const {
   }
   if (!system_.empty()) segs.push_back(ManifestSegment::Make("system", SegmentKind::kSystem, free_text(system_)));
   if (!tools_.empty()) segs.push_back(ManifestSegment::Make("tools", SegmentKind::kTools, free_text(tools_)));
-  if (!repo_map_.empty()) segs.push_back(ManifestSegment::Make("repo-map", SegmentKind::kRepoMap, free_text(repo_map_)));
+  if (!repo_map_.empty())
+    segs.push_back(ManifestSegment::Make("repo-map", SegmentKind::kRepoMap, free_text(repo_map_)));
   for (const auto& [path, content] : base_) {
     segs.push_back(ManifestSegment::Make("file:" + path, SegmentKind::kFile, workspace::RenderFile(path, content)));
   }
@@ -255,7 +255,8 @@ std::pair<std::vector<std::pair<std::string, std::string>>, std::vector<LogEntry
     }
   }
   std::vector<Entry> log;
-  std::copy_if(log_.begin(), log_.end(), std::back_inserter(log), [](const Entry& e) { return e.kind == Entry::kTurn; });
+  std::copy_if(log_.begin(), log_.end(), std::back_inserter(log),
+               [](const Entry& e) { return e.kind == Entry::kTurn; });
   return {std::move(base), std::move(log)};
 }
 

@@ -33,8 +33,9 @@ std::unique_ptr<Session> Open(const std::string& ws, int n_ctx = 8192) {
 }
 
 std::string RandomCode(std::mt19937& rng, int lines) {
-  static const std::vector<std::string> words = {"int", "x", "=", "return", "if", "(", ")", "{", "}", ";", "foo",
-                                                 "bar", "//", "TODO", "std::string", "auto", "é", "</file>"};
+  static const std::vector<std::string> words = {"int", "x",    "=",           "return", "if",  "(",
+                                                 ")",   "{",    "}",           ";",      "foo", "bar",
+                                                 "//",  "TODO", "std::string", "auto",   "é",   "</file>"};
   std::string s;
   for (int l = 0; l < lines; ++l) {
     const int n = 1 + static_cast<int>(rng() % 8);
@@ -52,9 +53,15 @@ std::string EditLines(std::mt19937& rng, std::string text) {
   }
   const size_t at = lines.empty() ? 0 : rng() % lines.size();
   switch (rng() % 3) {
-    case 0: lines.insert(lines.begin() + static_cast<long>(at), "int added_" + std::to_string(rng() % 1000) + " = 1;"); break;
-    case 1: if (!lines.empty()) lines.erase(lines.begin() + static_cast<long>(at)); break;
-    default: if (!lines.empty()) lines[at] = "// changed " + std::to_string(rng() % 1000); break;
+    case 0:
+      lines.insert(lines.begin() + static_cast<long>(at), "int added_" + std::to_string(rng() % 1000) + " = 1;");
+      break;
+    case 1:
+      if (!lines.empty()) lines.erase(lines.begin() + static_cast<long>(at));
+      break;
+    default:
+      if (!lines.empty()) lines[at] = "// changed " + std::to_string(rng() % 1000);
+      break;
   }
   std::string out;
   for (const auto& l : lines) out += l + "\n";
@@ -85,14 +92,17 @@ TEST(Workspace, RandomEditsStayExactFaithfulAndCheap) {
     std::advance(it, static_cast<long>(rng() % files.size()));
     const std::string text_before = w.AssembledText();
     switch (rng() % 6) {
-      case 0: case 1: case 2: {  // an edit: prefills exactly the note's tokens
+      case 0:
+      case 1:
+      case 2: {  // an edit: prefills exactly the note's tokens
         ASSERT_TRUE(w.Prefill().has_value());
         auto put = w.PutFile(it->first, EditLines(rng, it->second));
         ASSERT_TRUE(put.has_value());
         const ContextManifest m = w.Manifest();
         int64_t note_tokens = 0;
         for (size_t i = m.size() - 3; i < m.size(); ++i) {
-          note_tokens += static_cast<int64_t>(session->Tokenize(m.segments()[i].content, m.segments()[i].parse_special)->size());
+          note_tokens +=
+              static_cast<int64_t>(session->Tokenize(m.segments()[i].content, m.segments()[i].parse_special)->size());
         }
         auto st = w.Prefill();
         ASSERT_TRUE(st.has_value());
@@ -191,7 +201,11 @@ TEST(Workspace, BadInputIsRefusedAndChangesNothing) {
   EXPECT_TRUE(w.PutFile("../etc/passwd", "x").error().Is(ErrorCode::kInvalidArgument));
   EXPECT_TRUE(w.PutFile("/abs/path", "x").error().Is(ErrorCode::kInvalidArgument));
   EXPECT_TRUE(w.PutFile("a/../b", "x").error().Is(ErrorCode::kInvalidArgument));
-  EXPECT_TRUE(w.PutFile("bin.dat", std::string("\x7f" "ELF\0\0\x01", 7)).error().Is(ErrorCode::kInvalidArgument));
+  EXPECT_TRUE(w.PutFile("bin.dat", std::string("\x7f"
+                                               "ELF\0\0\x01",
+                                               7))
+                  .error()
+                  .Is(ErrorCode::kInvalidArgument));
   EXPECT_TRUE(w.PutFile("huge.txt", std::string((1 << 20) + 1, 'a')).error().Is(ErrorCode::kInvalidArgument));
   EXPECT_TRUE(w.RemoveFile("src/missing.cc").error().Is(ErrorCode::kNotFound));
   EXPECT_TRUE(w.RenameFile("src/missing.cc", "x.cc").error().Is(ErrorCode::kNotFound));
