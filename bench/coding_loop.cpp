@@ -251,6 +251,7 @@ struct TurnRow {
   int turn = 0;
   std::string edit;
   std::string question;
+  std::vector<std::string> order;  // the order the systems ran in
   std::map<std::string, TurnResult> by_system;
 };
 
@@ -506,6 +507,7 @@ int Run(const Options& o) {
   std::printf("\n");
 
   std::vector<PatternRun> runs;
+  size_t rotation = 0;
   for (EditPattern pattern : o.patterns) {
     wopt.pattern = pattern;
     Workload w(*files, wopt);
@@ -521,12 +523,16 @@ int Run(const Options& o) {
       row.question = w.Question(turn, edit ? &*edit : nullptr);
       const Prompt prompt = w.Build(row.question);
       // Interleaved: each system runs this turn before any runs the next, so noise on a
-      // shared machine hits all alike.
-      for (auto& sys : systems) {
+      // shared machine hits all alike; who goes first rotates, since the system that runs
+      // right after another's long prefill was measured slower (a busy VM's clock drops).
+      for (size_t k = 0; k < systems.size(); ++k) {
+        auto& sys = systems[(k + rotation) % systems.size()];
         auto r = sys->Turn(prompt, DecodeSpec{o.decode});
         if (!r) return fail(sys->name() + " turn " + std::to_string(turn), r.error());
+        row.order.push_back(sys->name());
         row.by_system[sys->name()] = std::move(*r);
       }
+      ++rotation;
       // The conversation carries the warm system's answer, the same bytes for every system.
       w.AddExchange(row.question, row.by_system[kWarm].text);
       PrintRow(row, names);
@@ -616,7 +622,7 @@ int Run(const Options& o) {
     for (const auto& row : run.rows) {
       Json sys;
       for (const auto& [name, r] : row.by_system) sys[name] = ToJson(r);
-      turns.push_back({{"turn", row.turn}, {"edit", row.edit}, {"question", row.question}, {"systems", sys}});
+      turns.push_back({{"turn", row.turn}, {"edit", row.edit}, {"question", row.question}, {"order", row.order}, {"systems", sys}});
     }
     jruns.push_back({{"pattern", EditPatternName(run.pattern)},
                      {"turns", turns},

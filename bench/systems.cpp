@@ -119,6 +119,9 @@ Result<TurnResult> LlamaServerSystem::Turn(const Prompt& prompt, const DecodeSpe
   };
   httplib::Client http("127.0.0.1", port_);
   http.set_keep_alive(false);
+  // The request goes out as headers then body; without TCP_NODELAY the body can wait on a
+  // delayed ACK, a stall modeld's Unix socket never sees.
+  http.set_tcp_nodelay(true);
   http.set_read_timeout(std::chrono::seconds(3600));
 
   TurnResult r;
