@@ -43,27 +43,8 @@ std::unique_ptr<Session> Open(const std::string& ws, SessionConfig cfg = {}) {
   return s ? std::move(*s) : nullptr;
 }
 
-// A prompt of a few "files" with varied text.
-std::vector<std::string> MakeFiles(std::mt19937& rng, int n) {
-  static const std::vector<std::string> words = {
-      "int", "return", "value", "auto", "std::vector", "for",  "while", "if", "else", "const", "x",    "y",
-      "(",   ")",      "{",     "}",    ";",           "+= 1", "é",     "→",  "0x1F", "//",    "TODO", "\n"};
-  std::vector<std::string> files;
-  for (int f = 0; f < n; ++f) {
-    std::string s = "// file " + std::to_string(f) + "\n";
-    const int len = 20 + static_cast<int>(rng() % 60);
-    for (int i = 0; i < len; ++i) s += words[rng() % words.size()] + " ";
-    files.push_back(s);
-  }
-  return files;
-}
-
-ContextManifest Manifest(const std::vector<std::string>& files) {
-  ContextManifest m;
-  m.Add("system", SegmentKind::kSystem, "You are a careful coding assistant.\n");
-  for (size_t i = 0; i < files.size(); ++i) m.Add("file:" + std::to_string(i), SegmentKind::kFile, files[i]);
-  return m;
-}
+using testing::MakeFiles;
+using testing::Manifest;
 
 SuffixInput Suffix(const std::string& digest, const std::string& question) {
   SuffixInput in;

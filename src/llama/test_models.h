@@ -8,9 +8,12 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <random>
 #include <string>
+#include <vector>
 
 #include "llama/model_writer.h"
+#include "modeld/manifest.h"
 
 namespace modeld::testing {
 
@@ -30,6 +33,29 @@ inline std::string GeneratedModel(const std::string& preset, const std::string& 
   }
   made[name] = path;
   return path;
+}
+
+// A prompt of a few "files" of varied text (multi-byte characters included).
+inline std::vector<std::string> MakeFiles(std::mt19937& rng, int n) {
+  static const std::vector<std::string> words = {
+      "int", "return", "value", "auto", "std::vector", "for",  "while", "if", "else", "const", "x",    "y",
+      "(",   ")",      "{",     "}",    ";",           "+= 1", "é",     "→",  "0x1F", "//",    "TODO", "\n"};
+  std::vector<std::string> files;
+  for (int f = 0; f < n; ++f) {
+    std::string s = "// file " + std::to_string(f) + "\n";
+    const int len = 20 + static_cast<int>(rng() % 60);
+    for (int i = 0; i < len; ++i) s += words[rng() % words.size()] + " ";
+    files.push_back(s);
+  }
+  return files;
+}
+
+// A system segment and one segment per file.
+inline ContextManifest Manifest(const std::vector<std::string>& files) {
+  ContextManifest m;
+  m.Add("system", SegmentKind::kSystem, "You are a careful coding assistant.\n");
+  for (size_t i = 0; i < files.size(); ++i) m.Add("file:" + std::to_string(i), SegmentKind::kFile, files[i]);
+  return m;
 }
 
 }  // namespace modeld::testing
