@@ -23,5 +23,10 @@ set(LLAMA_CURL OFF CACHE BOOL "" FORCE)
 set(LLAMA_OPENSSL OFF CACHE BOOL "" FORCE)
 set(LLAMA_ALL_WARNINGS OFF CACHE BOOL "" FORCE)
 set(GGML_BUILD_TESTS OFF CACHE BOOL "" FORCE)
+# No OpenMP: libgomp keeps one thread team per calling thread, and once a process holds more
+# team threads than cores (the daemon computes on whichever worker thread serves a request)
+# every barrier falls back to futex sleeps: decode ran ~25% slower. ggml's own threadpool,
+# one per session (see LlamaSession::Open), is tied to no calling thread.
+set(GGML_OPENMP OFF CACHE BOOL "" FORCE)
 set(GGML_BUILD_EXAMPLES OFF CACHE BOOL "" FORCE)
 add_subdirectory("${MODELD_LLAMA_DIR}" "${CMAKE_BINARY_DIR}/llama.cpp" EXCLUDE_FROM_ALL SYSTEM)

@@ -16,6 +16,7 @@ JOBS="${MODELD_JOBS:-$(nproc)}"
 PRESET="${MODELD_BENCH_PRESET:-coder-0.5b}"
 
 log() { printf 'bench: %s\n' "$*" >&2; }
+mkdir -p "$BENCH_DIR"
 
 # 1. modeld (+ modeld-bench, built with it).
 bash "$ROOT/scripts/build.sh" >&2
@@ -34,16 +35,20 @@ has_arg() {
 LLAMA_BUILD="$BENCH_DIR/llama.cpp"
 if ! { has_arg --skip-llama-server "$@" && has_arg --skip-llama-bench "$@"; }; then
   if [ ! -f "$LLAMA_BUILD/CMakeCache.txt" ]; then
-    log "configuring llama.cpp tools in $LLAMA_BUILD (one-time; building takes several minutes)"
+    log "configuring llama.cpp tools in $LLAMA_BUILD (one-time; the first build takes several minutes)"
     # No UI assets: the build would otherwise try to fetch or npm-build the web UI.
     cmake -S "$ROOT/third_party/llama.cpp" -B "$LLAMA_BUILD" -DCMAKE_BUILD_TYPE=Release \
       -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
       -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DBUILD_SHARED_LIBS=OFF \
       -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF >/dev/null
   fi
-  cmake --build "$LLAMA_BUILD" -j "$JOBS" --target llama-server llama-bench 2>&1 |
-    grep -vE '^\[ *[0-9]+%\] (Building|Linking|Built target)|Provisioning UI|^-- UI:' >&2 || true
-  test "${PIPESTATUS[0]}" -eq 0
+  # Incremental: a no-op once built. The output (including the UI-assets warning on every run)
+  # goes to a log, shown only on failure.
+  if ! cmake --build "$LLAMA_BUILD" -j "$JOBS" --target llama-server llama-bench >"$BENCH_DIR/llama-build.log" 2>&1; then
+    tail -40 "$BENCH_DIR/llama-build.log" >&2
+    log "ERROR: building llama-server/llama-bench failed (log: $BENCH_DIR/llama-build.log)"
+    exit 1
+  fi
 fi
 
 # 3. The model, generated once ($MODELD_HOME/models, as modeld's own default model).
@@ -65,7 +70,6 @@ fi
 
 # 4. The run.
 has_arg --out "$@" || args+=(--out "$BENCH_DIR/modeld-bench.json")
-mkdir -p "$BENCH_DIR"
 log "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$BUILD_DIR/bin/modeld-bench" --modeld "$BUILD_DIR/bin/modeld" \
   --llama-server "$LLAMA_BUILD/bin/llama-server" --llama-bench "$LLAMA_BUILD/bin/llama-bench" \

@@ -6,6 +6,7 @@
 #include <string_view>
 #include <vector>
 
+#include "ggml-cpu.h"
 #include "llama.h"
 #include "modeld/error.h"
 #include "modeld/model_info.h"
@@ -22,9 +23,13 @@ struct ContextDeleter {
 struct SamplerDeleter {
   void operator()(llama_sampler* s) const { llama_sampler_free(s); }
 };
+struct ThreadpoolDeleter {
+  void operator()(ggml_threadpool* t) const { ggml_threadpool_free(t); }
+};
 using ModelPtr = std::unique_ptr<llama_model, ModelDeleter>;
 using ContextPtr = std::unique_ptr<llama_context, ContextDeleter>;
 using SamplerPtr = std::unique_ptr<llama_sampler, SamplerDeleter>;
+using ThreadpoolPtr = std::unique_ptr<ggml_threadpool, ThreadpoolDeleter>;
 
 // RAII for llama_batch.
 class Batch {

@@ -74,17 +74,29 @@ Result<std::unique_ptr<LlamaSession>> LlamaSession::Open(std::shared_ptr<LlamaMo
     return Fail(ErrorCode::kInvalidArgument,
                 "llama.cpp could not create a context with this config" + (why.empty() ? std::string() : ": " + why));
   }
+  // The session's own compute threads, kept between calls (without one, ggml starts and joins
+  // threads on every llama_decode); they spin briefly after work (poll), as llama-bench's do.
+  ggml_threadpool_params tpp = ggml_threadpool_params_default(threads);
+  tpp.poll = 50;
+  ThreadpoolPtr threadpool(ggml_threadpool_new(&tpp));
+  if (!threadpool) return Fail(ErrorCode::kInternal, "could not start " + std::to_string(threads) + " compute threads");
+  llama_attach_threadpool(ctx.get(), threadpool.get(), nullptr);
   SessionConfig actual = cfg;
   actual.n_ctx = static_cast<int32_t>(llama_n_ctx(ctx.get()));
   actual.threads = threads;
-  auto s = std::make_unique<LlamaSession>(Key{}, std::move(model), std::move(workspace_id), actual, std::move(ctx));
+  auto s = std::make_unique<LlamaSession>(Key{}, std::move(model), std::move(workspace_id), actual,
+                                          std::move(threadpool), std::move(ctx));
   s->gate_ = std::move(gate);
   return s;
 }
 
 LlamaSession::LlamaSession(Key, std::shared_ptr<LlamaModel> model, std::string workspace_id, const SessionConfig& cfg,
-                           ContextPtr ctx)
-    : model_(std::move(model)), workspace_id_(std::move(workspace_id)), cfg_(cfg), ctx_(std::move(ctx)) {}
+                           ThreadpoolPtr threadpool, ContextPtr ctx)
+    : model_(std::move(model)),
+      workspace_id_(std::move(workspace_id)),
+      cfg_(cfg),
+      threadpool_(std::move(threadpool)),
+      ctx_(std::move(ctx)) {}
 
 LlamaSession::~LlamaSession() = default;
 
@@ -461,6 +473,7 @@ Status LlamaSession::Close() {
   if (closed_) return Fail(ErrorCode::kSessionClosed, "session '" + workspace_id_ + "' is already closed");
   closed_ = true;
   ctx_.reset();
+  threadpool_.reset();
   tokens_.clear();
   tokens_.shrink_to_fit();
   token_cache_.clear();

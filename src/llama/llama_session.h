@@ -29,7 +29,7 @@ class LlamaSession final : public Session {
                                                     const SessionConfig& cfg,
                                                     std::shared_ptr<ComputeGate> gate = nullptr);
   LlamaSession(Key, std::shared_ptr<LlamaModel> model, std::string workspace_id, const SessionConfig& cfg,
-               ContextPtr ctx);
+               ThreadpoolPtr threadpool, ContextPtr ctx);
   ~LlamaSession() override;
 
   Result<PrefixStatus> EnsurePrefix(const PrefixInput& in) override;
@@ -77,6 +77,7 @@ class LlamaSession final : public Session {
   std::shared_ptr<LlamaModel> model_;
   std::string workspace_id_;
   SessionConfig cfg_;
+  ThreadpoolPtr threadpool_;  // attached to ctx_, so declared (and freed) around it
   ContextPtr ctx_;
   bool closed_ = false;
   bool fatal_ = false;
