@@ -1,54 +1,88 @@
-// One backend computation at a time, granted fairly.
+// One backend computation at a time: foreground first, each class in arrival order.
 //
 // Sessions take a turn for every backend computation (each prefill batch,
-// each decoded token). A FIFO gate means a long prefill in one workspace
-// delays another workspace's next token by at most one batch, and the cores
-// are never oversubscribed. Backend-neutral: an adapter calls Acquire()
-// around its own compute call.
+// each decoded token), so the cores are never oversubscribed. Foreground
+// turns (requests a client waits on) are granted first come, first served: a
+// long prefill in one workspace delays another workspace's next token by at
+// most one batch. Background turns (work nobody waits on, such as building a
+// compacted context) are granted only when no foreground turn is waiting and
+// none was released within the grace period, which spans the short gaps
+// inside a request (between decoded tokens, between its prefill and decode
+// calls); so background work delays a foreground request by at most the one
+// batch it is running when the request arrives. A thread marks itself as
+// background with a BackgroundScope. Backend-neutral: an adapter calls
+// Acquire() around its own compute call.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <thread>
 #include <utility>
+#include <vector>
 
 namespace modeld {
 
 class ComputeGate {
  public:
+  using Clock = std::chrono::steady_clock;
+  static constexpr std::chrono::milliseconds kDefaultGrace{50};
+
+  explicit ComputeGate(std::chrono::milliseconds background_grace = kDefaultGrace) : grace_(background_grace) {}
+
   class Turn {
    public:
-    explicit Turn(ComputeGate* gate) : gate_(gate) {}
+    Turn(ComputeGate* gate, bool background) : gate_(gate), background_(background) {}
     ~Turn() {
-      if (gate_) gate_->Release();
+      if (gate_) gate_->Release(background_);
     }
-    Turn(Turn&& o) noexcept : gate_(std::exchange(o.gate_, nullptr)) {}
+    Turn(Turn&& o) noexcept : gate_(std::exchange(o.gate_, nullptr)), background_(o.background_) {}
     Turn(const Turn&) = delete;
     Turn& operator=(const Turn&) = delete;
     Turn& operator=(Turn&&) = delete;
 
    private:
     ComputeGate* gate_;
+    bool background_;
   };
 
-  // Blocks until it is this caller's turn (first come, first served).
+  // While alive, the computations of the thread that made it are background turns.
+  class BackgroundScope {
+   public:
+    explicit BackgroundScope(ComputeGate& gate);
+    ~BackgroundScope();
+    BackgroundScope(const BackgroundScope&) = delete;
+    BackgroundScope& operator=(const BackgroundScope&) = delete;
+
+   private:
+    ComputeGate& gate_;
+  };
+
+  // Blocks until it is this caller's turn.
   Turn Acquire();
 
   // For tests and metrics: called at each grant, under the lock, with how
-  // many turns were still ahead of this one when it was requested (the
-  // computations it had to wait for).
-  void SetObserver(std::function<void(uint64_t waited_turns)> observer);
+  // many turns ran or were granted between this one's request and its grant
+  // (the computations it had to wait for), and whether it is a background turn.
+  void SetObserver(std::function<void(uint64_t waited_turns, bool background)> observer);
   uint64_t granted() const;
 
  private:
-  void Release();
+  void Release(bool background);
+  bool IsBackgroundThread() const;  // under mu_
 
+  const std::chrono::milliseconds grace_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  uint64_t next_ticket_ = 0;
-  uint64_t serving_ = 0;
-  std::function<void(uint64_t)> observer_;
+  bool held_ = false;
+  uint64_t granted_ = 0;
+  uint64_t fg_next_ = 0, fg_serving_ = 0;  // foreground tickets
+  uint64_t bg_next_ = 0, bg_serving_ = 0;  // background tickets
+  Clock::time_point last_fg_release_{};
+  std::vector<std::thread::id> background_threads_;
+  std::function<void(uint64_t, bool)> observer_;
 };
 
 }  // namespace modeld

@@ -38,6 +38,9 @@ struct SessionConfig {
 struct PrefixInput {
   ContextManifest manifest;
   ProgressFunc progress;  // optional; called after each prefill batch
+  // 0: the session's n_batch. Smaller batches bound how long one computation
+  // holds the compute gate, for background work a foreground request may wait on.
+  int32_t max_batch = 0;
 };
 
 struct PrefixStatus {

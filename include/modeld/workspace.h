@@ -29,8 +29,11 @@ std::string_view AssemblyModeName(AssemblyMode m);  // "edit_aware", "in_place"
 
 struct WorkspaceOptions {
   AssemblyMode mode = AssemblyMode::kEditAware;
-  int diff_context = 1;            // unchanged lines around each hunk
-  double compact_log_share = 0.5;  // compact when the log passes this share of n_ctx
+  int diff_context = 1;  // unchanged lines around each hunk
+  // Compact when the change notes pass this share of n_ctx (or a prefill would overflow). On
+  // notes, not the whole log: compaction keeps the conversation, so a budget that counted it
+  // would, once the conversation alone passed it, compact on every edit.
+  double compact_notes_share = 0.25;
   // Leave share-based compaction to the owner (PlanCompaction / AdoptCompaction
   // on a second session, as the daemon does); overflow still compacts in place.
   bool compact_in_background = false;
@@ -74,6 +77,7 @@ struct WorkspaceStats {
   int64_t compactions = 0;
   int64_t context_tokens = 0;  // of the last assembled prefix that was prefilled
   int64_t log_tokens = 0;      // the log's part of it
+  int64_t note_tokens = 0;     // the change notes' part of the log
 };
 
 class Workspace {
@@ -144,6 +148,7 @@ class Workspace {
   int64_t generation_ = 0;  // bumped whenever the stable part's files are replaced
   int64_t context_tokens_ = 0;
   int64_t log_tokens_ = 0;
+  int64_t note_tokens_ = 0;
   int64_t n_ctx_ = 0;
 };
 

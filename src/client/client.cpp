@@ -148,6 +148,7 @@ WorkspaceStats StatsFromJson(const Json& j) {
   st.compactions = IntOr(j, "compactions");
   st.context_tokens = IntOr(j, "context_tokens");
   st.log_tokens = IntOr(j, "log_tokens");
+  st.note_tokens = IntOr(j, "note_tokens");
   return st;
 }
 

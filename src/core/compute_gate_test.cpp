@@ -6,6 +6,7 @@
 #include <chrono>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -52,6 +53,77 @@ TEST(ComputeGate, GrantsInArrivalOrder) {
   first.reset();
   for (auto& t : ts) t.join();
   EXPECT_EQ(order, (std::vector<int>{0, 1, 2, 3, 4}));
+}
+
+TEST(ComputeGate, BackgroundWaitsWhileForegroundIsWaitingOrWithinTheGrace) {
+  ComputeGate gate(std::chrono::milliseconds(200));
+  std::vector<std::string> order;
+  std::mutex order_mu;
+  auto log = [&](const char* who) {
+    std::lock_guard lock(order_mu);
+    order.push_back(who);
+  };
+  auto held = std::make_unique<ComputeGate::Turn>(gate.Acquire());  // a foreground turn running
+  std::thread bg([&] {
+    ComputeGate::BackgroundScope scope(gate);
+    auto turn = gate.Acquire();
+    log("bg");
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // bg is waiting first
+  std::thread fg([&] {
+    auto turn = gate.Acquire();
+    log("fg");
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  const auto released = std::chrono::steady_clock::now();
+  held.reset();
+  fg.join();
+  bg.join();
+  // The foreground turn came later but went first; the background one waited out the grace.
+  EXPECT_EQ(order, (std::vector<std::string>{"fg", "bg"}));
+  EXPECT_GE(std::chrono::steady_clock::now() - released, std::chrono::milliseconds(200));
+}
+
+// A background worker running turn after turn delays a foreground request's
+// turns by at most the one it is running: once the request has had a turn,
+// the grace keeps the background out until the request is done.
+TEST(ComputeGate, BackgroundDelaysAForegroundRequestByAtMostOneTurn) {
+  ComputeGate gate(std::chrono::milliseconds(100));
+  struct Grant {
+    uint64_t waited;
+    bool background;
+  };
+  std::vector<Grant> grants;
+  gate.SetObserver([&](uint64_t waited, bool background) { grants.push_back({waited, background}); });
+  std::atomic<bool> stop{false};
+  std::atomic<int> bg_turns{0};
+  std::thread bg([&] {
+    ComputeGate::BackgroundScope scope(gate);
+    while (!stop) {
+      auto turn = gate.Acquire();
+      ++bg_turns;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));  // one "batch"
+    }
+  });
+  while (bg_turns < 3) std::this_thread::yield();
+  for (int i = 0; i < 20; ++i) {  // a "decode": turns with short gaps between them
+    auto turn = gate.Acquire();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  stop = true;
+  bg.join();
+  int fg_seen = 0, fg_waited = 0, bg_during = 0;
+  for (const auto& g : grants) {
+    if (!g.background) {
+      ++fg_seen;
+      fg_waited += static_cast<int>(g.waited);
+    } else if (fg_seen > 0 && fg_seen < 20) {
+      ++bg_during;
+    }
+  }
+  EXPECT_EQ(fg_seen, 20);
+  EXPECT_LE(fg_waited, 1);  // only the first turn may have waited, for the batch then running
+  EXPECT_EQ(bg_during, 0);
 }
 
 }  // namespace

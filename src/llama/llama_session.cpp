@@ -185,12 +185,13 @@ Status LlamaSession::DecodeBatch(const Batch& batch) {
 }
 
 Status LlamaSession::Prefill(const std::vector<llama_token>& want, int64_t from, const char* stage,
-                             const ProgressFunc& progress) {
+                             const ProgressFunc& progress, int32_t max_batch) {
   const int64_t total = static_cast<int64_t>(want.size()) - from;
-  Batch batch(cfg_.n_batch);
+  const int32_t n_batch = max_batch > 0 ? std::min(max_batch, cfg_.n_batch) : cfg_.n_batch;
+  Batch batch(n_batch);
   for (int64_t pos = from; pos < static_cast<int64_t>(want.size());) {
     batch.Clear();
-    const int64_t end = std::min<int64_t>(want.size(), pos + cfg_.n_batch);
+    const int64_t end = std::min<int64_t>(want.size(), pos + n_batch);
     for (int64_t i = pos; i < end; ++i) {
       batch.Add(want[i], static_cast<llama_pos>(i), i + 1 == static_cast<int64_t>(want.size()));
     }
@@ -244,7 +245,7 @@ Result<PrefixStatus> LlamaSession::EnsurePrefix(const PrefixInput& in) {
   PrefixStatus st;
   bool fallback = false;
   const int64_t kept = TrimTo(lcp, &fallback);
-  if (auto ok = Prefill(want, kept, "ensure_prefix", in.progress); !ok) {
+  if (auto ok = Prefill(want, kept, "ensure_prefix", in.progress, in.max_batch); !ok) {
     has_prefix_ = false;  // the resident tokens no longer match any manifest
     prefix_segments_.clear();
     suffix_segments_.clear();

@@ -67,7 +67,9 @@ class LlamaSession final : public Session {
   // (0 when the memory could not be trimmed partially).
   int64_t TrimTo(int64_t keep, bool* fallback);
   // Evaluates want[from..] after tokens_[0..from); logits for the last token.
-  Status Prefill(const std::vector<llama_token>& want, int64_t from, const char* stage, const ProgressFunc& progress);
+  // max_batch: tokens per llama_decode call, at most n_batch (0: n_batch).
+  Status Prefill(const std::vector<llama_token>& want, int64_t from, const char* stage, const ProgressFunc& progress,
+                 int32_t max_batch = 0);
   // Makes sure logits for the last resident token are available.
   Status EnsureLogits();
   Status DecodeBatch(const Batch& batch);

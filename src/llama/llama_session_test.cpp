@@ -415,7 +415,7 @@ TEST(LlamaSession, LongPrefillDelaysAnotherDecodeByAtMostOneBatch) {
     uint64_t waited;
   };
   std::vector<Turn> turns;
-  gate->SetObserver([&](uint64_t waited) {
+  gate->SetObserver([&](uint64_t waited, bool) {
     turns.push_back({std::this_thread::get_id(), waited});
   });  // under the gate's lock
   auto open = [&](const std::string& ws, int n_batch) {

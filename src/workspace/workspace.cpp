@@ -210,7 +210,7 @@ bool Workspace::NeedsCompaction(int64_t extra_tokens) const {
   if (opt_.mode != AssemblyMode::kEditAware || n_ctx_ <= 0) return false;
   const bool has_notes = std::any_of(log_.begin(), log_.end(), [](const Entry& e) { return e.kind == Entry::kNote; });
   if (!has_notes) return false;
-  return log_tokens_ > static_cast<int64_t>(opt_.compact_log_share * static_cast<double>(n_ctx_)) ||
+  return note_tokens_ > static_cast<int64_t>(opt_.compact_notes_share * static_cast<double>(n_ctx_)) ||
          context_tokens_ + extra_tokens > n_ctx_;
 }
 
@@ -228,6 +228,10 @@ Result<PrefixStatus> Workspace::PrefillManifest() {
     if (m.segments()[i].id == "system:close") break;
   }
   log_tokens_ = st->tokens_resident - stable;
+  note_tokens_ = 0;
+  for (size_t i = 0; i < m.segments().size(); ++i) {
+    if (m.segments()[i].kind == SegmentKind::kChangeNote) note_tokens_ += st->segment_tokens[i];
+  }
   return st;
 }
 
@@ -352,6 +356,7 @@ WorkspaceStats Workspace::Stats() const {
   s.compactions = compactions_;
   s.context_tokens = context_tokens_;
   s.log_tokens = log_tokens_;
+  s.note_tokens = note_tokens_;
   return s;
 }
 

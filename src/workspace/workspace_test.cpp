@@ -222,7 +222,7 @@ TEST(Workspace, CompactionFoldsNotesKeepsConversationAndStaysFaithful) {
   std::mt19937 rng(3);
   auto session = Open("compact", 4096);
   WorkspaceOptions opt;
-  opt.compact_log_share = 0.05;  // ~200 tokens of log
+  opt.compact_notes_share = 0.05;  // ~200 tokens of notes
   Workspace w(session.get(), opt);
   ASSERT_TRUE(w.PutFile("src/a.cc", RandomCode(rng, 40)).has_value());
   ASSERT_TRUE(w.PutFile("src/b.cc", RandomCode(rng, 40)).has_value());
@@ -278,7 +278,7 @@ TEST(Workspace, CompactionInASecondSessionCarriesOverWhatCameAfterThePlan) {
   auto first = Open("first");
   WorkspaceOptions opt;
   opt.compact_in_background = true;
-  opt.compact_log_share = 0.02;
+  opt.compact_notes_share = 0.01;
   Workspace w(first.get(), opt);
   ASSERT_TRUE(w.PutFile("src/a.cc", RandomCode(rng, 30)).has_value());
   ASSERT_TRUE(w.PutFile("src/b.cc", RandomCode(rng, 30)).has_value());
