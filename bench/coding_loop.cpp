@@ -1,7 +1,8 @@
 // modeld-bench: replays a coding-agent loop against servers it starts itself, side by side and
 // interleaved turn by turn: (a) modeld with its warm session, (b) modeld with reuse off (cold
-// every turn), (c) llama.cpp's llama-server with its prompt cache. Then the runtime's overhead
-// against llama-bench. Prints a table and writes everything as JSON. See docs/BENCHMARKS.md.
+// every turn), (c) llama.cpp's llama-server with its prompt cache. Then modeld's workspace API in
+// its context-assembly modes (assembly.h), then the runtime's overhead against llama-bench. Prints
+// a table and writes everything as JSON. See docs/BENCHMARKS.md.
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -18,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "assembly.h"
 #include "child_process.h"
 #include "cli/args.h"
 #include "client/client.h"
@@ -45,8 +47,9 @@ constexpr const char* kLlamaServer = "llama-server";
 constexpr const char* kUsage = R"(usage: modeld-bench --model PATH [options]
 
 Replays a coding-agent loop against (a) modeld warm, (b) modeld cold (reuse off) and
-(c) llama-server with cache_prompt, interleaved turn by turn, then compares modeld's
-prefill/decode speed with llama-bench. Starts and stops every server itself.
+(c) llama-server with cache_prompt, interleaved turn by turn; then modeld's context
+assembly (workspace API: cold, in place, edit-aware, edit-aware with eager prefill); then
+compares modeld's prefill/decode speed with llama-bench. Starts and stops every server itself.
 
   --model PATH             GGUF model (all systems use this file)
   --ctx N                  prompt size target in tokens, workspace included (default 4096)
@@ -69,6 +72,12 @@ prefill/decode speed with llama-bench. Starts and stops every server itself.
   --bench-rounds N         alternating rounds of llama-bench and modeld (default 3)
   --skip-llama-server      only (a) and (b)
   --skip-llama-bench       no overhead measurement
+  --skip-loop              no edit-pattern loop (e.g. to run only the context-assembly phase)
+  --assembly-turns N       edit turns of the context-assembly phase: --turns with all four
+                           systems, then ws-edit-aware-eager alone up to N (default 50; 0 skips it)
+  --assembly-pattern P     same, rotating or random (default rotating)
+  --assembly-n-ctx N       its n_ctx (default: 2 x --ctx rounded up to 256, at least ctx + 1024)
+  --eager-delay-ms N       ws-edit-aware-eager: put -> question (default 1000)
   --log-dir DIR            server logs (default: FILE.json's folder, modeld-bench-logs/)
 )";
 
@@ -80,7 +89,10 @@ struct Options {
   std::vector<EditPattern> patterns;
   std::vector<std::string> files;
   int bench_prompt = 512, bench_gen = 128, bench_rounds = 3;
-  bool skip_llama_server = false, skip_llama_bench = false;
+  bool skip_llama_server = false, skip_llama_bench = false, skip_loop = false;
+  int assembly_turns = 50, eager_delay_ms = 1000;
+  int64_t assembly_n_ctx = 0;
+  EditPattern assembly_pattern = EditPattern::kRotating;
 };
 
 std::vector<std::string> Split(const std::string& s, char sep) {
@@ -143,6 +155,18 @@ std::optional<Options> Parse(int argc, char** argv) {
   o.bench_rounds = static_cast<int>(a.Int("--bench-rounds", o.bench_rounds));
   o.skip_llama_server = a.Flag("--skip-llama-server");
   o.skip_llama_bench = a.Flag("--skip-llama-bench");
+  o.skip_loop = a.Flag("--skip-loop");
+  o.assembly_turns = static_cast<int>(a.Int("--assembly-turns", o.assembly_turns));
+  o.eager_delay_ms = static_cast<int>(a.Int("--eager-delay-ms", o.eager_delay_ms));
+  o.assembly_n_ctx = a.Int("--assembly-n-ctx", 0);
+  if (auto name = a.Value("--assembly-pattern")) {
+    auto p = ParseEditPattern(*name);
+    if (!p) {
+      std::fprintf(stderr, "modeld-bench: unknown assembly pattern '%s' (same, rotating, random)\n", name->c_str());
+      return std::nullopt;
+    }
+    o.assembly_pattern = *p;
+  }
   for (const auto& name : Split(a.Value("--edit-pattern").value_or("same,rotating,random"), ',')) {
     auto p = ParseEditPattern(name);
     if (!p) {
@@ -156,8 +180,9 @@ std::optional<Options> Parse(int argc, char** argv) {
   } else {
     o.files = ExpandFiles({std::string(MODELD_SOURCE_DIR) + "/third_party/llama.cpp/src"}, {".cpp"});
   }
-  if (!a.error().empty() || !a.rest().empty() || o.model.empty() || o.patterns.empty() || o.turns < 0 ||
-      o.decode < 2 || o.ctx < 64 || o.n_files < 1 || o.threads < 1 || o.bench_rounds < 1) {
+  if (!a.error().empty() || !a.rest().empty() || o.model.empty() || o.patterns.empty() || o.turns < 0 || o.decode < 2 ||
+      o.ctx < 64 || o.n_files < 1 || o.threads < 1 || o.bench_rounds < 1 || o.assembly_turns < 0 ||
+      o.eager_delay_ms < 0) {
     if (!a.error().empty()) std::fprintf(stderr, "modeld-bench: %s\n", a.error().c_str());
     if (!a.rest().empty()) std::fprintf(stderr, "modeld-bench: unexpected argument '%s'\n", a.rest()[0].c_str());
     std::fputs(kUsage, stderr);
@@ -167,6 +192,10 @@ std::optional<Options> Parse(int argc, char** argv) {
     // Room for the conversation the turns add (question + re-tokenized answer) and the decode.
     const int64_t need = o.ctx + o.turns * (64 + 2 * o.decode) + o.decode + 256;
     o.n_ctx = (need + 255) / 256 * 256;
+  }
+  if (o.assembly_n_ctx <= 0) {
+    // Room for the notes (compacted at 0.25 of n_ctx) and a long conversation on top of the files.
+    o.assembly_n_ctx = (std::max(2 * o.ctx, o.ctx + 1024) + 255) / 256 * 256;
   }
   if (o.log_dir.empty()) o.log_dir = (fs::absolute(o.out).parent_path() / "modeld-bench-logs").string();
   return o;
@@ -508,7 +537,8 @@ int Run(const Options& o) {
 
   std::vector<PatternRun> runs;
   size_t rotation = 0;
-  for (EditPattern pattern : o.patterns) {
+  const std::vector<EditPattern> loop_patterns = o.skip_loop ? std::vector<EditPattern>{} : o.patterns;
+  for (EditPattern pattern : loop_patterns) {
     wopt.pattern = pattern;
     Workload w(*files, wopt);
     PatternRun run{pattern, {}};
@@ -545,6 +575,29 @@ int Run(const Options& o) {
   // Peak memory before the overhead phase adds a session to the cold daemon.
   for (auto& s : servers) s.peak_rss = s.proc->PeakRssBytes();
 
+  std::optional<Json> assembly;
+  if (o.assembly_turns > 0) {
+    AssemblyOptions ao;
+    ao.cfg = cfg;
+    ao.n_ctx = o.assembly_n_ctx;
+    ao.turns = o.turns;
+    ao.assembly_turns = o.assembly_turns;
+    ao.pattern = o.assembly_pattern;
+    ao.eager_delay_ms = o.eager_delay_ms;
+    ao.decode = o.decode;
+    ao.tmp_dir = tmp;
+    ao.files = *files;
+    ao.wopt = wopt;
+    auto r = RunAssembly(
+        ao, [&](const std::string& name, const std::string& socket) -> Result<std::unique_ptr<ChildProcess>> {
+          auto s = StartModeld(o, name, socket);
+          if (!s) return Fail(s.error());
+          return std::move(s->proc);
+        });
+    if (!r) return fail("context assembly", r.error());
+    assembly = std::move(*r);
+  }
+
   std::optional<OverheadResult> overhead;
   if (!o.skip_llama_bench) {
     SessionConfig ocfg = cfg;
@@ -573,11 +626,13 @@ int Run(const Options& o) {
   std::fprintf(stderr, "load average after: %s\n", ReadFirst("/proc/loadavg").c_str());
 
   // ---- report ----
-  std::printf("\n== overall (all patterns) ==\n");
   std::vector<TurnRow> all_rows;
   for (const auto& r : runs) all_rows.insert(all_rows.end(), r.rows.begin(), r.rows.end());
   const Summary overall = Summarize(all_rows, names);
-  PrintSummary("all", overall, names);
+  if (!runs.empty()) {
+    std::printf("\n== overall (all patterns) ==\n");
+    PrintSummary("all", overall, names);
+  }
   std::printf("peak RSS (VmHWM):");
   for (const auto& s : servers) std::printf("  %s %.0f MiB", s.name.c_str(), static_cast<double>(s.peak_rss) / (1 << 20));
   std::printf("\n");
@@ -608,6 +663,7 @@ int Run(const Options& o) {
                    {"threads", o.threads},
                    {"seed", o.seed},
                    {"n_batch", 512},
+                   {"skip_loop", o.skip_loop},
                    {"llama_cpp_commit", MODELD_LLAMA_COMMIT}};
   out["machine"] = MachineInfo();
   out["model"] = {{"architecture", info->architecture},  {"block_count", info->block_count},
@@ -633,6 +689,7 @@ int Run(const Options& o) {
   Json rss;
   for (const auto& s : servers) rss[s.name] = s.peak_rss;
   out["peak_rss_bytes"] = rss;
+  if (assembly) out["assembly"] = std::move(*assembly);
   if (overhead) {
     Json jo{{"n_prompt", o.bench_prompt},
             {"n_gen", o.bench_gen},
