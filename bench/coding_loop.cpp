@@ -148,8 +148,7 @@ std::optional<Options> Parse(int argc, char** argv) {
   o.modeld = a.Value("--modeld").value_or(self_dir + "/modeld");
   o.llama_server =
       a.Value("--llama-server").value_or(std::string(MODELD_SOURCE_DIR) + "/build-bench/llama.cpp/bin/llama-server");
-  o.llama_bench =
-      a.Value("--llama-bench").value_or((fs::path(o.llama_server).parent_path() / "llama-bench").string());
+  o.llama_bench = a.Value("--llama-bench").value_or((fs::path(o.llama_server).parent_path() / "llama-bench").string());
   o.bench_prompt = static_cast<int>(a.Int("--bench-prompt", o.bench_prompt));
   o.bench_gen = static_cast<int>(a.Int("--bench-gen", o.bench_gen));
   o.bench_rounds = static_cast<int>(a.Int("--bench-rounds", o.bench_rounds));
@@ -246,9 +245,10 @@ struct Server {
 };
 
 Result<Server> StartModeld(const Options& o, const std::string& name, const std::string& socket) {
-  auto p = ChildProcess::Start(name, {o.modeld, "serve", "--socket", socket, "--model", o.model, "--threads",
-                                      std::to_string(o.threads), "--quiet"},
-                               o.log_dir + "/" + name + ".log");
+  auto p = ChildProcess::Start(
+      name,
+      {o.modeld, "serve", "--socket", socket, "--model", o.model, "--threads", std::to_string(o.threads), "--quiet"},
+      o.log_dir + "/" + name + ".log");
   if (!p) return Fail(p.error());
   client::Client c(socket);
   for (int i = 0; i < 1200; ++i) {  // 60 s
@@ -264,12 +264,34 @@ Result<Server> StartLlamaServer(const Options& o, int port) {
   // f16, no flash attention); one slot; the host-memory prompt cache (--cache-ram) off: with one
   // conversation it can never beat the slot's own KV, it only adds copies.
   const std::string t = std::to_string(o.threads);
-  auto p = ChildProcess::Start(
-      kLlamaServer,
-      {o.llama_server, "-m", o.model, "-t", t, "-tb", t, "-c", std::to_string(o.n_ctx), "-b", "512", "-ub", "512",
-       "-fa", "off", "-np", "1", "--cache-ram", "0", "-fit", "off", "--no-webui", "--host", "127.0.0.1", "--port",
-       std::to_string(port)},
-      o.log_dir + "/llama-server.log");
+  auto p = ChildProcess::Start(kLlamaServer,
+                               {o.llama_server,
+                                "-m",
+                                o.model,
+                                "-t",
+                                t,
+                                "-tb",
+                                t,
+                                "-c",
+                                std::to_string(o.n_ctx),
+                                "-b",
+                                "512",
+                                "-ub",
+                                "512",
+                                "-fa",
+                                "off",
+                                "-np",
+                                "1",
+                                "--cache-ram",
+                                "0",
+                                "-fit",
+                                "off",
+                                "--no-webui",
+                                "--host",
+                                "127.0.0.1",
+                                "--port",
+                                std::to_string(port)},
+                               o.log_dir + "/llama-server.log");
   if (!p) return Fail(p.error());
   return Server{kLlamaServer, std::move(*p), 0};
 }
@@ -301,7 +323,7 @@ struct Summary {
   std::map<std::string, int64_t> prefilled;  // sum over edit turns
   std::map<std::string, int64_t> reused;
   std::map<std::string, int64_t> last_prompt_tokens;  // each system's own token count
-  std::optional<int64_t> max_warm_minus_llama;  // over every turn, turn 0 included
+  std::optional<int64_t> max_warm_minus_llama;        // over every turn, turn 0 included
   int edit_turns = 0;
 };
 
@@ -342,9 +364,12 @@ double Ratio(const std::map<std::string, double>& m, const char* num, const char
 }
 
 Json ToJson(const TurnResult& r) {
-  return Json{{"prompt_tokens", r.prompt_tokens}, {"reused", r.reused},
-              {"prefilled", r.prefilled},         {"ttft_ms", r.ttft_ms},
-              {"decode_tps", r.decode_tps},       {"generated", r.generated},
+  return Json{{"prompt_tokens", r.prompt_tokens},
+              {"reused", r.reused},
+              {"prefilled", r.prefilled},
+              {"ttft_ms", r.ttft_ms},
+              {"decode_tps", r.decode_tps},
+              {"generated", r.generated},
               {"server_prefill_ms", r.server_prefill_ms}};
 }
 
@@ -373,7 +398,8 @@ void PrintHeader(const std::vector<std::string>& systems) {
   std::printf("\n%-4s %-34s", "turn", "edit");
   for (const auto& s : systems) std::printf(" | %-33s", s.c_str());
   std::printf("\n%-4s %-34s", "", "");
-  for (size_t i = 0; i < systems.size(); ++i) std::printf(" | %7s %7s %9s %7s", "reused", "prefill", "ttft_ms", "tok/s");
+  for (size_t i = 0; i < systems.size(); ++i)
+    std::printf(" | %7s %7s %9s %7s", "reused", "prefill", "ttft_ms", "tok/s");
   std::printf("\n");
 }
 
@@ -404,7 +430,8 @@ void PrintSummary(const std::string& label, const Summary& s, const std::vector<
   }
   std::printf("\n  tokens prefilled:");
   for (const auto& name : systems) {
-    if (s.prefilled.contains(name)) std::printf("  %s %lld", name.c_str(), static_cast<long long>(s.prefilled.at(name)));
+    if (s.prefilled.contains(name))
+      std::printf("  %s %lld", name.c_str(), static_cast<long long>(s.prefilled.at(name)));
   }
   if (s.prefilled.contains(kLlamaServer) && s.prefilled.contains(kWarm) && s.prefilled.at(kWarm) > 0) {
     std::printf("  (c/a %.3f)", static_cast<double>(s.prefilled.at(kLlamaServer)) / s.prefilled.at(kWarm));
@@ -471,7 +498,8 @@ int Run(const Options& o) {
   client::Client warm_client(tmp + "/" + std::string(kWarm) + ".sock");
   client::Client cold_client(tmp + "/" + std::string(kCold) + ".sock");
   auto models = warm_client.Models();
-  if (!models || models->empty()) return fail("listing models", models ? Error(ErrorCode::kNotFound, "none") : models.error());
+  if (!models || models->empty())
+    return fail("listing models", models ? Error(ErrorCode::kNotFound, "none") : models.error());
   auto info = warm_client.Describe((*models)[0].model);
   if (!info) return fail("describing the model", info.error());
 
@@ -515,14 +543,15 @@ int Run(const Options& o) {
   Workload::Options wopt;
   wopt.lines_per_edit = o.lines_per_edit;
   wopt.seed = o.seed;
-  if (auto t = warm_client.Tokenize("bench-warm", "<|im_start|>", true); t && t->size() == 1) wopt.markers.chatml = true;
-  auto files = FitWorkspace(o.files, std::string(MODELD_SOURCE_DIR) + "/third_party/llama.cpp/", o.n_files, o.ctx,
-                            wopt, count);
+  if (auto t = warm_client.Tokenize("bench-warm", "<|im_start|>", true); t && t->size() == 1)
+    wopt.markers.chatml = true;
+  auto files =
+      FitWorkspace(o.files, std::string(MODELD_SOURCE_DIR) + "/third_party/llama.cpp/", o.n_files, o.ctx, wopt, count);
   if (!files) return fail("building the workspace", files.error());
 
-  std::printf("model: %s (%s, %u layers, n_embd %u, %u heads / %u kv, vocab %u, %s, %.0f M params)\n",
-              o.model.c_str(), info->architecture.c_str(), info->block_count, info->embedding_length,
-              info->head_count, info->head_count_kv, info->vocab_size, info->file_type_name.c_str(),
+  std::printf("model: %s (%s, %u layers, n_embd %u, %u heads / %u kv, vocab %u, %s, %.0f M params)\n", o.model.c_str(),
+              info->architecture.c_str(), info->block_count, info->embedding_length, info->head_count,
+              info->head_count_kv, info->vocab_size, info->file_type_name.c_str(),
               static_cast<double>(info->parameter_count) / 1e6);
   std::printf("threads %d, n_ctx %lld, prompt target %lld tokens, %d turns x %d decoded tokens, %d line(s) per edit\n",
               o.threads, static_cast<long long>(o.n_ctx), static_cast<long long>(o.ctx), o.turns, o.decode,
@@ -603,7 +632,8 @@ int Run(const Options& o) {
     SessionConfig ocfg = cfg;
     ocfg.reuse = false;
     ocfg.n_ctx = (o.bench_prompt + o.bench_gen + 64 + 255) / 256 * 256;
-    if (auto s = cold_client.OpenSession("bench-overhead", {}, ocfg); !s) return fail("opening the overhead session", s.error());
+    if (auto s = cold_client.OpenSession("bench-overhead", {}, ocfg); !s)
+      return fail("opening the overhead session", s.error());
     OverheadOptions oo;
     oo.llama_bench = o.llama_bench;
     oo.model = o.model;
@@ -620,7 +650,8 @@ int Run(const Options& o) {
 
   for (auto& s : servers) {
     const std::string how = s.proc->Stop();
-    if (how != "exit 0") std::fprintf(stderr, "%s stopped: %s (log: %s)\n", s.name.c_str(), how.c_str(), s.proc->log_path().c_str());
+    if (how != "exit 0")
+      std::fprintf(stderr, "%s stopped: %s (log: %s)\n", s.name.c_str(), how.c_str(), s.proc->log_path().c_str());
   }
   out["load_avg_after"] = ReadFirst("/proc/loadavg");
   std::fprintf(stderr, "load average after: %s\n", ReadFirst("/proc/loadavg").c_str());
@@ -634,12 +665,14 @@ int Run(const Options& o) {
     PrintSummary("all", overall, names);
   }
   std::printf("peak RSS (VmHWM):");
-  for (const auto& s : servers) std::printf("  %s %.0f MiB", s.name.c_str(), static_cast<double>(s.peak_rss) / (1 << 20));
+  for (const auto& s : servers)
+    std::printf("  %s %.0f MiB", s.name.c_str(), static_cast<double>(s.peak_rss) / (1 << 20));
   std::printf("\n");
   if (overhead) {
     std::printf("\noverhead vs llama-bench (%d threads, n_batch 512, %d rounds):\n", o.threads, o.bench_rounds);
-    std::printf("  prefill %lld tokens: modeld %.1f t/s (daemon-side %.1f)", static_cast<long long>(overhead->modeld_prompt_tokens),
-                overhead->modeld_pp.Mean(), overhead->modeld_pp_server.Mean());
+    std::printf("  prefill %lld tokens: modeld %.1f t/s (daemon-side %.1f)",
+                static_cast<long long>(overhead->modeld_prompt_tokens), overhead->modeld_pp.Mean(),
+                overhead->modeld_pp_server.Mean());
     if (overhead->have_bench) {
       std::printf(", llama-bench pp%d %.1f t/s, ratio %.3f", o.bench_prompt, overhead->bench_pp.Mean(),
                   overhead->modeld_pp.Mean() / overhead->bench_pp.Mean());
@@ -653,24 +686,21 @@ int Run(const Options& o) {
     std::printf("\n  (ratio = modeld / llama-bench; 0.95 or more is within the 5%% target)\n");
   }
 
-  out["config"] = {{"model", o.model},
-                   {"ctx_target", o.ctx},
-                   {"n_ctx", o.n_ctx},
-                   {"turns", o.turns},
-                   {"decode", o.decode},
-                   {"lines_per_edit", o.lines_per_edit},
-                   {"n_files", o.n_files},
-                   {"threads", o.threads},
-                   {"seed", o.seed},
-                   {"n_batch", 512},
-                   {"skip_loop", o.skip_loop},
-                   {"llama_cpp_commit", MODELD_LLAMA_COMMIT}};
+  out["config"] = {{"model", o.model},     {"ctx_target", o.ctx},      {"n_ctx", o.n_ctx},
+                   {"turns", o.turns},     {"decode", o.decode},       {"lines_per_edit", o.lines_per_edit},
+                   {"n_files", o.n_files}, {"threads", o.threads},     {"seed", o.seed},
+                   {"n_batch", 512},       {"skip_loop", o.skip_loop}, {"llama_cpp_commit", MODELD_LLAMA_COMMIT}};
   out["machine"] = MachineInfo();
-  out["model"] = {{"architecture", info->architecture},  {"block_count", info->block_count},
-                  {"embedding_length", info->embedding_length}, {"head_count", info->head_count},
-                  {"head_count_kv", info->head_count_kv},   {"vocab_size", info->vocab_size},
-                  {"file_type", info->file_type_name},      {"parameter_count", info->parameter_count},
-                  {"file_size", info->file_size},           {"digest", info->digest}};
+  out["model"] = {{"architecture", info->architecture},
+                  {"block_count", info->block_count},
+                  {"embedding_length", info->embedding_length},
+                  {"head_count", info->head_count},
+                  {"head_count_kv", info->head_count_kv},
+                  {"vocab_size", info->vocab_size},
+                  {"file_type", info->file_type_name},
+                  {"parameter_count", info->parameter_count},
+                  {"file_size", info->file_size},
+                  {"digest", info->digest}};
   out["workspace"] = jfiles;
   Json jruns = Json::array();
   for (const auto& run : runs) {
@@ -678,11 +708,11 @@ int Run(const Options& o) {
     for (const auto& row : run.rows) {
       Json sys;
       for (const auto& [name, r] : row.by_system) sys[name] = ToJson(r);
-      turns.push_back({{"turn", row.turn}, {"edit", row.edit}, {"question", row.question}, {"order", row.order}, {"systems", sys}});
+      turns.push_back(
+          {{"turn", row.turn}, {"edit", row.edit}, {"question", row.question}, {"order", row.order}, {"systems", sys}});
     }
-    jruns.push_back({{"pattern", EditPatternName(run.pattern)},
-                     {"turns", turns},
-                     {"summary", ToJson(Summarize(run.rows, names))}});
+    jruns.push_back(
+        {{"pattern", EditPatternName(run.pattern)}, {"turns", turns}, {"summary", ToJson(Summarize(run.rows, names))}});
   }
   out["patterns"] = jruns;
   out["overall"] = ToJson(overall);

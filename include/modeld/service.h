@@ -31,6 +31,8 @@ struct EmbedRequest {
   std::string backend = "gguf";
   std::string input;
   int32_t threads = 0;
+  // Taken around the evaluation, as sessions do, so an embedding never runs beside a decode.
+  std::shared_ptr<ComputeGate> gate;
 };
 
 struct Embedding {

@@ -749,6 +749,7 @@ void Server::Impl::Embed(const httplib::Request& req, httplib::Response& res) {
   er.model_digest = (*m)->info.digest;
   er.input = input;
   er.threads = opt.threads;
+  er.gate = gate;
   auto e = Service().Embed(er);
   if (!e) return ReplyError(res, e.error());
   Reply(res, 200,

@@ -1,6 +1,7 @@
 #include "llama/llama_backend.h"
 
 #include <cmath>
+#include <optional>
 #include <thread>
 
 #include "llama/llama_session.h"
@@ -67,7 +68,10 @@ Result<Embedding> LlamaBackend::Embed(const EmbedRequest& req, const ModelInfo& 
   Batch batch(n);
   for (int32_t i = 0; i < n; ++i) batch.Add(tokens[i], i, true);
   const bool encoder_only = llama_model_has_encoder(m) && !llama_model_has_decoder(m);
+  std::optional<ComputeGate::Turn> turn;
+  if (req.gate) turn.emplace(req.gate->Acquire());
   const int32_t rc = encoder_only ? llama_encode(ctx.get(), batch.get()) : llama_decode(ctx.get(), batch.get());
+  turn.reset();
   if (rc != 0) return Fail(ErrorCode::kInternal, "embedding evaluation failed (code " + std::to_string(rc) + ")");
   const float* e = llama_get_embeddings_seq(ctx.get(), 0);
   if (e == nullptr) return Fail(ErrorCode::kInternal, "no pooled embedding returned");
