@@ -336,9 +336,8 @@ void PrintRow(const AsmRow& row, const std::vector<std::string>& names) {
 
 Result<Json> RunAssembly(const AssemblyOptions& opt, const StartDaemon& start) {
   std::vector<AsmSystem> systems(4);
-  // Reuse off: every ask prefills the whole context. (The daemon's ask is EnsurePrefix then
-  // PrefillSuffix, and with reuse off the second re-prefills the prefix too: about two full
-  // prefills per turn; ask_prefix_prefilled and ask_suffix_prefilled show it.)
+  // Reuse off: every ask prefills the whole context once (ask_prefix_prefilled: the context,
+  // ask_suffix_prefilled: the question).
   systems[0].name = kWsCold;
   systems[0].reuse = false;
   systems[1].name = kWsInPlace;

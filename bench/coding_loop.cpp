@@ -76,7 +76,8 @@ compares modeld's prefill/decode speed with llama-bench. Starts and stops every 
   --assembly-turns N       edit turns of the context-assembly phase: --turns with all four
                            systems, then ws-edit-aware-eager alone up to N (default 50; 0 skips it)
   --assembly-pattern P     same, rotating or random (default rotating)
-  --assembly-n-ctx N       its n_ctx (default: 2 x --ctx rounded up to 256, at least ctx + 1024)
+  --assembly-n-ctx N       its n_ctx (default: room for --ctx, the conversation of every turn
+                           and the notes folded at 0.25 of n_ctx: (ctx + turns*(64+2*decode)) * 4/3)
   --eager-delay-ms N       ws-edit-aware-eager: put -> question (default 1000)
   --log-dir DIR            server logs (default: FILE.json's folder, modeld-bench-logs/)
 )";
@@ -193,8 +194,10 @@ std::optional<Options> Parse(int argc, char** argv) {
     o.n_ctx = (need + 255) / 256 * 256;
   }
   if (o.assembly_n_ctx <= 0) {
-    // Room for the notes (compacted at 0.25 of n_ctx) and a long conversation on top of the files.
-    o.assembly_n_ctx = (std::max(2 * o.ctx, o.ctx + 1024) + 255) / 256 * 256;
+    // The files, the conversation of every turn (the workspace keeps it), and the notes, which
+    // are folded in at 0.25 of n_ctx, so the rest must fit in 0.75 of it.
+    const int64_t need = (o.ctx + o.assembly_turns * (64 + 2 * o.decode) + o.decode + 256) * 4 / 3;
+    o.assembly_n_ctx = (need + 255) / 256 * 256;
   }
   if (o.log_dir.empty()) o.log_dir = (fs::absolute(o.out).parent_path() / "modeld-bench-logs").string();
   return o;

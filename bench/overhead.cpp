@@ -57,7 +57,8 @@ Status RunBench(const OverheadOptions& opt, OverheadResult* out) {
 }  // namespace
 
 double Rate::Mean() const {
-  return samples.empty() ? 0 : std::accumulate(samples.begin(), samples.end(), 0.0) / static_cast<double>(samples.size());
+  return samples.empty() ? 0
+                         : std::accumulate(samples.begin(), samples.end(), 0.0) / static_cast<double>(samples.size());
 }
 
 double Rate::Stddev() const {

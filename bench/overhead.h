@@ -28,15 +28,15 @@ struct OverheadOptions {
 };
 
 struct OverheadResult {
-  int64_t modeld_prompt_tokens = 0;  // what the fitted text tokenized to
-  Rate modeld_pp, modeld_tg;          // client side: wall time of the call / chunk clock
+  int64_t modeld_prompt_tokens = 0;         // what the fitted text tokenized to
+  Rate modeld_pp, modeld_tg;                // client side: wall time of the call / chunk clock
   Rate modeld_pp_server, modeld_tg_server;  // the daemon's own timings
-  Rate bench_pp, bench_tg;            // llama-bench avg_ts
+  Rate bench_pp, bench_tg;                  // llama-bench avg_ts
   bool have_bench = false;
 };
 
 // `text` is cut to about n_prompt tokens; the workspace session must be open with reuse off.
-Result<OverheadResult> MeasureOverhead(const client::Client& c, const std::string& workspace,
-                                       const std::string& text, const OverheadOptions& opt);
+Result<OverheadResult> MeasureOverhead(const client::Client& c, const std::string& workspace, const std::string& text,
+                                       const OverheadOptions& opt);
 
 }  // namespace modeld::bench

@@ -66,8 +66,11 @@ class ModeldSystem final : public System {
   static Result<std::unique_ptr<ModeldSystem>> Open(std::string name, std::string server, client::Client client,
                                                     std::string workspace, const SessionConfig& cfg);
   ModeldSystem(std::string name, std::string server, client::Client client, std::string workspace, bool warm)
-      : name_(std::move(name)), server_(std::move(server)), client_(std::move(client)),
-        workspace_(std::move(workspace)), warm_(warm) {}
+      : name_(std::move(name)),
+        server_(std::move(server)),
+        client_(std::move(client)),
+        workspace_(std::move(workspace)),
+        warm_(warm) {}
 
   const std::string& name() const override { return name_; }
   const std::string& server() const override { return server_; }

@@ -43,9 +43,12 @@ std::optional<EditPattern> ParseEditPattern(std::string_view name) {
 
 std::string_view EditPatternName(EditPattern p) {
   switch (p) {
-    case EditPattern::kSame: return "same";
-    case EditPattern::kRotating: return "rotating";
-    case EditPattern::kRandom: return "random";
+    case EditPattern::kSame:
+      return "same";
+    case EditPattern::kRotating:
+      return "rotating";
+    case EditPattern::kRandom:
+      return "random";
   }
   return "?";
 }
@@ -71,7 +74,9 @@ std::string Markers::Open(std::string_view role) const {
 std::string Markers::Close() const { return chatml ? "<|im_end|>\n" : "\n"; }
 
 Workload::Workload(std::vector<SourceFile> files, Options opt)
-    : files_(std::move(files)), opt_(opt), rng_(opt.seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(opt.pattern)) {}
+    : files_(std::move(files)),
+      opt_(opt),
+      rng_(opt.seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(opt.pattern)) {}
 
 std::string Workload::FileText(const SourceFile& f) { return "=== " + f.path + " ===\n" + Join(f.lines) + "\n"; }
 
@@ -79,9 +84,15 @@ Edit Workload::ApplyEdit(int turn) {
   Edit e;
   const size_t n = files_.size();
   switch (opt_.pattern) {
-    case EditPattern::kSame: e.file = n - 1; break;
-    case EditPattern::kRotating: e.file = static_cast<size_t>(turn - 1) % n; break;
-    case EditPattern::kRandom: e.file = std::uniform_int_distribution<size_t>(0, n - 1)(rng_); break;
+    case EditPattern::kSame:
+      e.file = n - 1;
+      break;
+    case EditPattern::kRotating:
+      e.file = static_cast<size_t>(turn - 1) % n;
+      break;
+    case EditPattern::kRandom:
+      e.file = std::uniform_int_distribution<size_t>(0, n - 1)(rng_);
+      break;
   }
   SourceFile& f = files_[e.file];
   e.path = f.path;
@@ -116,7 +127,8 @@ Prompt Workload::Build(const std::string& question) const {
     p.prefix.push_back({"turn:" + std::to_string(i), SegmentKind::kConversation,
                         mk.Open("user") + q + "\n" + mk.Close() + mk.Open("assistant") + a + "\n" + mk.Close()});
   }
-  p.suffix.push_back({"user", SegmentKind::kUser, mk.Open("user") + question + "\n" + mk.Close() + mk.Open("assistant")});
+  p.suffix.push_back(
+      {"user", SegmentKind::kUser, mk.Open("user") + question + "\n" + mk.Close() + mk.Open("assistant")});
   return p;
 }
 

@@ -32,7 +32,9 @@ struct SessionConfig {
   std::string kv_type = "f16";  // "f16", "q8_0", "f32"
   bool flash_attn = false;
   uint64_t seed = 0;
-  bool reuse = true;  // false: every call re-prefills from token 0 (the cold baseline)
+  // false: the cold baseline, nothing kept from an earlier call: EnsurePrefix re-prefills from
+  // token 0, PrefillSuffix keeps only the prefix it is paired with.
+  bool reuse = true;
 };
 
 struct PrefixInput {
@@ -41,6 +43,9 @@ struct PrefixInput {
   // 0: the session's n_batch. Smaller batches bound how long one computation
   // holds the compute gate, for background work a foreground request may wait on.
   int32_t max_batch = 0;
+  // Checked between batches: a requested stop ends the call with kCancelled,
+  // and no prefix is resident afterwards (call EnsurePrefix again).
+  std::stop_token cancel{};
 };
 
 struct PrefixStatus {

@@ -34,6 +34,9 @@ struct WorkspaceOptions {
   // notes, not the whole log: compaction keeps the conversation, so a budget that counted it
   // would, once the conversation alone passed it, compact on every edit.
   double compact_notes_share = 0.25;
+  // ... or when the free room left in n_ctx falls below this share: compacting then, in the
+  // background, spares the call that would overflow from compacting in place.
+  double compact_room_share = 0.1;
   // Leave share-based compaction to the owner (PlanCompaction / AdoptCompaction
   // on a second session, as the daemon does); overflow still compacts in place.
   bool compact_in_background = false;

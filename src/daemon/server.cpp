@@ -147,7 +147,7 @@ struct Server::Impl {
   void WorkspaceAsk(const std::string& ws, const httplib::Request& req, httplib::Response& res);
   void WorkspaceInfo(const std::string& ws, bool context, httplib::Response& res);
   void SchedulePrefill(const std::string& ws, bool compact = false);
-  void PrefillLoop();
+  void PrefillLoop(bool compactions);
   void CompactInBackground(const std::string& ws);
 
   // Background work on workspaces: eager prefills of changed contexts and
@@ -160,7 +160,8 @@ struct Server::Impl {
   std::mutex eager_mu;
   std::condition_variable eager_cv;
   std::vector<Task> eager_queue;
-  std::thread eager_thread;
+  std::thread eager_thread, compact_thread;
+  std::stop_source stop_background;
 };
 
 void Server::Impl::Routes(httplib::Server& s) {
@@ -332,7 +333,7 @@ void Server::Impl::SchedulePrefill(const std::string& ws, bool compact) {
     const Task t{ws, compact};
     if (std::find(eager_queue.begin(), eager_queue.end(), t) == eager_queue.end()) eager_queue.push_back(t);
   }
-  eager_cv.notify_one();
+  eager_cv.notify_all();
 }
 
 // Builds the compact context in a second session while the workspace's own
@@ -355,6 +356,7 @@ void Server::Impl::CompactInBackground(const std::string& ws) {
     ComputeGate::BackgroundScope background(*gate);
     PrefixInput in{plan.manifest, {}};
     in.max_batch = kBackgroundBatch;
+    in.cancel = stop_background.get_token();  // a stopping daemon does not wait for it
     st = (*fresh)->EnsurePrefix(in);
   }
   if (!st) return;  // e.g. it does not fit: the next prefill compacts in place or reports the overflow
@@ -368,18 +370,25 @@ void Server::Impl::CompactInBackground(const std::string& ws) {
   }
 }
 
-// One background worker: eager prefills queue behind foreground calls on the
-// same workspace (they wait for the lease) and take compute turns like any
-// other call, so a foreground request waits at most one batch for them.
-void Server::Impl::PrefillLoop() {
+// Two background workers, one per kind of task, so an eager prefill never
+// waits behind a compaction. Eager prefills queue behind foreground calls on
+// the same workspace (they wait for the lease) and take foreground compute
+// turns (an ask is usually right behind them); compactions take background
+// turns (see CompactInBackground).
+void Server::Impl::PrefillLoop(bool compactions) {
   for (;;) {
     Task task;
     {
       std::unique_lock lock(eager_mu);
-      eager_cv.wait(lock, [&] { return stopping || !eager_queue.empty(); });
+      auto mine = [&] {
+        return std::find_if(eager_queue.begin(), eager_queue.end(),
+                            [&](const Task& t) { return t.compact == compactions; });
+      };
+      eager_cv.wait(lock, [&] { return stopping || mine() != eager_queue.end(); });
       if (stopping) return;
-      task = eager_queue.front();
-      eager_queue.erase(eager_queue.begin());
+      auto it = mine();
+      task = *it;
+      eager_queue.erase(it);
     }
     if (task.compact) {
       CompactInBackground(task.ws);
@@ -869,7 +878,8 @@ Result<std::unique_ptr<Server>> Server::Start(const ServerOptions& opt) {
     }
     impl->tcp_thread = std::thread([self] { self->tcp_server.listen_after_bind(); });
   }
-  impl->eager_thread = std::thread([self] { self->PrefillLoop(); });
+  impl->eager_thread = std::thread([self] { self->PrefillLoop(false); });
+  impl->compact_thread = std::thread([self] { self->PrefillLoop(true); });
   if (!opt.socket_path.empty()) impl->unix_server.wait_until_ready();
   if (opt.port != 0) impl->tcp_server.wait_until_ready();
   return std::make_unique<Server>(std::move(impl));
@@ -883,12 +893,17 @@ void Server::Stop() {
     impl_->stopped = true;
   }
   impl_->stopping = true;  // in-flight decodes see it at their next token
+  impl_->stop_background.request_stop();
+  {
+    std::lock_guard lock(impl_->eager_mu);  // a worker between its check and its wait sees it
+  }
   impl_->eager_cv.notify_all();
   impl_->unix_server.stop();
   impl_->tcp_server.stop();
   if (impl_->unix_thread.joinable()) impl_->unix_thread.join();
   if (impl_->tcp_thread.joinable()) impl_->tcp_thread.join();
   if (impl_->eager_thread.joinable()) impl_->eager_thread.join();
+  if (impl_->compact_thread.joinable()) impl_->compact_thread.join();
   impl_->sessions->CloseAll();
   if (!impl_->opt.socket_path.empty()) {
     std::error_code ec;

@@ -185,11 +185,15 @@ Status LlamaSession::DecodeBatch(const Batch& batch) {
 }
 
 Status LlamaSession::Prefill(const std::vector<llama_token>& want, int64_t from, const char* stage,
-                             const ProgressFunc& progress, int32_t max_batch) {
+                             const ProgressFunc& progress, int32_t max_batch, std::stop_token cancel) {
   const int64_t total = static_cast<int64_t>(want.size()) - from;
   const int32_t n_batch = max_batch > 0 ? std::min(max_batch, cfg_.n_batch) : cfg_.n_batch;
   Batch batch(n_batch);
   for (int64_t pos = from; pos < static_cast<int64_t>(want.size());) {
+    if (cancel.stop_requested()) {
+      if (pos > from) logits_valid_ = false;
+      return Fail(ErrorCode::kCancelled, std::string(stage) + " cancelled");
+    }
     batch.Clear();
     const int64_t end = std::min<int64_t>(want.size(), pos + n_batch);
     for (int64_t i = pos; i < end; ++i) {
@@ -245,7 +249,7 @@ Result<PrefixStatus> LlamaSession::EnsurePrefix(const PrefixInput& in) {
   PrefixStatus st;
   bool fallback = false;
   const int64_t kept = TrimTo(lcp, &fallback);
-  if (auto ok = Prefill(want, kept, "ensure_prefix", in.progress, in.max_batch); !ok) {
+  if (auto ok = Prefill(want, kept, "ensure_prefix", in.progress, in.max_batch, in.cancel); !ok) {
     has_prefix_ = false;  // the resident tokens no longer match any manifest
     prefix_segments_.clear();
     suffix_segments_.clear();
@@ -305,7 +309,8 @@ Result<SuffixStatus> LlamaSession::PrefillSuffix(const SuffixInput& in) {
   std::vector<llama_token> want(tokens_.begin(), tokens_.begin() + prefix_len_);
   want.insert(want.end(), layout->tokens.begin(), layout->tokens.end());
   const int64_t n = static_cast<int64_t>(want.size());
-  const int64_t lcp = std::max<int64_t>(CommonPrefix(want, prefix_len_), cfg_.reuse ? prefix_len_ : 0);
+  // The prefix this suffix is paired with is always kept, reuse or not: it was just ensured.
+  const int64_t lcp = std::max<int64_t>(CommonPrefix(want, prefix_len_), prefix_len_);
   if (n > cfg_.n_ctx) return Fail(Error::ContextOverflow("prefill_suffix", lcp, n - lcp, cfg_.n_ctx));
 
   bool fallback = false;

@@ -68,8 +68,9 @@ class LlamaSession final : public Session {
   int64_t TrimTo(int64_t keep, bool* fallback);
   // Evaluates want[from..] after tokens_[0..from); logits for the last token.
   // max_batch: tokens per llama_decode call, at most n_batch (0: n_batch).
+  // max_batch: tokens per llama_decode call, at most n_batch (0: n_batch); cancel: checked between batches.
   Status Prefill(const std::vector<llama_token>& want, int64_t from, const char* stage, const ProgressFunc& progress,
-                 int32_t max_batch = 0);
+                 int32_t max_batch = 0, std::stop_token cancel = {});
   // Makes sure logits for the last resident token are available.
   Status EnsureLogits();
   Status DecodeBatch(const Batch& batch);

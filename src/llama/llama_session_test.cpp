@@ -190,6 +190,56 @@ TEST(LlamaSession, SuffixReplacesPreviousTurnAndReusesCommonPart) {
   EXPECT_EQ(dr2->text, dr->text);
 }
 
+// Cold (reuse off): one turn costs one full prefill, not two; nothing survives into the next call.
+TEST(LlamaSession, ReuseOffKeepsOnlyThePairedPrefix) {
+  std::mt19937 rng(4);
+  SessionConfig cfg;
+  cfg.reuse = false;
+  auto s = Open("cold", cfg);
+  const auto manifest = Manifest(MakeFiles(rng, 2));
+  auto ps = s->EnsurePrefix({manifest, {}});
+  ASSERT_TRUE(ps.has_value());
+  EXPECT_EQ(ps->tokens_prefilled, ps->tokens_resident);
+  auto s1 = s->PrefillSuffix(Suffix(ps->manifest_digest, "a question"));
+  ASSERT_TRUE(s1.has_value());
+  EXPECT_EQ(s1->tokens_reused, 0);
+  EXPECT_EQ(s->Report()->total_prefilled, ps->tokens_resident + s1->tokens_prefilled);
+  // The same suffix again is prefilled again, and the same prefix from token 0.
+  auto s2 = s->PrefillSuffix(Suffix(ps->manifest_digest, "a question"));
+  ASSERT_TRUE(s2.has_value());
+  EXPECT_EQ(s2->tokens_reused, 0);
+  EXPECT_EQ(s2->tokens_prefilled, s1->tokens_prefilled);
+  auto again = s->EnsurePrefix({manifest, {}});
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->tokens_reused, 0);
+  EXPECT_EQ(again->tokens_prefilled, ps->tokens_resident);
+}
+
+// A cancelled prefill stops between batches, leaves no prefix resident, and the next
+// EnsurePrefix picks up what the KV holds.
+TEST(LlamaSession, CancelledPrefillStopsBetweenBatches) {
+  std::mt19937 rng(6);
+  SessionConfig cfg;
+  cfg.n_batch = cfg.n_ubatch = 16;
+  auto s = Open("cancel", cfg);
+  const auto manifest = Manifest(MakeFiles(rng, 2));
+  std::stop_source stop;
+  int batches = 0;
+  PrefixInput in{manifest, [&](const Progress&) {
+                   if (++batches == 2) stop.request_stop();
+                 }};
+  in.cancel = stop.get_token();
+  auto st = s->EnsurePrefix(in);
+  ASSERT_FALSE(st.has_value());
+  EXPECT_TRUE(st.error().Is(ErrorCode::kCancelled)) << st.error().ToString();
+  EXPECT_EQ(batches, 2);
+  EXPECT_EQ(s->Report()->tokens_resident, 32);
+  EXPECT_TRUE(s->PrefillSuffix(Suffix("", "q")).error().Is(ErrorCode::kManifestMismatch));
+  auto again = s->EnsurePrefix({manifest, {}});
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->tokens_reused, 32);
+}
+
 TEST(LlamaSession, ManifestMismatchIsRefusedAndChangesNothing) {
   std::mt19937 rng(5);
   auto s = Open("mismatch");

@@ -210,8 +210,12 @@ bool Workspace::NeedsCompaction(int64_t extra_tokens) const {
   if (opt_.mode != AssemblyMode::kEditAware || n_ctx_ <= 0) return false;
   const bool has_notes = std::any_of(log_.begin(), log_.end(), [](const Entry& e) { return e.kind == Entry::kNote; });
   if (!has_notes) return false;
-  return note_tokens_ > static_cast<int64_t>(opt_.compact_notes_share * static_cast<double>(n_ctx_)) ||
-         context_tokens_ + extra_tokens > n_ctx_;
+  const auto share = [&](double s) { return static_cast<int64_t>(s * static_cast<double>(n_ctx_)); };
+  const int64_t room = share(opt_.compact_room_share);
+  // Short of room, but only when folding the notes would give it back (not when the
+  // conversation itself fills the context: compacting then would only repeat every turn).
+  const bool short_of_room = n_ctx_ - context_tokens_ < room && n_ctx_ - (context_tokens_ - note_tokens_) >= room;
+  return note_tokens_ > share(opt_.compact_notes_share) || short_of_room || context_tokens_ + extra_tokens > n_ctx_;
 }
 
 bool Workspace::CompactionDue() const { return NeedsCompaction(0); }

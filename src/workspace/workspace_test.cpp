@@ -247,6 +247,44 @@ TEST(Workspace, CompactionFoldsNotesKeepsConversationAndStaysFaithful) {
   EXPECT_NE(text.find("first question"), std::string::npos);
 }
 
+// Running short of room is a reason to compact only when folding the notes gives the room back.
+TEST(Workspace, CompactionIsDueWhenShortOfRoomOnlyIfFoldingNotesHelps) {
+  std::mt19937 rng(9);
+  auto session = Open("room", 1024);
+  WorkspaceOptions opt;
+  opt.compact_notes_share = 1.0;     // only the room rule
+  opt.compact_room_share = 0.5;      // short of room past 512 tokens
+  opt.compact_in_background = true;  // so that a due compaction is seen, not done by Prefill
+  Workspace w(session.get(), opt);
+  ASSERT_TRUE(w.PutFile("src/a.cc", RandomCode(rng, 12)).has_value());
+  ASSERT_TRUE(w.Prefill().has_value());
+  ASSERT_LT(w.Stats().context_tokens, 512);
+  // A conversation that fills the context is not something compaction can fold.
+  while (w.Stats().context_tokens < 560) {
+    ASSERT_TRUE(w.AddTurn("user", "a long remark about the code, " + std::to_string(rng())).has_value());
+    ASSERT_TRUE(w.Prefill().has_value());
+  }
+  ASSERT_TRUE(w.PutFile("src/a.cc", EditLines(rng, w.files().at("src/a.cc"))).has_value());
+  ASSERT_TRUE(w.Prefill().has_value());
+  EXPECT_GT(w.Stats().note_tokens, 0);
+  EXPECT_FALSE(w.CompactionDue()) << "folding " << w.Stats().note_tokens << " note tokens cannot give the room back";
+
+  // Notes that do take the room: due, and compacting gives it back.
+  auto s2 = Open("room2", 1024);
+  Workspace v(s2.get(), opt);
+  ASSERT_TRUE(v.PutFile("src/a.cc", RandomCode(rng, 12)).has_value());
+  ASSERT_TRUE(v.Prefill().has_value());
+  for (int i = 0; i < 100 && v.Stats().context_tokens < 560; ++i) {
+    ASSERT_TRUE(v.PutFile("src/a.cc", EditLines(rng, v.files().at("src/a.cc"))).has_value());
+    ASSERT_TRUE(v.Prefill().has_value());
+  }
+  ASSERT_GE(v.Stats().context_tokens, 560);
+  EXPECT_TRUE(v.CompactionDue());
+  ASSERT_TRUE(v.Compact().has_value());
+  EXPECT_EQ(v.Stats().note_tokens, 0);
+  EXPECT_FALSE(v.CompactionDue());
+}
+
 TEST(Workspace, OverflowEvenAfterCompactionIsTypedAndChangesNothing) {
   std::mt19937 rng(5);
   auto session = Open("overflow", 512);
