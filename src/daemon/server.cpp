@@ -410,13 +410,17 @@ void Server::Impl::PrefillLoop(bool compactions) {
 }
 
 void Server::Impl::WorkspaceInfo(const std::string& ws, bool context, httplib::Response& res) {
-  auto lease = sessions->Acquire(ws, /*wait=*/true);
-  if (!lease) return ReplyError(res, lease.error());
-  Workspace& w = *lease->entry().assembly;
-  if (context) return Reply(res, 200, Json{{"text", w.AssembledText()}});
+  if (context) {  // the assembled text is made on demand: it waits for a call in progress
+    auto lease = sessions->Acquire(ws, /*wait=*/true);
+    if (!lease) return ReplyError(res, lease.error());
+    return Reply(res, 200, Json{{"text", lease->entry().assembly->AssembledText()}});
+  }
+  // As of the last call: answered at once, even during a long ask or prefill.
+  auto snap = sessions->GetSnapshot(ws);
+  if (!snap) return ReplyError(res, snap.error());
   Json files = Json::array();
-  for (const auto& [path, content] : w.files()) files.push_back({{"path", path}, {"bytes", content.size()}});
-  Json out = StatsJson(w.Stats());
+  for (const auto& [path, bytes] : snap->file_sizes) files.push_back({{"path", path}, {"bytes", bytes}});
+  Json out = StatsJson(snap->stats);
   out["file_list"] = files;
   Reply(res, 200, out);
 }

@@ -37,6 +37,7 @@ Result<SessionManager::Opened> SessionManager::Open(const std::string& workspace
   e->config = cfg;
   e->config.n_ctx = static_cast<int32_t>(rep->n_ctx);
   e->report = *rep;
+  e->stats = e->assembly->Stats();
   e->last_used = Clock::now();
   if (kv_budget_ > 0 && rep->kv_bytes > kv_budget_) {
     (void)e->session->Close();
@@ -55,20 +56,9 @@ Result<SessionManager::Lease> SessionManager::Acquire(const std::string& workspa
   std::shared_ptr<SessionEntry> e;
   {
     std::lock_guard lock(mu_);
-    auto it = sessions_.find(workspace);
-    if (it == sessions_.end()) {
-      auto t = tombstones_.find(workspace);
-      if (t == tombstones_.end()) {
-        return Fail(ErrorCode::kNotFound, "no session for workspace '" + workspace + "': open it first");
-      }
-      if (t->second == "closed") {
-        return Fail(ErrorCode::kSessionClosed, "the session of workspace '" + workspace + "' was closed");
-      }
-      return Fail(Error(ErrorCode::kSessionUnavailable,
-                        "the session of workspace '" + workspace + "' was evicted (" + t->second + "): open it again")
-                      .WithReason("evicted"));
-    }
-    e = it->second;
+    auto found = FindLocked(workspace);
+    if (!found) return Fail(found.error());
+    e = std::move(*found);
   }
   std::unique_lock call(e->call_mu, std::defer_lock);
   if (wait) {
@@ -93,12 +83,42 @@ void SessionManager::Lease::Release() {
   }
 }
 
+Result<std::shared_ptr<SessionEntry>> SessionManager::FindLocked(const std::string& workspace) {
+  auto it = sessions_.find(workspace);
+  if (it != sessions_.end()) return it->second;
+  auto t = tombstones_.find(workspace);
+  if (t == tombstones_.end()) {
+    return Fail(ErrorCode::kNotFound, "no session for workspace '" + workspace + "': open it first");
+  }
+  if (t->second == "closed") {
+    return Fail(ErrorCode::kSessionClosed, "the session of workspace '" + workspace + "' was closed");
+  }
+  return Fail(Error(ErrorCode::kSessionUnavailable,
+                    "the session of workspace '" + workspace + "' was evicted (" + t->second + "): open it again")
+                  .WithReason("evicted"));
+}
+
+Result<SessionManager::Snapshot> SessionManager::GetSnapshot(const std::string& workspace) {
+  std::lock_guard lock(mu_);
+  auto e = FindLocked(workspace);
+  if (!e) return Fail(e.error());
+  return Snapshot{(*e)->stats, (*e)->file_sizes};
+}
+
 void SessionManager::Release(SessionEntry& e) {
   auto rep = e.session->Report();
+  WorkspaceStats stats;
+  std::vector<std::pair<std::string, int64_t>> sizes;
+  if (e.assembly) {
+    stats = e.assembly->Stats();
+    for (const auto& [path, content] : e.assembly->files()) sizes.emplace_back(path, content.size());
+  }
   std::lock_guard lock(mu_);
   e.busy = false;
   e.last_used = Clock::now();
   if (rep) e.report = *rep;
+  e.stats = std::move(stats);
+  e.file_sizes = std::move(sizes);
   if (e.gone.empty() && rep && rep->fatal) {
     // A fatal session is never reused: evict it now.
     auto it = sessions_.find(e.workspace);

@@ -26,7 +26,9 @@ struct SessionEntry {
   std::unique_ptr<Workspace> assembly;  // the workspace layer (edit-aware context) over `session`
   std::mutex call_mu;                   // held for the whole of a call on the session
   // Guarded by the manager's table mutex:
-  ContextReport report;  // as of the end of the last call
+  ContextReport report;                                     // as of the end of the last call
+  WorkspaceStats stats;                                     // the workspace's, as of the end of the last call
+  std::vector<std::pair<std::string, int64_t>> file_sizes;  // path -> bytes, same
   std::chrono::steady_clock::time_point last_used;
   bool busy = false;
   std::string gone;  // "" while in the table; else why it left ("evicted", "closed")
@@ -79,6 +81,13 @@ class SessionManager {
   // eager prefill it would otherwise redo).
   Result<Lease> Acquire(const std::string& workspace, bool wait = false);
 
+  // The workspace's stats and files as of its last call, without waiting for a call in progress.
+  struct Snapshot {
+    WorkspaceStats stats;
+    std::vector<std::pair<std::string, int64_t>> file_sizes;
+  };
+  Result<Snapshot> GetSnapshot(const std::string& workspace);
+
   Status Close(const std::string& workspace);
   // A second session like the workspace's own (same model and config), for
   // background compaction; and swapping it in (under the workspace's lease),
@@ -91,6 +100,8 @@ class SessionManager {
 
  private:
   void Release(SessionEntry& e);  // with e.call_mu held
+  // The live entry, or why there is none (never opened, closed, evicted). With mu_ held.
+  Result<std::shared_ptr<SessionEntry>> FindLocked(const std::string& workspace);
   // Evicts idle sessions (never `keep`) until within the limits. With mu_ held.
   void EnforceLimits(const SessionEntry* keep);
   void Remove(const std::shared_ptr<SessionEntry>& e, const std::string& why);  // with mu_ and e->call_mu held
