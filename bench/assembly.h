@@ -27,6 +27,7 @@ struct AssemblyOptions {
   int assembly_turns = 50;  // edit turns in all for the eager system (it goes on alone)
   EditPattern pattern = EditPattern::kRotating;
   int eager_delay_ms = 1000;  // put -> ask for the eager system
+  int think_ms = 0;           // idle after each turn of the long run (the agent running tools)
   int decode = 16;
   std::string tmp_dir;  // daemon sockets go here
   std::vector<SourceFile> files;

@@ -79,6 +79,8 @@ compares modeld's prefill/decode speed with llama-bench. Starts and stops every 
   --assembly-n-ctx N       its n_ctx (default: room for --ctx, the conversation of every turn
                            and the notes folded at 0.25 of n_ctx: (ctx + turns*(64+2*decode)) * 4/3)
   --eager-delay-ms N       ws-edit-aware-eager: put -> question (default 1000)
+  --think-ms N             idle after each turn of the long run: the agent running tools; the
+                           daemon's background compaction gets compute only then (default 0)
   --log-dir DIR            server logs (default: FILE.json's folder, modeld-bench-logs/)
 )";
 
@@ -91,7 +93,7 @@ struct Options {
   std::vector<std::string> files;
   int bench_prompt = 512, bench_gen = 128, bench_rounds = 3;
   bool skip_llama_server = false, skip_llama_bench = false, skip_loop = false;
-  int assembly_turns = 50, eager_delay_ms = 1000;
+  int assembly_turns = 50, eager_delay_ms = 1000, think_ms = 0;
   int64_t assembly_n_ctx = 0;
   EditPattern assembly_pattern = EditPattern::kRotating;
 };
@@ -157,6 +159,7 @@ std::optional<Options> Parse(int argc, char** argv) {
   o.skip_llama_bench = a.Flag("--skip-llama-bench");
   o.skip_loop = a.Flag("--skip-loop");
   o.assembly_turns = static_cast<int>(a.Int("--assembly-turns", o.assembly_turns));
+  o.think_ms = static_cast<int>(a.Int("--think-ms", o.think_ms));
   o.eager_delay_ms = static_cast<int>(a.Int("--eager-delay-ms", o.eager_delay_ms));
   o.assembly_n_ctx = a.Int("--assembly-n-ctx", 0);
   if (auto name = a.Value("--assembly-pattern")) {
@@ -182,7 +185,7 @@ std::optional<Options> Parse(int argc, char** argv) {
   }
   if (!a.error().empty() || !a.rest().empty() || o.model.empty() || o.patterns.empty() || o.turns < 0 || o.decode < 2 ||
       o.ctx < 64 || o.n_files < 1 || o.threads < 1 || o.bench_rounds < 1 || o.assembly_turns < 0 ||
-      o.eager_delay_ms < 0) {
+      o.eager_delay_ms < 0 || o.think_ms < 0) {
     if (!a.error().empty()) std::fprintf(stderr, "modeld-bench: %s\n", a.error().c_str());
     if (!a.rest().empty()) std::fprintf(stderr, "modeld-bench: unexpected argument '%s'\n", a.rest()[0].c_str());
     std::fputs(kUsage, stderr);
@@ -616,6 +619,7 @@ int Run(const Options& o) {
     ao.assembly_turns = o.assembly_turns;
     ao.pattern = o.assembly_pattern;
     ao.eager_delay_ms = o.eager_delay_ms;
+    ao.think_ms = o.think_ms;
     ao.decode = o.decode;
     ao.tmp_dir = tmp;
     ao.files = *files;
