@@ -253,9 +253,15 @@ Result<PrefixStatus> Workspace::EnsureCurrent() {
 Result<PrefixStatus> Workspace::Prefill() { return EnsureCurrent(); }
 
 std::pair<std::vector<std::pair<std::string, std::string>>, std::vector<LogEntry>> Workspace::CompactState() const {
+  // Unchanged files first, then the changed ones: a compaction re-prefills from the first file
+  // that differs, and the files being worked on are the ones likely to change again, so at the next
+  // compaction the KV of everything before them is kept.
   std::vector<std::pair<std::string, std::string>> base;
-  for (const auto& [path, _] : base_) {
-    if (auto it = files_.find(path); it != files_.end()) base.emplace_back(path, it->second);
+  for (bool changed : {false, true}) {
+    for (const auto& [path, content] : base_) {
+      auto it = files_.find(path);
+      if (it != files_.end() && (it->second != content) == changed) base.emplace_back(path, it->second);
+    }
   }
   for (const auto& [path, content] : files_) {
     if (std::none_of(base.begin(), base.end(), [&](const auto& f) { return f.first == path; })) {

@@ -285,6 +285,32 @@ TEST(Workspace, CompactionIsDueWhenShortOfRoomOnlyIfFoldingNotesHelps) {
   EXPECT_FALSE(v.CompactionDue());
 }
 
+// Compaction puts the edited files last, so the next compaction keeps the KV of the others.
+TEST(Workspace, CompactionMovesEditedFilesLastSoTheNextOneReusesTheRest) {
+  std::mt19937 rng(13);
+  auto session = Open("order");
+  Workspace w(session.get());
+  ASSERT_TRUE(w.PutFile("src/hot.cc", RandomCode(rng, 6)).has_value());
+  ASSERT_TRUE(w.PutFile("src/b.cc", RandomCode(rng, 40)).has_value());
+  ASSERT_TRUE(w.PutFile("src/c.cc", RandomCode(rng, 40)).has_value());
+  ASSERT_TRUE(w.Prefill().has_value());
+  ASSERT_TRUE(w.PutFile("src/hot.cc", EditLines(rng, w.files().at("src/hot.cc"))).has_value());
+  auto first = w.Compact();
+  ASSERT_TRUE(first.has_value());
+  const std::string text = w.AssembledText();
+  EXPECT_LT(text.find("src/b.cc"), text.find("src/hot.cc"));
+  EXPECT_LT(text.find("src/c.cc"), text.find("src/hot.cc"));
+  EXPECT_EQ(*workspace::ReconstructFiles(text), w.files());
+
+  ASSERT_TRUE(w.PutFile("src/hot.cc", EditLines(rng, w.files().at("src/hot.cc"))).has_value());
+  auto second = w.Compact();
+  ASSERT_TRUE(second.has_value());
+  // Everything up to the hot file was kept: the two big files at least.
+  EXPECT_GT(second->tokens_reused, 3 * second->tokens_prefilled)
+      << "reused " << second->tokens_reused << ", prefilled " << second->tokens_prefilled;
+  EXPECT_EQ(*workspace::ReconstructFiles(w.AssembledText()), w.files());
+}
+
 TEST(Workspace, OverflowEvenAfterCompactionIsTypedAndChangesNothing) {
   std::mt19937 rng(5);
   auto session = Open("overflow", 512);
