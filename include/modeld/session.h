@@ -154,6 +154,10 @@ class Session {
   virtual Result<std::vector<int32_t>> Tokenize(std::string_view text, bool parse_special) = 0;
   // Frees the session's memory. Later calls return kSessionClosed.
   virtual Status Close() = 0;
+  // A second, independent session with the same model and config holding a copy of this one's
+  // resident KV (prefix, suffix, generated tokens), so it continues without recomputing them.
+  // The copy costs memory, not compute. kUnsupportedFeature where the backend cannot.
+  virtual Result<std::unique_ptr<Session>> Fork() { return Fail(Error::UnsupportedFeature("fork")); }
 };
 
 }  // namespace modeld

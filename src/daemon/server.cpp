@@ -336,18 +336,25 @@ void Server::Impl::SchedulePrefill(const std::string& ws, bool compact) {
   eager_cv.notify_all();
 }
 
-// Builds the compact context in a second session while the workspace's own
+// Builds the compact context in a second session (a fork) while the workspace's own
 // keeps serving, then swaps them under the workspace's lease: requests in
 // between are answered by the old session, and what they add is carried over.
 void Server::Impl::CompactInBackground(const std::string& ws) {
   CompactionPlan plan;
+  std::unique_ptr<Session> spare;
   {
-    auto lease = sessions->Acquire(ws);
+    auto lease = sessions->Acquire(ws, /*wait=*/true);
     if (!lease || !lease->entry().assembly->CompactionDue()) return;
     plan = lease->entry().assembly->PlanCompaction();
+    // A fork keeps the KV the compact context shares with the current one (everything before
+    // the first edited file, which compaction orders last): a copy, no compute.
+    if (auto f = lease->session().Fork()) spare = std::move(*f);
   }
-  auto fresh = sessions->OpenSpare(ws);
-  if (!fresh) return;
+  if (!spare) {  // a backend that cannot fork: a fresh session, prefilled from the start
+    auto opened = sessions->OpenSpare(ws);
+    if (!opened) return;
+    spare = std::move(*opened);
+  }
   const auto t0 = Clock::now();
   Result<PrefixStatus> st;
   {
@@ -357,15 +364,15 @@ void Server::Impl::CompactInBackground(const std::string& ws) {
     PrefixInput in{plan.manifest, {}};
     in.max_batch = kBackgroundBatch;
     in.cancel = stop_background.get_token();  // a stopping daemon does not wait for it
-    st = (*fresh)->EnsurePrefix(in);
+    st = spare->EnsurePrefix(in);
   }
   if (!st) return;  // e.g. it does not fit: the next prefill compacts in place or reports the overflow
   metrics.AddTokens(0, st->tokens_prefilled, 0);
   metrics.prefill_seconds.Observe(SecondsSince(t0));
   auto lease = sessions->Acquire(ws, /*wait=*/true);
   if (!lease) return;
-  if (auto adopted = lease->entry().assembly->AdoptCompaction(plan, fresh->get()); adopted) {
-    sessions->SwapSession(*lease, std::move(*fresh));
+  if (auto adopted = lease->entry().assembly->AdoptCompaction(plan, spare.get()); adopted) {
+    sessions->SwapSession(*lease, std::move(spare));
     if (opt.log_requests) std::fprintf(stderr, "modeld: compacted workspace %s in the background\n", ws.c_str());
   }
 }

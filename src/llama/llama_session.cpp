@@ -474,6 +474,33 @@ Result<std::vector<float>> LlamaSession::LastLogits() {
   return std::vector<float>(logits, logits + model_->n_vocab());
 }
 
+Result<std::unique_ptr<Session>> LlamaSession::Fork() {
+  std::lock_guard lock(mu_);
+  if (auto ok = CheckUsable(); !ok) return Fail(ok.error());
+  auto fork = Open(model_, workspace_id_, cfg_, gate_);
+  if (!fork) return Fail(fork.error());
+  LlamaSession& f = **fork;
+  if (!tokens_.empty()) {
+    // The KV of sequence 0, through llama.cpp's own serialization: exact for any memory type
+    // (attention KV or recurrent state).
+    std::vector<uint8_t> state(llama_state_seq_get_size(ctx_.get(), 0));
+    const size_t got = llama_state_seq_get_data(ctx_.get(), state.data(), state.size(), 0);
+    if (got == 0 || llama_state_seq_set_data(f.ctx_.get(), state.data(), got, 0) == 0) {
+      return Fail(ErrorCode::kInternal, "could not copy the session's state into its fork");
+    }
+  }
+  f.tokens_ = tokens_;
+  f.logits_valid_ = false;  // logits are not part of the state: re-evaluated when needed
+  f.prefix_digest_ = prefix_digest_;
+  f.has_prefix_ = has_prefix_;
+  f.prefix_segments_ = prefix_segments_;
+  f.suffix_segments_ = suffix_segments_;
+  f.prefix_len_ = prefix_len_;
+  f.suffix_len_ = suffix_len_;
+  f.token_cache_ = token_cache_;
+  return std::unique_ptr<Session>(std::move(*fork));
+}
+
 Status LlamaSession::Close() {
   std::lock_guard lock(mu_);
   if (closed_) return Fail(ErrorCode::kSessionClosed, "session '" + workspace_id_ + "' is already closed");

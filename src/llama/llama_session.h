@@ -38,6 +38,7 @@ class LlamaSession final : public Session {
   Result<ContextReport> Report() override;
   Result<std::vector<int32_t>> Tokenize(std::string_view text, bool parse_special) override;
   Status Close() override;
+  Result<std::unique_ptr<Session>> Fork() override;
 
   // For tests: the logits after the last resident token (evaluates it if needed).
   Result<std::vector<float>> LastLogits();

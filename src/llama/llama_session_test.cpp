@@ -240,6 +240,47 @@ TEST(LlamaSession, CancelledPrefillStopsBetweenBatches) {
   EXPECT_EQ(again->tokens_reused, 32);
 }
 
+// A fork carries the resident KV over: it continues exactly where the original was, without
+// prefilling anything, and the two are independent afterwards.
+TEST(LlamaSession, ForkContinuesWithoutRecomputingAndIsIndependent) {
+  std::mt19937 rng(8);
+  auto a = Open("fork-a");
+  const auto manifest = Manifest(MakeFiles(rng, 2));
+  auto ps = a->EnsurePrefix({manifest, {}});
+  ASSERT_TRUE(ps.has_value());
+  auto ss = a->PrefillSuffix(Suffix(ps->manifest_digest, "what does this do?"));
+  ASSERT_TRUE(ss.has_value());
+  DecodeConfig dc;
+  dc.max_tokens = 6;
+  auto first = a->Decode(dc, {});
+  ASSERT_TRUE(first.has_value());
+
+  auto b = a->Fork();
+  ASSERT_TRUE(b.has_value()) << b.error().ToString();
+  EXPECT_EQ((*b)->Report()->tokens_resident, a->Report()->tokens_resident);
+  EXPECT_EQ((*b)->Report()->total_prefilled, 0);
+  // The same suffix again on the fork (its prefix is resident there too): all reused, and the
+  // same greedy answer.
+  auto bs = (*b)->PrefillSuffix(Suffix(ps->manifest_digest, "what does this do?"));
+  ASSERT_TRUE(bs.has_value()) << bs.error().ToString();
+  EXPECT_EQ(bs->tokens_prefilled, 0);
+  auto again = (*b)->Decode(dc, {});
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->text, first->text);
+  auto bp = (*b)->EnsurePrefix({manifest, {}});
+  ASSERT_TRUE(bp.has_value());
+  EXPECT_EQ(bp->tokens_prefilled, 0);
+
+  // Changing the fork leaves the original as it was.
+  ASSERT_TRUE((*b)->EnsurePrefix({Manifest(MakeFiles(rng, 1)), {}}).has_value());
+  auto as = a->PrefillSuffix(Suffix(ps->manifest_digest, "what does this do?"));
+  ASSERT_TRUE(as.has_value());
+  EXPECT_EQ(as->tokens_prefilled, 0);
+  auto a_again = a->Decode(dc, {});
+  ASSERT_TRUE(a_again.has_value());
+  EXPECT_EQ(a_again->text, first->text);
+}
+
 TEST(LlamaSession, ManifestMismatchIsRefusedAndChangesNothing) {
   std::mt19937 rng(5);
   auto s = Open("mismatch");

@@ -151,6 +151,22 @@ TEST(RecurrentSession, EarlyEditFallsBackToFullPrefill) {
   EXPECT_EQ(Report(*s).reuse_fallbacks, 1) << "reading the logits and decoding needed no further fallback";
 }
 
+// A fork copies the recurrent state too: it answers as the original does. (Its first decode
+// recomputes, as the logits are not part of the state and a recurrent memory cannot drop just the
+// last token to re-evaluate it.)
+TEST(RecurrentSession, ForkCopiesTheState) {
+  std::mt19937 rng(41);
+  auto s = Open("fork");
+  ASSERT_NE(s, nullptr);
+  ASSERT_TRUE(s->EnsurePrefix({Manifest(MakeFiles(rng, 2)), {}}).has_value());
+  auto fork = s->Fork();
+  ASSERT_TRUE(fork.has_value()) << fork.error().ToString();
+  EXPECT_EQ(Report(**fork).tokens_resident, Report(*s).tokens_resident);
+  EXPECT_EQ(Report(**fork).total_prefilled, 0);
+  const std::string from_fork = Greedy(**fork);
+  EXPECT_EQ(from_fork, Greedy(*s));
+}
+
 // The cold baseline (reuse off) re-prefills from 0 on every call by choice: not a fallback.
 TEST(RecurrentSession, ReuseOffIsNotCountedAsFallback) {
   std::mt19937 rng(37);
