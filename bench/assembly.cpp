@@ -51,7 +51,8 @@ struct AsmTurn {
   bool compacted = false;
   bool ask_compacted = false;  // the ask itself compacted, in the foreground (AskResult.compacted)
   double ttft_ms = 0;
-  // The daemon's own time for the ask's compute: question prefill plus the first token. What the
+  // The daemon's own time for the ask's compute: the context still to prefill (none once the
+  // eager prefill is done), the question and the first token. With the context ready, what the
   // TTFT cannot go below on this machine, however early the edit came.
   double ask_compute_ms = 0;
   double decode_tps = 0;
@@ -482,7 +483,8 @@ Result<Json> RunAssembly(const AssemblyOptions& opt, const StartDaemon& start) {
   }
   std::printf(
       "\n  %s over %d edit turns: TTFT %.1f ms (%.1f ms over the %d turns with no compaction); context ready "
-      "before the question in %d turns\n  the ask's own compute (question prefill + first token, daemon-side): "
+      "before the question in %d turns\n  the ask's own compute (context left + question prefill + first token, "
+      "daemon-side): "
       "mean %.1f ms\n",
       kWsEager, lr.edit_turns, lr.mean_ttft_ms, lr.mean_ttft_ms_quiet, lr.quiet_turns, lr.ready_turns,
       lr.mean_ask_compute_ms);

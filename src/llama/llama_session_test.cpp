@@ -43,6 +43,7 @@ std::unique_ptr<Session> Open(const std::string& ws, SessionConfig cfg = {}) {
   return s ? std::move(*s) : nullptr;
 }
 
+using testing::EditRandomFile;
 using testing::MakeFiles;
 using testing::Manifest;
 
@@ -91,22 +92,7 @@ TEST(LlamaSession, WarmEqualsColdAfterRandomEdits) {
   auto files = MakeFiles(rng, 5);
   auto warm = Open("warm");
   for (int turn = 0; turn < 6; ++turn) {
-    if (turn > 0) {
-      // Edit a random segment: replace, insert or cut text at a random point.
-      auto& f = files[rng() % files.size()];
-      const size_t at = rng() % f.size();
-      switch (rng() % 3) {
-        case 0:
-          f.insert(at, " edited" + std::to_string(turn) + " ");
-          break;
-        case 1:
-          f.erase(at, std::min<size_t>(7, f.size() - at));
-          break;
-        default:
-          f[at] = static_cast<char>('a' + rng() % 26);
-          break;
-      }
-    }
+    if (turn > 0) EditRandomFile(rng, files, turn);
     const auto m = Manifest(files);
     const std::string q = "question " + std::to_string(turn) + ": what changed?";
     Turn w = RunTurn(*warm, m, q);

@@ -40,6 +40,7 @@ std::unique_ptr<Session> Open(const std::string& ws, SessionConfig cfg = {}) {
   return s ? std::move(*s) : nullptr;
 }
 
+using testing::EditRandomFile;
 using testing::MakeFiles;
 using testing::Manifest;
 
@@ -196,19 +197,7 @@ TEST(RecurrentSession, WarmEqualsColdAfterRandomEdits) {
   for (int turn = 0; turn < 6; ++turn) {
     SCOPED_TRACE("turn " + std::to_string(turn));
     if (turn > 0 && turn != 3) {  // turn 3: the same manifest again
-      auto& f = files[rng() % files.size()];
-      const size_t at = rng() % f.size();
-      switch (rng() % 3) {
-        case 0:
-          f.insert(at, " edited" + std::to_string(turn) + " ");
-          break;
-        case 1:
-          f.erase(at, std::min<size_t>(7, f.size() - at));
-          break;
-        default:
-          f[at] = static_cast<char>('a' + rng() % 26);
-          break;
-      }
+      EditRandomFile(rng, files, turn);
     }
     const auto m = Manifest(files);
     const std::vector<std::string> q = {"question " + std::to_string(turn) + ": what changed?"};

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -48,6 +49,23 @@ inline std::vector<std::string> MakeFiles(std::mt19937& rng, int n) {
     files.push_back(s);
   }
   return files;
+}
+
+// Edits one file at a random point: inserts text, cuts a few bytes or replaces one.
+inline void EditRandomFile(std::mt19937& rng, std::vector<std::string>& files, int turn) {
+  auto& f = files[rng() % files.size()];
+  const size_t at = rng() % f.size();
+  switch (rng() % 3) {
+    case 0:
+      f.insert(at, " edited" + std::to_string(turn) + " ");
+      break;
+    case 1:
+      f.erase(at, std::min<size_t>(7, f.size() - at));
+      break;
+    default:
+      f[at] = static_cast<char>('a' + rng() % 26);
+      break;
+  }
 }
 
 // A system segment and one segment per file.
