@@ -189,6 +189,8 @@ TEST(LlamaSession, ReuseOffKeepsOnlyThePairedPrefix) {
   auto s1 = s->PrefillSuffix(Suffix(ps->manifest_digest, "a question"));
   ASSERT_TRUE(s1.has_value());
   EXPECT_EQ(s1->tokens_reused, 0);
+  // Only the suffix was prefilled: the prefix it is paired with stayed.
+  EXPECT_EQ(s1->tokens_prefilled, s->Report()->tokens_resident - ps->tokens_resident);
   EXPECT_EQ(s->Report()->total_prefilled, ps->tokens_resident + s1->tokens_prefilled);
   // The same suffix again is prefilled again, and the same prefix from token 0.
   auto s2 = s->PrefillSuffix(Suffix(ps->manifest_digest, "a question"));

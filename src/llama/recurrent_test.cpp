@@ -152,9 +152,10 @@ TEST(RecurrentSession, EarlyEditFallsBackToFullPrefill) {
   EXPECT_EQ(Report(*s).reuse_fallbacks, 1) << "reading the logits and decoding needed no further fallback";
 }
 
-// A fork copies the recurrent state too: it answers as the original does. (Its first decode
-// recomputes, as the logits are not part of the state and a recurrent memory cannot drop just the
-// last token to re-evaluate it.)
+// A recurrent session forks too (its state copies into the fork) and the fork answers as the
+// original does. The copy itself is not observable here: the fork's first decode recomputes from
+// token 0, as the logits are not part of the state and a recurrent memory cannot drop just the
+// last token to re-evaluate it.
 TEST(RecurrentSession, ForkCopiesTheState) {
   std::mt19937 rng(41);
   auto s = Open("fork");
