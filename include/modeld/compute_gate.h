@@ -10,7 +10,9 @@
 // inside a request (between decoded tokens, between its prefill and decode
 // calls); so background work delays a foreground request by at most the one
 // batch it is running when the request arrives. A thread marks itself as
-// background with a BackgroundScope. Backend-neutral: an adapter calls
+// background with a BackgroundScope. Background work that a request comes to
+// wait on (a compaction the request needs) is promoted: its turns then
+// alternate with the foreground's. Backend-neutral: an adapter calls
 // Acquire() around its own compute call.
 #pragma once
 
@@ -63,6 +65,12 @@ class ComputeGate {
   // Blocks until it is this caller's turn.
   Turn Acquire();
 
+  // From now until its BackgroundScope ends, the background thread `id` computes for a waiting
+  // request: each of its turns is granted as soon as the gate is free and the last turn was not
+  // its own (so it alternates with foreground turns, and other requests still make progress).
+  // No-op when `id` is not in a BackgroundScope. Callable from any thread.
+  void Promote(std::thread::id id);
+
   // For tests and metrics: called at each grant, under the lock, with how
   // many turns ran or were granted between this one's request and its grant
   // (the computations it had to wait for), and whether it is a background turn.
@@ -71,7 +79,11 @@ class ComputeGate {
 
  private:
   void Release(bool background);
-  bool IsBackgroundThread() const;  // under mu_
+  struct BackgroundThread {
+    std::thread::id id;
+    bool promoted = false;
+  };
+  BackgroundThread* FindBackground(std::thread::id id);  // under mu_; null when not background
 
   const std::chrono::milliseconds grace_;
   mutable std::mutex mu_;
@@ -81,7 +93,9 @@ class ComputeGate {
   uint64_t fg_next_ = 0, fg_serving_ = 0;  // foreground tickets
   uint64_t bg_next_ = 0, bg_serving_ = 0;  // background tickets
   Clock::time_point last_fg_release_{};
-  std::vector<std::thread::id> background_threads_;
+  bool promoted_waiting_ = false;  // the next background turn is a promoted one, and it waits
+  bool last_promoted_ = false;     // the last turn granted was a promoted background turn
+  std::vector<BackgroundThread> background_threads_;
   std::function<void(uint64_t, bool)> observer_;
 };
 

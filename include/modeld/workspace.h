@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -72,15 +73,28 @@ struct CompactionPlan {
   std::vector<LogEntry> log;
 };
 
+// What an owner lends the calls that prefill the context (Prefill, Ask).
+struct PrefillHooks {
+  // Progress of the context's prefill, and of a compaction the call waits for (stage "compaction").
+  ProgressFunc progress;
+  // Called when the context would overflow, before the workspace compacts in place: an owner
+  // that compacts in the background (compact_in_background) finishes a compaction already under
+  // way and adopts it (AdoptCompaction, then owns the swap of sessions), so the work done so far
+  // is not redone. kNotFound: none is under way, or it could not be adopted; the workspace
+  // then compacts in place.
+  std::function<Result<PrefixStatus>(const ProgressFunc& progress)> finish_compaction;
+};
+
 struct WorkspaceStats {
   AssemblyMode mode = AssemblyMode::kEditAware;
   int64_t files = 0;
   int64_t log_entries = 0;
   int64_t notes = 0;
   int64_t compactions = 0;
-  int64_t context_tokens = 0;  // of the last assembled prefix that was prefilled
-  int64_t log_tokens = 0;      // the log's part of it
-  int64_t note_tokens = 0;     // the change notes' part of the log
+  int64_t compactions_in_place = 0;  // of those, run by a call on its own session (it waited for all of it)
+  int64_t context_tokens = 0;        // of the last assembled prefix that was prefilled
+  int64_t log_tokens = 0;            // the log's part of it
+  int64_t note_tokens = 0;           // the change notes' part of the log
 };
 
 class Workspace {
@@ -103,13 +117,14 @@ class Workspace {
 
   // Prefills the current context now (eager prefill), so an ask later only
   // has its question left to prefill.
-  Result<PrefixStatus> Prefill();
+  Result<PrefixStatus> Prefill(const PrefillHooks& hooks = {});
   // Prefills the context and the question, decodes, and records the question
   // and the answer as conversation turns.
-  Result<AskResult> Ask(const std::string& question, const DecodeConfig& cfg, const ChunkCallback& on_chunk);
+  Result<AskResult> Ask(const std::string& question, const DecodeConfig& cfg, const ChunkCallback& on_chunk,
+                        const PrefillHooks& hooks = {});
   // Folds the change notes into the files (the files at their current
   // content, conversation kept) and prefills that.
-  Result<PrefixStatus> Compact();
+  Result<PrefixStatus> Compact(const ProgressFunc& progress = {});
   // Background compaction: whether the log has passed its budget; a plan
   // from the current state; and adopting a plan whose manifest `fresh` (a new
   // session on the same model) already holds: entries added since the plan
@@ -131,11 +146,13 @@ class Workspace {
   // The compact state: files at their current content (stable order, then added files), turns only.
   std::pair<std::vector<std::pair<std::string, std::string>>, std::vector<Entry>> CompactState() const;
   // Prefills Manifest() on session_ and updates the token accounting.
-  Result<PrefixStatus> PrefillManifest();
+  Result<PrefixStatus> PrefillManifest(const ProgressFunc& progress = {});
   Status CheckText(const std::string& what, const std::string& text) const;
   void Append(std::vector<ManifestSegment>* out, const std::string& id, SegmentKind kind, const std::string& role,
               const std::string& text) const;
-  Result<PrefixStatus> EnsureCurrent();
+  Result<PrefixStatus> EnsureCurrent(const PrefillHooks& hooks);
+  // The context overflows: finish the owner's compaction under way, else compact in place.
+  Result<PrefixStatus> CompactForOverflow(const PrefillHooks& hooks);
   bool NeedsCompaction(int64_t extra_tokens) const;
 
   Session* session_;
@@ -148,6 +165,7 @@ class Workspace {
   std::map<std::string, std::string> files_;               // current content
   std::vector<Entry> log_;
   int64_t compactions_ = 0;
+  int64_t compactions_in_place_ = 0;
   int64_t generation_ = 0;  // bumped whenever the stable part's files are replaced
   int64_t context_tokens_ = 0;
   int64_t log_tokens_ = 0;

@@ -149,6 +149,7 @@ WorkspaceStats StatsFromJson(const Json& j) {
   st.context_tokens = IntOr(j, "context_tokens");
   st.log_tokens = IntOr(j, "log_tokens");
   st.note_tokens = IntOr(j, "note_tokens");
+  st.compactions_in_place = IntOr(j, "compactions_in_place");
   return st;
 }
 

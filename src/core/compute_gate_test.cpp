@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <memory>
@@ -124,6 +125,58 @@ TEST(ComputeGate, BackgroundDelaysAForegroundRequestByAtMostOneTurn) {
   EXPECT_EQ(fg_seen, 20);
   EXPECT_LE(fg_waited, 1);  // only the first turn may have waited, for the batch then running
   EXPECT_EQ(bg_during, 0);
+}
+
+// A foreground request that waits on background work promotes it: the background turns then
+// alternate with a busy foreground instead of waiting for it to go idle.
+TEST(ComputeGate, PromotedBackgroundAlternatesWithForeground) {
+  ComputeGate gate(std::chrono::milliseconds(100));
+  std::vector<bool> grants;  // background?
+  std::mutex grants_mu;
+  gate.SetObserver([&](uint64_t, bool background) { grants.push_back(background); });
+  std::atomic<bool> stop{false};
+  std::atomic<int> fg_turns{0};
+  std::atomic<int> bg_turns{0};
+  // A busy foreground (no gap reaches the grace): the background gets nothing.
+  std::thread fg([&] {
+    while (!stop) {
+      auto turn = gate.Acquire();
+      ++fg_turns;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  });
+  while (fg_turns < 2) std::this_thread::yield();
+  std::thread bg([&] {
+    ComputeGate::BackgroundScope scope(gate);
+    while (bg_turns < 5) {
+      auto turn = gate.Acquire();
+      ++bg_turns;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  });
+  const std::thread::id bg_id = bg.get_id();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(bg_turns.load(), 0);
+  gate.Promote(bg_id);
+  bg.join();  // would hang without the promotion
+  stop = true;
+  fg.join();
+  // After the first background turn, no two background turns are granted in a row while the
+  // foreground computes.
+  std::lock_guard lock(grants_mu);
+  auto first_bg = std::find(grants.begin(), grants.end(), true);
+  ASSERT_NE(first_bg, grants.end());
+  int bg_seen = 0;
+  for (auto it = first_bg; it != grants.end(); ++it) {
+    if (*it) {
+      ++bg_seen;
+      if (bg_seen < 5 && it + 1 != grants.end()) {
+        EXPECT_FALSE(*(it + 1)) << "two background turns in a row";
+      }
+    }
+  }
+  EXPECT_EQ(bg_seen, 5);
+  gate.Promote(bg_id);  // the scope is gone: a no-op
 }
 
 }  // namespace

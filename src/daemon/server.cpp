@@ -129,6 +129,28 @@ struct Server::Impl {
       return true;
     };
   }
+  // Long prefills show progress in the log (every quarter), streamed or not; `inner` gets all of it.
+  ProgressFunc LoggedProgress(const std::string& ws, ProgressFunc inner) const {
+    return [this, ws, inner = std::move(inner), last = int64_t{-1}](const Progress& p) mutable {
+      if (inner) inner(p);
+      const int64_t quarter = p.total > 0 ? 4 * p.done / p.total : 4;
+      if (opt.log_requests && p.total >= 2048 && quarter != last) {
+        last = quarter;
+        std::fprintf(stderr, "modeld: %s %s: %lld/%lld tokens\n", ws.c_str(), p.stage.c_str(),
+                     static_cast<long long>(p.done), static_cast<long long>(p.total));
+      }
+    };
+  }
+  // Progress events on a stream.
+  static ProgressFunc ProgressWriter(httplib::DataSink& sink) {
+    return [&sink](const Progress& p) {
+      if (!sink.is_writable()) return;
+      Json ev = wire::ToJson(p);
+      ev["event"] = "progress";
+      const std::string line = Line(ev);
+      sink.write(line.data(), line.size());
+    };
+  }
   // Handlers.
   void Health(httplib::Response& res);
   void Models(httplib::Response& res);
@@ -149,6 +171,31 @@ struct Server::Impl {
   void SchedulePrefill(const std::string& ws, bool compact = false);
   void PrefillLoop(bool compactions);
   void CompactInBackground(const std::string& ws);
+
+  // A background compaction under way, so that a call whose context would overflow can finish
+  // it (its turns promoted to the caller's priority) and adopt it, instead of compacting in place
+  // and throwing the work done so far away.
+  struct CompactionJob {
+    std::thread::id worker;
+    std::atomic<bool> urgent{false};  // a call needs it: its compute turns are promoted
+    std::mutex mu;
+    std::condition_variable cv;
+    // Guarded by mu:
+    CompactionPlan plan;
+    std::unique_ptr<Session> spare;  // being prefilled with plan.manifest
+    bool done = false;               // the prefill ended (with `status`)
+    bool claimed = false;            // a waiting call took plan and spare
+    Result<PrefixStatus> status;
+    ProgressFunc listener;  // the waiting call's progress
+  };
+  std::mutex jobs_mu;
+  std::map<std::string, std::shared_ptr<CompactionJob>> jobs;  // by workspace
+  std::shared_ptr<CompactionJob> FindJob(const std::string& ws);
+  void DropJob(const std::string& ws, const CompactionJob* job);
+  // PrefillHooks for a call holding `lease`: `wait` finishes a compaction under way and adopts it
+  // (asks, synchronous prefills); otherwise the call only promotes it and gives up with kBusy
+  // (eager prefills: the ask behind them will wait for it).
+  PrefillHooks Hooks(SessionManager::Lease* lease, bool wait, ProgressFunc progress = {});
 
   // Background work on workspaces: eager prefills of changed contexts and
   // compactions, one at a time.
@@ -242,8 +289,9 @@ namespace {
 Json StatsJson(const WorkspaceStats& st) {
   return {{"assembly", AssemblyModeName(st.mode)}, {"files", st.files},
           {"log_entries", st.log_entries},         {"notes", st.notes},
-          {"compactions", st.compactions},         {"context_tokens", st.context_tokens},
-          {"log_tokens", st.log_tokens},           {"note_tokens", st.note_tokens}};
+          {"compactions", st.compactions},         {"compactions_in_place", st.compactions_in_place},
+          {"context_tokens", st.context_tokens},   {"log_tokens", st.log_tokens},
+          {"note_tokens", st.note_tokens}};
 }
 
 // Reads string fields of a workspace request; unknown or mistyped fields are refused.
@@ -314,7 +362,8 @@ void Server::Impl::WorkspaceOp(const std::string& ws, const std::string& op, con
     out = {{"ok", true}};
   } else {  // prefill, compact: synchronous
     const auto t0 = Clock::now();
-    auto st = op == "prefill" ? w.Prefill() : w.Compact();
+    auto st = op == "prefill" ? w.Prefill(Hooks(&*lease, /*wait=*/true, LoggedProgress(ws, {})))
+                              : w.Compact(LoggedProgress(ws, {}));
     if (!st) return ReplyError(res, st.error());
     metrics.AddTokens(st->tokens_reused, st->tokens_prefilled, 0);
     metrics.prefill_seconds.Observe(SecondsSince(t0));
@@ -336,24 +385,75 @@ void Server::Impl::SchedulePrefill(const std::string& ws, bool compact) {
   eager_cv.notify_all();
 }
 
+std::shared_ptr<Server::Impl::CompactionJob> Server::Impl::FindJob(const std::string& ws) {
+  std::lock_guard lock(jobs_mu);
+  auto it = jobs.find(ws);
+  return it == jobs.end() ? nullptr : it->second;
+}
+
+void Server::Impl::DropJob(const std::string& ws, const CompactionJob* job) {
+  std::lock_guard lock(jobs_mu);
+  if (auto it = jobs.find(ws); it != jobs.end() && it->second.get() == job) jobs.erase(it);
+}
+
+PrefillHooks Server::Impl::Hooks(SessionManager::Lease* lease, bool wait, ProgressFunc progress) {
+  PrefillHooks h;
+  h.progress = std::move(progress);
+  h.finish_compaction = [this, lease, wait](const ProgressFunc& progress) -> Result<PrefixStatus> {
+    const std::string& ws = lease->entry().workspace;
+    auto job = FindJob(ws);
+    if (!job) return Fail(ErrorCode::kNotFound, "no compaction under way");
+    job->urgent = true;
+    gate->Promote(job->worker);  // also done by the worker if its scope was not open yet
+    if (!wait) return Fail(ErrorCode::kBusy, "the context is full; a compaction is under way");
+    std::unique_lock lock(job->mu);
+    if (progress) {
+      job->listener = [progress](const Progress& p) { progress(Progress{"compaction", p.done, p.total}); };
+    }
+    job->cv.wait(lock, [&] { return job->done; });
+    job->listener = nullptr;
+    if (!job->status) {
+      if (stopping) return Fail(job->status.error());
+      return Fail(ErrorCode::kNotFound, "the compaction under way failed: " + job->status.error().message());
+    }
+    job->claimed = true;
+    CompactionPlan plan = std::move(job->plan);
+    std::unique_ptr<Session> spare = std::move(job->spare);
+    lock.unlock();
+    DropJob(ws, job.get());
+    auto st = lease->entry().assembly->AdoptCompaction(plan, spare.get());
+    if (!st) {
+      if (st.error().Is(ErrorCode::kContextOverflow)) return st;
+      return Fail(ErrorCode::kNotFound, "the compaction under way could not be adopted: " + st.error().message());
+    }
+    sessions->SwapSession(*lease, std::move(spare));
+    Log("modeld: workspace %s waited for its compaction%s\n", ws);
+    return st;
+  };
+  return h;
+}
+
 // Builds the compact context in a second session (a fork) while the workspace's own
 // keeps serving, then swaps them under the workspace's lease: requests in
 // between are answered by the old session, and what they add is carried over.
+// A call that would overflow meanwhile finishes the job and adopts it itself (Hooks).
 void Server::Impl::CompactInBackground(const std::string& ws) {
-  CompactionPlan plan;
-  std::unique_ptr<Session> spare;
+  auto job = std::make_shared<CompactionJob>();
+  job->worker = std::this_thread::get_id();
   {
     auto lease = sessions->Acquire(ws, /*wait=*/true);
     if (!lease || !lease->entry().assembly->CompactionDue()) return;
-    plan = lease->entry().assembly->PlanCompaction();
+    job->plan = lease->entry().assembly->PlanCompaction();
     // A fork keeps the KV the compact context shares with the current one (everything before
     // the first edited file, which compaction orders last): a copy, no compute.
-    if (auto f = lease->session().Fork()) spare = std::move(*f);
-  }
-  if (!spare) {  // a backend that cannot fork: a fresh session, prefilled from the start
-    auto opened = sessions->OpenSpare(ws);
-    if (!opened) return;
-    spare = std::move(*opened);
+    if (auto f = lease->session().Fork()) job->spare = std::move(*f);
+    if (!job->spare) {  // a backend that cannot fork: a fresh session, prefilled from the start
+      auto opened = sessions->OpenSpare(ws);
+      if (!opened) return;
+      job->spare = std::move(*opened);
+    }
+    std::lock_guard lock(jobs_mu);
+    jobs[ws] = job;  // under the lease: any later call on the workspace sees it
   }
   const auto t0 = Clock::now();
   Result<PrefixStatus> st;
@@ -361,18 +461,37 @@ void Server::Impl::CompactInBackground(const std::string& ws) {
     // Background turns in small batches: a foreground request waits at most for the one batch
     // running when it arrives (128 tokens: ~0.5 s for a 0.5B model on 2 cores, vs ~2 s at 512).
     ComputeGate::BackgroundScope background(*gate);
-    PrefixInput in{plan.manifest, {}};
+    if (job->urgent) gate->Promote(job->worker);
+    PrefixInput in{job->plan.manifest, [&job](const Progress& p) {
+                     std::lock_guard lock(job->mu);
+                     if (job->listener) job->listener(p);
+                   }};
     in.max_batch = kBackgroundBatch;
     in.cancel = stop_background.get_token();  // a stopping daemon does not wait for it
-    st = spare->EnsurePrefix(in);
+    st = job->spare->EnsurePrefix(in);        // no lock: spare is only taken once done
   }
-  if (!st) return;  // e.g. it does not fit: the next prefill compacts in place or reports the overflow
-  metrics.AddTokens(0, st->tokens_prefilled, 0);
-  metrics.prefill_seconds.Observe(SecondsSince(t0));
+  if (st) {
+    metrics.AddTokens(0, st->tokens_prefilled, 0);
+    metrics.prefill_seconds.Observe(SecondsSince(t0));
+  }
+  {
+    std::lock_guard lock(job->mu);
+    job->done = true;
+    job->status = st;
+  }
+  job->cv.notify_all();
   auto lease = sessions->Acquire(ws, /*wait=*/true);
-  if (!lease) return;
-  if (auto adopted = lease->entry().assembly->AdoptCompaction(plan, spare.get()); adopted) {
-    sessions->SwapSession(*lease, std::move(spare));
+  DropJob(ws, job.get());
+  // Failed (e.g. it does not fit: the next prefill compacts in place or reports the overflow),
+  // or a call waiting for it adopted it already.
+  bool claimed;
+  {
+    std::lock_guard lock(job->mu);
+    claimed = job->claimed;
+  }
+  if (!lease || !st || claimed) return;
+  if (auto adopted = lease->entry().assembly->AdoptCompaction(job->plan, job->spare.get()); adopted) {
+    sessions->SwapSession(*lease, std::move(job->spare));
     if (opt.log_requests) std::fprintf(stderr, "modeld: compacted workspace %s in the background\n", ws.c_str());
   }
 }
@@ -404,7 +523,7 @@ void Server::Impl::PrefillLoop(bool compactions) {
     auto lease = sessions->Acquire(task.ws);  // busy: a foreground call is on it and will prefill anyway
     if (!lease) continue;
     const auto t0 = Clock::now();
-    auto st = lease->entry().assembly->Prefill();
+    auto st = lease->entry().assembly->Prefill(Hooks(&*lease, /*wait=*/false));
     if (st) {
       metrics.AddTokens(st->tokens_reused, st->tokens_prefilled, 0);
       metrics.prefill_seconds.Observe(SecondsSince(t0));
@@ -429,6 +548,7 @@ void Server::Impl::WorkspaceInfo(const std::string& ws, bool context, httplib::R
   for (const auto& [path, bytes] : snap->file_sizes) files.push_back({{"path", path}, {"bytes", bytes}});
   Json out = StatsJson(snap->stats);
   out["file_list"] = files;
+  out["compacting"] = FindJob(ws) != nullptr;  // a background compaction is under way
   Reply(res, 200, out);
 }
 
@@ -450,7 +570,11 @@ void Server::Impl::WorkspaceAsk(const std::string& ws, const httplib::Request& r
                                                             dc = std::move(*cfg)](size_t, httplib::DataSink& sink) {
     const auto t0 = Clock::now();
     bool client_gone = false;
-    auto r = shared->entry().assembly->Ask(question, dc, ChunkWriter(sink, &client_gone));
+    // Long work before the first token (a compaction to finish, a large context) shows as
+    // progress events.
+    auto r = shared->entry().assembly->Ask(
+        question, dc, ChunkWriter(sink, &client_gone),
+        Hooks(shared.get(), /*wait=*/true, LoggedProgress(shared_ws, ProgressWriter(sink))));
     Json stats = StatsJson(shared->entry().assembly->Stats());
     const bool compact_due = shared->entry().assembly->CompactionDue();
     if (r) {
@@ -654,30 +778,14 @@ void Server::Impl::Prefill(const std::string& ws, bool suffix, const httplib::Re
     metrics.prefill_seconds.Observe(SecondsSince(t0));
     return wire::ToJson(*st);
   };
-  // Long prefills show progress in the log (every quarter), streamed or not.
-  auto logged = [this, ws](const ProgressFunc& inner) -> ProgressFunc {
-    return [this, ws, inner, last = int64_t{-1}](const Progress& p) mutable {
-      if (inner) inner(p);
-      const int64_t quarter = p.total > 0 ? 4 * p.done / p.total : 4;
-      if (opt.log_requests && p.total >= 2048 && quarter != last) {
-        last = quarter;
-        std::fprintf(stderr, "modeld: %s %s: %lld/%lld tokens\n", ws.c_str(), p.stage.c_str(),
-                     static_cast<long long>(p.done), static_cast<long long>(p.total));
-      }
-    };
-  };
+  auto logged = [this, ws](ProgressFunc inner) { return LoggedProgress(ws, std::move(inner)); };
   if (!stream) {
     auto j = run(logged({}));
     if (!j) return ReplyError(res, j.error());
     return Reply(res, 200, *j);
   }
   res.set_chunked_content_provider("application/x-ndjson", [run, shared, logged](size_t, httplib::DataSink& sink) {
-    auto j = run(logged([&](const Progress& p) {
-      Json ev = wire::ToJson(p);
-      ev["event"] = "progress";
-      const std::string line = Line(ev);
-      sink.write(line.data(), line.size());
-    }));
+    auto j = run(logged(ProgressWriter(sink)));
     shared->Release();
     const std::string line = j ? Line(Json{{"event", "done"}, {"result", *j}})
                                : Line(Json{{"event", "error"}, {"error", wire::ToJson(j.error())}});

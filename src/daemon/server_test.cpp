@@ -396,5 +396,108 @@ TEST_F(ServerTest, WorkspaceCompactsInTheBackgroundWhileAsksGoOn) {
   ask("after compaction");
 }
 
+// An ask whose context overflows while the workspace's background compaction is starved (another
+// workspace keeps the cores busy) finishes that compaction, its turns promoted, and adopts it:
+// it does not compact in place (throwing the background's work away).
+TEST_F(ServerTest, OverflowingAskFinishesTheCompactionUnderWay) {
+  StartServer();
+  Open("busy", 4096);
+  Open("ws", 1024);
+  // A long decode on another workspace: its turns leave no idle gap for background work.
+  const std::string digest = Prefix("busy", "Write a long answer.");
+  ASSERT_EQ(
+      Post("/v1/sessions/busy/suffix", Json{{"prefix_digest", digest}, {"segments", {{{"content", "Go."}}}}}.dump())
+          .first,
+      200);
+  std::atomic<int> received{0};
+  std::atomic<bool> hang_up{false};
+  std::atomic<bool> decoder_done{false};
+  std::thread decoder([&] {
+    auto c = Client();
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/sessions/busy/decode";
+    req.body = R"({"max_tokens": 3900})";  // longer than this test
+    req.set_header("Content-Type", "application/json");
+    req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) {
+      ++received;
+      return !hang_up;
+    };
+    c.send(req);
+    decoder_done = true;
+  });
+  struct HangUp {
+    std::atomic<bool>& flag;
+    std::thread& t;
+    ~HangUp() {
+      flag = true;
+      t.join();
+    }
+  } hang_up_at_exit{hang_up, decoder};
+  while (received == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+
+  std::string file;
+  for (int i = 0; i < 40; ++i) file += "int value_" + std::to_string(i) + " = " + std::to_string(i * 7) + ";\n";
+  auto put = [&](const std::string& path, const std::string& content, bool prefill) {
+    auto [st, j] =
+        Post("/v1/workspaces/ws/files", Json{{"path", path}, {"content", content}, {"prefill", prefill}}.dump());
+    EXPECT_EQ(st, 200) << j.dump();
+    return j;
+  };
+  auto ask = [&](const std::string& q) {
+    auto c = Client();
+    auto r = c.Post("/v1/workspaces/ws/ask", Json{{"question", q}, {"max_tokens", 2}}.dump(), "application/json");
+    EXPECT_TRUE(r);
+    EXPECT_NE(r->body.find("\"done\""), std::string::npos) << r->body;
+    const auto nl = r->body.rfind('\n', r->body.size() - 2);
+    return Json::parse(r->body.substr(nl == std::string::npos ? 0 : nl + 1), nullptr, false);
+  };
+  put("src/v.cc", file, true);
+  ask("first");
+  bool compacting = false;
+  for (int turn = 0; turn < 60 && !compacting; ++turn) {
+    for (int k = 0; k < 3; ++k) {
+      const std::string from = "int value_" + std::to_string((turn * 3 + k) % 40) + " =";
+      if (auto at = file.find(from); at != std::string::npos)
+        file.replace(at, from.size(), "long value_" + std::to_string((turn * 3 + k) % 40) + " =");
+    }
+    put("src/v.cc", file, true);
+    for (int i = 0; i < 50 && !compacting; ++i) {  // the eager prefill, then the compaction's start
+      compacting = Get("/v1/workspaces/ws").second.value("compacting", false);
+      if (!compacting) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  }
+  ASSERT_TRUE(compacting) << "no compaction started";
+  ASSERT_GT(received.load(), 0);
+  // A new file too big for the room left next to the notes, sent without an eager prefill: the
+  // ask finds the context overflowing with the compaction still under way.
+  auto [ist, info] = Get("/v1/workspaces/ws");
+  ASSERT_EQ(info["compactions"], 0) << "the compaction finished while the other workspace was busy";
+  const int64_t room = 1024 - info["context_tokens"].get<int64_t>();
+  std::string big;
+  for (int i = 0;; ++i) {
+    auto [tst, tj] = Post("/v1/sessions/ws/tokenize", Json{{"text", big}}.dump());
+    ASSERT_EQ(tst, 200) << tj.dump();
+    if (static_cast<int64_t>(tj["tokens"].size()) > room + 20) break;
+    for (int k = 0; k < 4; ++k) big += "x" + std::to_string(i * 4 + k) + " = 0;\n";
+  }
+  put("src/big.cc", big, false);
+  Json done = ask("after the big file");
+  ASSERT_EQ(done.value("event", ""), "done") << done.dump();
+  EXPECT_TRUE(done["result"]["compacted"].get<bool>());
+  EXPECT_EQ(done["result"]["workspace"]["compactions"], 1);
+  EXPECT_EQ(done["result"]["workspace"]["compactions_in_place"], 0) << "compacted in place instead of finishing";
+  // Promoted: it did not wait for the other workspace to go idle.
+  EXPECT_FALSE(decoder_done.load()) << "the ask waited for the busy decode to end";
+  EXPECT_FALSE(Get("/v1/workspaces/ws").second.value("compacting", true));
+  // Faithful after the swap.
+  auto [cst, cj] = Get("/v1/workspaces/ws/context");
+  ASSERT_EQ(cst, 200);
+  auto files = workspace::ReconstructFiles(cj["text"].get<std::string>());
+  ASSERT_TRUE(files.has_value()) << files.error().ToString();
+  EXPECT_EQ(files->at("src/v.cc"), file);
+  EXPECT_EQ(files->at("src/big.cc"), big);
+}
+
 }  // namespace
 }  // namespace modeld::daemon

@@ -220,9 +220,9 @@ bool Workspace::NeedsCompaction(int64_t extra_tokens) const {
 
 bool Workspace::CompactionDue() const { return NeedsCompaction(0); }
 
-Result<PrefixStatus> Workspace::PrefillManifest() {
+Result<PrefixStatus> Workspace::PrefillManifest(const ProgressFunc& progress) {
   const ContextManifest m = Manifest();
-  auto st = session_->EnsurePrefix({m, {}});
+  auto st = session_->EnsurePrefix({m, progress});
   if (!st) return st;
   context_tokens_ = st->tokens_resident;
   // The log starts after the stable part's segments.
@@ -239,18 +239,29 @@ Result<PrefixStatus> Workspace::PrefillManifest() {
   return st;
 }
 
-Result<PrefixStatus> Workspace::EnsureCurrent() {
+Result<PrefixStatus> Workspace::EnsureCurrent(const PrefillHooks& hooks) {
   prefilled_ = true;
-  if (!opt_.compact_in_background && NeedsCompaction(0)) return Compact();
-  auto st = PrefillManifest();
+  if (!opt_.compact_in_background && NeedsCompaction(0)) return Compact(hooks.progress);
+  auto st = PrefillManifest(hooks.progress);
   if (!st && st.error().Is(ErrorCode::kContextOverflow) && opt_.mode == AssemblyMode::kEditAware) {
     // Folding the notes in may make it fit; if not, the caller gets the overflow with its counts.
-    return Compact();
+    return CompactForOverflow(hooks);
   }
   return st;
 }
 
-Result<PrefixStatus> Workspace::Prefill() { return EnsureCurrent(); }
+Result<PrefixStatus> Workspace::CompactForOverflow(const PrefillHooks& hooks) {
+  if (hooks.finish_compaction) {
+    auto st = hooks.finish_compaction(hooks.progress);
+    // Adopted, or failed for a reason compacting here would not fix (e.g. the daemon is stopping).
+    // An overflow after adoption (the entries carried over do not fit) may still fit once they are
+    // folded in too.
+    if (st || !(st.error().Is(ErrorCode::kNotFound) || st.error().Is(ErrorCode::kContextOverflow))) return st;
+  }
+  return Compact(hooks.progress);
+}
+
+Result<PrefixStatus> Workspace::Prefill(const PrefillHooks& hooks) { return EnsureCurrent(hooks); }
 
 std::pair<std::vector<std::pair<std::string, std::string>>, std::vector<LogEntry>> Workspace::CompactState() const {
   // Unchanged files first, then the changed ones: a compaction re-prefills from the first file
@@ -274,19 +285,20 @@ std::pair<std::vector<std::pair<std::string, std::string>>, std::vector<LogEntry
   return {std::move(base), std::move(log)};
 }
 
-Result<PrefixStatus> Workspace::Compact() {
+Result<PrefixStatus> Workspace::Compact(const ProgressFunc& progress) {
   prefilled_ = true;
   auto [base, log] = CompactState();
   // Prefill the compact manifest before committing to it: on failure nothing changes.
   auto saved_base = std::exchange(base_, std::move(base));
   auto saved_log = std::exchange(log_, std::move(log));
-  auto st = PrefillManifest();
+  auto st = PrefillManifest(progress);
   if (!st) {
     base_ = std::move(saved_base);
     log_ = std::move(saved_log);
     return st;
   }
   ++compactions_;
+  ++compactions_in_place_;
   ++generation_;
   return st;
 }
@@ -326,16 +338,17 @@ Result<PrefixStatus> Workspace::AdoptCompaction(const CompactionPlan& plan, Sess
   return st;
 }
 
-Result<AskResult> Workspace::Ask(const std::string& question, const DecodeConfig& cfg, const ChunkCallback& on_chunk) {
+Result<AskResult> Workspace::Ask(const std::string& question, const DecodeConfig& cfg, const ChunkCallback& on_chunk,
+                                 const PrefillHooks& hooks) {
   if (auto ok = CheckText("question", question); !ok) return Fail(ok.error());
   AskResult r;
   const int64_t before = compactions_;
-  auto ps = EnsureCurrent();
+  auto ps = EnsureCurrent(hooks);
   if (!ps) return Fail(ps.error());
   SuffixInput suffix{ps->manifest_digest, QuestionSegments(question), {}};
   auto ss = session_->PrefillSuffix(suffix);
   if (!ss && ss.error().Is(ErrorCode::kContextOverflow) && NeedsCompaction(1 << 30)) {
-    ps = Compact();
+    ps = CompactForOverflow(hooks);
     if (!ps) return Fail(ps.error());
     suffix.prefix_digest = ps->manifest_digest;
     ss = session_->PrefillSuffix(suffix);
@@ -364,6 +377,7 @@ WorkspaceStats Workspace::Stats() const {
   s.log_entries = static_cast<int64_t>(log_.size());
   s.notes = std::count_if(log_.begin(), log_.end(), [](const Entry& e) { return e.kind == Entry::kNote; });
   s.compactions = compactions_;
+  s.compactions_in_place = compactions_in_place_;
   s.context_tokens = context_tokens_;
   s.log_tokens = log_tokens_;
   s.note_tokens = note_tokens_;

@@ -439,3 +439,69 @@ TEST(Workspace, InitialLoadStaysStableAndCancelledAsksLeaveNoTrace) {
 
 }  // namespace
 }  // namespace modeld
+
+namespace modeld {
+namespace {
+
+// An ask that would overflow while the owner's compaction is under way finishes that compaction
+// (PrefillHooks::finish_compaction) rather than redoing it in place; with none under way
+// (kNotFound) the workspace compacts in place.
+TEST(Workspace, OverflowFinishesTheCompactionUnderWayInsteadOfRedoingIt) {
+  for (const bool under_way : {true, false}) {
+    SCOPED_TRACE(under_way ? "compaction under way" : "none under way");
+    std::mt19937 rng(21);
+    auto first = Open("of-first", 1024);
+    WorkspaceOptions opt;
+    opt.compact_in_background = true;
+    Workspace w(first.get(), opt);
+    auto tokens = [&](const std::string& text) { return static_cast<int64_t>(first->Tokenize(text, false)->size()); };
+    ASSERT_TRUE(w.PutFile("src/a.cc", RandomCode(rng, 20)).has_value());
+    ASSERT_TRUE(w.PutFile("src/b.cc", RandomCode(rng, 20)).has_value());
+    DecodeConfig dc;
+    dc.max_tokens = 4;
+    ASSERT_TRUE(w.Ask("first question", dc, {}).has_value());
+    while (!w.CompactionDue()) {
+      ASSERT_TRUE(w.PutFile("src/a.cc", EditLines(rng, w.files().at("src/a.cc"))).has_value());
+      ASSERT_TRUE(w.Prefill().has_value());  // background mode: never compacts by itself short of overflow
+    }
+    const CompactionPlan plan = w.PlanCompaction();
+    auto second = Open("of-second", 1024);
+    ASSERT_TRUE(second->EnsurePrefix({plan.manifest, {}}).has_value());
+    const int64_t second_before = second->Report()->tokens_resident;
+    // A new file that does not fit next to the notes, but does once they are folded in.
+    const int64_t room = 1024 - w.Stats().context_tokens;
+    std::string big;
+    while (tokens(big) < room + 20) big += RandomCode(rng, 4);
+    ASSERT_TRUE(w.PutFile("src/c.cc", big).has_value());
+    const int64_t resident_before = first->Report()->tokens_resident;
+
+    int calls = 0;
+    PrefillHooks hooks;
+    hooks.finish_compaction = [&](const ProgressFunc&) -> Result<PrefixStatus> {
+      ++calls;
+      if (!under_way) return Fail(ErrorCode::kNotFound, "no compaction under way");
+      return w.AdoptCompaction(plan, second.get());
+    };
+    auto r = w.Ask("after the big file", dc, {}, hooks);
+    ASSERT_TRUE(r.has_value()) << r.error().ToString();
+    EXPECT_EQ(calls, 1);
+    EXPECT_TRUE(r->compacted);
+    EXPECT_EQ(w.Stats().compactions, 1);
+    auto rebuilt = workspace::ReconstructFiles(w.AssembledText());
+    ASSERT_TRUE(rebuilt.has_value());
+    EXPECT_EQ(*rebuilt, w.files());
+    if (under_way) {
+      // The compacted context lives in the second session; the first was left as it was, and only
+      // what came after the plan (the big file's note) was prefilled.
+      EXPECT_EQ(first->Report()->tokens_resident, resident_before);
+      EXPECT_GT(second->Report()->tokens_resident, w.Stats().context_tokens);
+      EXPECT_LT(r->prefix.tokens_prefilled, tokens(big) + 40);
+    } else {
+      EXPECT_EQ(second->Report()->tokens_resident, second_before);  // compacted in place, not there
+      EXPECT_GT(first->Report()->tokens_resident, w.Stats().context_tokens);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace modeld
