@@ -210,7 +210,8 @@ struct LongRun {
   double mean_ask_compute_ms = 0;
   int ready_turns = 0;  // the eager prefill was done when the question came (the ask prefilled no context)
   int64_t min_ctx = std::numeric_limits<int64_t>::max(), max_ctx = 0, max_notes = 0;
-  int64_t compactions = 0;
+  int64_t compactions = 0, compactions_in_place = 0;
+  double max_ttft_ms = 0;
   std::vector<std::pair<int, int64_t>> ctx_every_10;  // (turn, context_tokens)
 };
 
@@ -260,9 +261,11 @@ LongRun SummarizeLong(const std::vector<AsmRow>& rows) {
     const AsmTurn* t = Find(row, kWsEager);
     if (!t) continue;
     l.compactions = t->stats.compactions;
+    l.compactions_in_place = t->stats.compactions_in_place;
     if (row.turn == 0) continue;
     ++l.edit_turns;
     l.mean_ttft_ms += t->ttft_ms;
+    l.max_ttft_ms = std::max(l.max_ttft_ms, t->ttft_ms);
     l.mean_ask_compute_ms += t->ask_compute_ms;
     if (t->ask_prefix_prefilled == 0) ++l.ready_turns;
     if (!t->compacted) {
@@ -304,7 +307,8 @@ Json ToJson(const AsmTurn& t) {
          {"context_tokens", t.stats.context_tokens},
          {"log_tokens", t.stats.log_tokens},
          {"note_tokens", t.stats.note_tokens},
-         {"compactions", t.stats.compactions}};
+         {"compactions", t.stats.compactions},
+         {"compactions_in_place", t.stats.compactions_in_place}};
   if (t.appended > 0 && !t.compacted) j["prefilled_over_appended"] = static_cast<double>(t.prefilled) / t.appended;
   return j;
 }
@@ -482,19 +486,21 @@ Result<Json> RunAssembly(const AssemblyOptions& opt, const StartDaemon& start) {
     std::printf("  %s max %.2f mean %.2f (%d turns)", n.c_str(), overhead[n].max, overhead[n].mean, overhead[n].turns);
   }
   std::printf(
-      "\n  %s over %d edit turns: TTFT %.1f ms (%.1f ms over the %d turns with no compaction); context ready "
-      "before the question in %d turns\n  the ask's own compute (context left + question prefill + first token, "
-      "daemon-side): "
-      "mean %.1f ms\n",
-      kWsEager, lr.edit_turns, lr.mean_ttft_ms, lr.mean_ttft_ms_quiet, lr.quiet_turns, lr.ready_turns,
+      "\n  %s over %d edit turns: TTFT %.1f ms (%.1f ms over the %d turns with no compaction), max %.1f ms; "
+      "context ready before the question in %d turns\n  the ask's own compute (context left + question prefill + "
+      "first token, daemon-side): mean %.1f ms\n",
+      kWsEager, lr.edit_turns, lr.mean_ttft_ms, lr.mean_ttft_ms_quiet, lr.quiet_turns, lr.max_ttft_ms, lr.ready_turns,
       lr.mean_ask_compute_ms);
   if (overflow) {
     std::printf("  CONTEXT NOT BOUNDED: the long run stopped at turn %d: %s\n", overflow->first,
                 overflow->second.ToString().c_str());
   }
-  std::printf("  context tokens: min %lld max %lld (n_ctx %lld), max note tokens %lld, %lld compactions; by turn:",
-              static_cast<long long>(lr.min_ctx), static_cast<long long>(lr.max_ctx), static_cast<long long>(opt.n_ctx),
-              static_cast<long long>(lr.max_notes), static_cast<long long>(lr.compactions));
+  std::printf(
+      "  context tokens: min %lld max %lld (n_ctx %lld), max note tokens %lld, %lld compactions (%lld in place); by "
+      "turn:",
+      static_cast<long long>(lr.min_ctx), static_cast<long long>(lr.max_ctx), static_cast<long long>(opt.n_ctx),
+      static_cast<long long>(lr.max_notes), static_cast<long long>(lr.compactions),
+      static_cast<long long>(lr.compactions_in_place));
   for (const auto& [turn, ctx] : lr.ctx_every_10) std::printf(" %d:%lld", turn, static_cast<long long>(ctx));
   std::printf("\n  peak RSS (VmHWM):");
   for (const auto& s : systems)
@@ -553,6 +559,8 @@ Result<Json> RunAssembly(const AssemblyOptions& opt, const StartDaemon& start) {
                       {"max_context_tokens", lr.max_ctx},
                       {"max_note_tokens", lr.max_notes},
                       {"compactions", lr.compactions},
+                      {"compactions_in_place", lr.compactions_in_place},
+                      {"max_ttft_ms", lr.max_ttft_ms},
                       {"n_ctx", opt.n_ctx},
                       {"context_bounded", !overflow && lr.max_ctx <= opt.n_ctx},
                       {"context_tokens_by_turn", every10}}}};

@@ -75,7 +75,7 @@ compares modeld's prefill/decode speed with llama-bench. Starts and stops every 
   --skip-loop              no edit-pattern loop (e.g. to run only the context-assembly phase)
   --assembly-turns N       edit turns of the context-assembly phase: --turns with all four
                            systems, then ws-edit-aware-eager alone up to N (default 50; 0 skips it)
-  --assembly-pattern P     same, rotating or random (default rotating)
+  --assembly-pattern P     same, rotating, random or working-set (default rotating)
   --assembly-n-ctx N       its n_ctx (default: room for --ctx, the conversation of every turn
                            and the notes folded at 0.25 of n_ctx: (ctx + turns*(64+2*decode)) * 4/3)
   --eager-delay-ms N       ws-edit-aware-eager: put -> question (default 1000)
@@ -165,7 +165,8 @@ std::optional<Options> Parse(int argc, char** argv) {
   if (auto name = a.Value("--assembly-pattern")) {
     auto p = ParseEditPattern(*name);
     if (!p) {
-      std::fprintf(stderr, "modeld-bench: unknown assembly pattern '%s' (same, rotating, random)\n", name->c_str());
+      std::fprintf(stderr, "modeld-bench: unknown assembly pattern '%s' (same, rotating, random, working-set)\n",
+                   name->c_str());
       return std::nullopt;
     }
     o.assembly_pattern = *p;
@@ -173,7 +174,7 @@ std::optional<Options> Parse(int argc, char** argv) {
   for (const auto& name : Split(a.Value("--edit-pattern").value_or("same,rotating,random"), ',')) {
     auto p = ParseEditPattern(name);
     if (!p) {
-      std::fprintf(stderr, "modeld-bench: unknown edit pattern '%s' (same, rotating, random)\n", name.c_str());
+      std::fprintf(stderr, "modeld-bench: unknown edit pattern '%s' (same, rotating, random, working-set)\n", name.c_str());
       return std::nullopt;
     }
     o.patterns.push_back(*p);

@@ -38,6 +38,7 @@ std::optional<EditPattern> ParseEditPattern(std::string_view name) {
   if (name == "same") return EditPattern::kSame;
   if (name == "rotating") return EditPattern::kRotating;
   if (name == "random") return EditPattern::kRandom;
+  if (name == "working-set") return EditPattern::kWorkingSet;
   return std::nullopt;
 }
 
@@ -49,6 +50,8 @@ std::string_view EditPatternName(EditPattern p) {
       return "rotating";
     case EditPattern::kRandom:
       return "random";
+    case EditPattern::kWorkingSet:
+      return "working-set";
   }
   return "?";
 }
@@ -92,6 +95,9 @@ Edit Workload::ApplyEdit(int turn) {
       break;
     case EditPattern::kRandom:
       e.file = std::uniform_int_distribution<size_t>(0, n - 1)(rng_);
+      break;
+    case EditPattern::kWorkingSet:
+      e.file = static_cast<size_t>(turn - 1) % std::min<size_t>(2, n);
       break;
   }
   SourceFile& f = files_[e.file];

@@ -18,7 +18,7 @@
 
 namespace modeld::bench {
 
-enum class EditPattern { kSame, kRotating, kRandom };
+enum class EditPattern { kSame, kRotating, kRandom, kWorkingSet };
 std::optional<EditPattern> ParseEditPattern(std::string_view name);
 std::string_view EditPatternName(EditPattern p);
 
@@ -70,7 +70,9 @@ class Workload {
 
   // Applies turn `turn`'s edit (turn >= 1): `lines_per_edit` consecutive lines of one file, the
   // file chosen by the pattern (same: the last file, the one being worked on; rotating: in
-  // order; random: seeded), the lines at a seeded random place.
+  // order; random: seeded; working-set: the first two files in turn, a few files being worked on
+  // among many that are only read, sent early as open files are), the lines at a seeded random
+  // place.
   Edit ApplyEdit(int turn);
   // The user's question for a turn (turn 0: no edit yet).
   std::string Question(int turn, const Edit* edit) const;
