@@ -545,9 +545,11 @@ int CmdAsk(const Client& c, Args& a) {
   std::optional<Clock::time_point> first;
   bool ends_in_newline = true;
   WorkspaceStats st;
+  ProgressLine progress;  // e.g. a compaction the ask waits for
   auto r = c.Ask(
       ws, question, dc,
       [&](const StreamChunk& chunk) {
+        progress.Clear();
         if (!first && chunk.n_tokens > 0) first = Clock::now();
         if (!chunk.text.empty()) {
           std::fwrite(chunk.text.data(), 1, chunk.text.size(), stdout);
@@ -556,7 +558,8 @@ int CmdAsk(const Client& c, Args& a) {
         }
         return true;
       },
-      &st);
+      &st, progress.Func());
+  progress.Clear();
   if (!ends_in_newline) std::fputc('\n', stdout);
   std::fflush(stdout);
   if (!r) return WorkspaceFatal(c, ws, r.error());

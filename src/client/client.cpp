@@ -545,7 +545,8 @@ Result<PrefixStatus> Client::Compact(std::string_view workspace, WorkspaceStats*
 }
 
 Result<AskResult> Client::Ask(std::string_view workspace, std::string_view question, const DecodeConfig& cfg,
-                              const ChunkCallback& on_chunk, WorkspaceStats* stats) const {
+                              const ChunkCallback& on_chunk, WorkspaceStats* stats,
+                              const ProgressFunc& progress) const {
   if (auto ok = CheckWorkspace(workspace); !ok) return Fail(ok.error());
   Json body = {{"question", question}};
   const Json decode_fields = wire::ToJson(cfg);
@@ -558,6 +559,7 @@ Result<AskResult> Client::Ask(std::string_view workspace, std::string_view quest
     Json ev;
     const std::string name = st.Take(line, &ev);
     if (st.error) return false;
+    if (name == "progress" && progress) progress(Progress{StrOr(ev, "stage"), IntOr(ev, "done"), IntOr(ev, "total")});
     return name != "chunk" || tally.Add(ev);
   };
   auto sent = Send("POST", WorkspaceOpPath(workspace, "ask"), &*text, &on_line, cfg.cancel);

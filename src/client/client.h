@@ -156,9 +156,12 @@ class Client {
   // Prefills the context and the question, then streams the answer like Decode: on_chunk
   // returning false, or cfg.cancel, closes the connection and returns what arrived with
   // decode.finish kCancelled; prefix and suffix are then unknown (zero), as the daemon sends them
-  // only at the end. The daemon records the question and the answer as turns.
+  // only at the end. The daemon records the question and the answer as turns. progress gets the
+  // long work before the first token: the context's prefill ("ensure_prefix") and a compaction
+  // the ask waits for ("compaction").
   Result<AskResult> Ask(std::string_view workspace, std::string_view question, const DecodeConfig& cfg,
-                        const ChunkCallback& on_chunk = {}, WorkspaceStats* stats = nullptr) const;
+                        const ChunkCallback& on_chunk = {}, WorkspaceStats* stats = nullptr,
+                        const ProgressFunc& progress = {}) const;
   Result<WorkspaceState> WorkspaceInfo(std::string_view workspace) const;
   // The assembled context as the model sees it (workspace::ReconstructFiles reads the files back).
   Result<std::string> Context(std::string_view workspace) const;

@@ -824,7 +824,14 @@ TEST_F(ClientTest, WorkspaceInPlaceAssembly) {
   EXPECT_EQ(again->assembly, AssemblyMode::kInPlace);
   const auto files = WsFiles();
   for (const auto& [path, content] : files) ASSERT_TRUE(c.PutFile("ws-in-place", path, content, false).has_value());
-  ASSERT_TRUE(c.Ask("ws-in-place", "Hi?", AskConfig()).has_value());
+  // Nothing was prefilled yet: the ask prefills the context and streams its progress.
+  std::vector<Progress> progress;
+  auto first = c.Ask("ws-in-place", "Hi?", AskConfig(), {}, nullptr, [&](const Progress& p) { progress.push_back(p); });
+  ASSERT_TRUE(first.has_value()) << first.error().ToString();
+  ASSERT_FALSE(progress.empty());
+  EXPECT_EQ(progress.back().stage, "ensure_prefix");
+  EXPECT_EQ(progress.back().done, progress.back().total);
+  EXPECT_EQ(progress.back().total, first->prefix.tokens_prefilled);
   WorkspaceStats st;
   auto put = c.PutFile("ws-in-place", "src/main.c", ReplaceLine(files.at("src/main.c"), 2, "int x;"), false, &st);
   ASSERT_TRUE(put.has_value()) << put.error().ToString();

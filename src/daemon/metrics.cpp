@@ -66,7 +66,8 @@ std::string Metrics::Render(int64_t sessions, int64_t tokens_resident, int64_t k
   Line(&out, "modeld_sessions", "", static_cast<double>(sessions));
   Header(&out, "modeld_tokens_resident", "gauge", "Tokens resident in the KV caches of all sessions.");
   Line(&out, "modeld_tokens_resident", "", static_cast<double>(tokens_resident));
-  Header(&out, "modeld_kv_bytes", "gauge", "KV cache bytes of all sessions at full n_ctx.");
+  Header(&out, "modeld_kv_bytes", "gauge",
+         "KV cache bytes of all sessions at full n_ctx, with the second sessions of compactions under way.");
   Line(&out, "modeld_kv_bytes", "", static_cast<double>(kv_bytes));
   {
     std::lock_guard lock(mu_);

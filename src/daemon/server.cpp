@@ -183,10 +183,12 @@ struct Server::Impl {
     // Guarded by mu:
     CompactionPlan plan;
     std::unique_ptr<Session> spare;  // being prefilled with plan.manifest
+    KvReservation spare_kv;          // its KV, counted in the budget until the job is dropped
     bool done = false;               // the prefill ended (with `status`)
     bool claimed = false;            // a waiting call took plan and spare
     Result<PrefixStatus> status;
-    ProgressFunc listener;  // the waiting call's progress
+    Progress progress;          // the latest, for a waiting call to relay on its own thread
+    uint64_t progress_seq = 0;  // bumped with each
   };
   std::mutex jobs_mu;
   std::map<std::string, std::shared_ptr<CompactionJob>> jobs;  // by workspace
@@ -407,11 +409,15 @@ PrefillHooks Server::Impl::Hooks(SessionManager::Lease* lease, bool wait, Progre
     gate->Promote(job->worker);  // also done by the worker if its scope was not open yet
     if (!wait) return Fail(ErrorCode::kBusy, "the context is full; a compaction is under way");
     std::unique_lock lock(job->mu);
-    if (progress) {
-      job->listener = [progress](const Progress& p) { progress(Progress{"compaction", p.done, p.total}); };
+    for (uint64_t seen = job->progress_seq; !job->done;) {
+      job->cv.wait(lock, [&] { return job->done || job->progress_seq != seen; });
+      if (job->done || !progress) continue;
+      seen = job->progress_seq;
+      const Progress p{"compaction", job->progress.done, job->progress.total};
+      lock.unlock();  // the write to the client must not hold up the compaction
+      progress(p);
+      lock.lock();
     }
-    job->cv.wait(lock, [&] { return job->done; });
-    job->listener = nullptr;
     if (!job->status) {
       if (stopping) return Fail(job->status.error());
       return Fail(ErrorCode::kNotFound, "the compaction under way failed: " + job->status.error().message());
@@ -419,6 +425,7 @@ PrefillHooks Server::Impl::Hooks(SessionManager::Lease* lease, bool wait, Progre
     job->claimed = true;
     CompactionPlan plan = std::move(job->plan);
     std::unique_ptr<Session> spare = std::move(job->spare);
+    KvReservation spare_kv = std::move(job->spare_kv);  // until the old session is closed below
     lock.unlock();
     DropJob(ws, job.get());
     auto st = lease->entry().assembly->AdoptCompaction(plan, spare.get());
@@ -443,6 +450,14 @@ void Server::Impl::CompactInBackground(const std::string& ws) {
   {
     auto lease = sessions->Acquire(ws, /*wait=*/true);
     if (!lease || !lease->entry().assembly->CompactionDue()) return;
+    // The second session counts in the KV budget: idle sessions are evicted to make room for it,
+    // and without room there is no background compaction (an overflowing call compacts in place).
+    auto reserved = sessions->ReserveSpare(*lease);
+    if (!reserved) {
+      Log("modeld: workspace %s: no background compaction: %s\n", ws, reserved.error().message());
+      return;
+    }
+    job->spare_kv = std::move(*reserved);
     job->plan = lease->entry().assembly->PlanCompaction();
     // A fork keeps the KV the compact context shares with the current one (everything before
     // the first edited file, which compaction orders last): a copy, no compute.
@@ -463,8 +478,12 @@ void Server::Impl::CompactInBackground(const std::string& ws) {
     ComputeGate::BackgroundScope background(*gate);
     if (job->urgent) gate->Promote(job->worker);
     PrefixInput in{job->plan.manifest, [&job](const Progress& p) {
-                     std::lock_guard lock(job->mu);
-                     if (job->listener) job->listener(p);
+                     {
+                       std::lock_guard lock(job->mu);
+                       job->progress = p;
+                       ++job->progress_seq;
+                     }
+                     job->cv.notify_all();
                    }};
     in.max_batch = kBackgroundBatch;
     in.cancel = stop_background.get_token();  // a stopping daemon does not wait for it
@@ -889,12 +908,10 @@ void Server::Impl::Embed(const httplib::Request& req, httplib::Response& res) {
 }
 
 void Server::Impl::MetricsText(httplib::Response& res) {
-  int64_t resident = 0, kv = 0;
+  int64_t resident = 0;
   const auto list = sessions->List();
-  for (const auto& s : list) {
-    resident += s.report.tokens_resident;
-    kv += s.report.kv_bytes;
-  }
+  for (const auto& s : list) resident += s.report.tokens_resident;
+  const int64_t kv = sessions->TotalKvBytes();  // with a compaction's second session
   res.status = 200;
   res.set_content(metrics.Render(static_cast<int64_t>(list.size()), resident, kv), "text/plain; version=0.0.4");
 }

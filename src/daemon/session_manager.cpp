@@ -139,14 +139,15 @@ void SessionManager::Remove(const std::shared_ptr<SessionEntry>& e, const std::s
   while (tombstones_.size() > 4096) tombstones_.erase(tombstones_.begin());
 }
 
+bool SessionManager::OverLimits() const {
+  int64_t kv = reserved_kv_;
+  for (const auto& [_, e] : sessions_) kv += e->report.kv_bytes;
+  return (max_sessions_ > 0 && static_cast<int>(sessions_.size()) > max_sessions_) ||
+         (kv_budget_ > 0 && kv > kv_budget_);
+}
+
 void SessionManager::EnforceLimits(const SessionEntry* keep) {
-  auto over = [&] {
-    int64_t kv = 0;
-    for (const auto& [_, e] : sessions_) kv += e->report.kv_bytes;
-    return (max_sessions_ > 0 && static_cast<int>(sessions_.size()) > max_sessions_) ||
-           (kv_budget_ > 0 && kv > kv_budget_);
-  };
-  while (over()) {
+  while (OverLimits()) {
     std::shared_ptr<SessionEntry> victim;
     for (const auto& [_, e] : sessions_) {
       if (e.get() == keep || e->busy) continue;
@@ -185,6 +186,37 @@ Result<std::unique_ptr<Session>> SessionManager::OpenSpare(const std::string& wo
   return opener_(workspace, model, cfg, {});
 }
 
+Result<KvReservation> SessionManager::ReserveSpare(Lease& lease) {
+  std::lock_guard lock(mu_);
+  const int64_t bytes = lease.entry().report.kv_bytes;
+  reserved_kv_ += bytes;
+  EnforceLimits(&lease.entry());
+  if (kv_budget_ > 0 && OverLimits()) {
+    reserved_kv_ -= bytes;
+    return Fail(ErrorCode::kBusy, "no room in the KV budget for a second session of workspace '" +
+                                      lease.entry().workspace + "' (" + std::to_string(bytes >> 20) + " MiB)");
+  }
+  return KvReservation(this, bytes);
+}
+
+KvReservation::KvReservation(KvReservation&& o) noexcept
+    : manager_(std::exchange(o.manager_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
+
+KvReservation& KvReservation::operator=(KvReservation&& o) noexcept {
+  if (this != &o) {
+    KvReservation old(std::move(*this));
+    manager_ = std::exchange(o.manager_, nullptr);
+    bytes_ = std::exchange(o.bytes_, 0);
+  }
+  return *this;
+}
+
+KvReservation::~KvReservation() {
+  if (!manager_) return;
+  std::lock_guard lock(manager_->mu_);
+  manager_->reserved_kv_ -= bytes_;
+}
+
 void SessionManager::SwapSession(Lease& lease, std::unique_ptr<Session> fresh) {
   std::unique_ptr<Session> old = std::exchange(lease.entry().session, std::move(fresh));
   (void)old->Close();
@@ -203,7 +235,7 @@ std::vector<SessionSummary> SessionManager::List() {
 
 int64_t SessionManager::TotalKvBytes() {
   std::lock_guard lock(mu_);
-  int64_t kv = 0;
+  int64_t kv = reserved_kv_;
   for (const auto& [_, e] : sessions_) kv += e->report.kv_bytes;
   return kv;
 }

@@ -41,6 +41,25 @@ struct SessionSummary {
   int64_t idle_ms = 0;
 };
 
+class SessionManager;
+
+// KV bytes of a session outside the table (a compaction's fork) counted against the budget for
+// as long as this lives.
+class KvReservation {
+ public:
+  KvReservation() = default;
+  KvReservation(KvReservation&& o) noexcept;
+  KvReservation& operator=(KvReservation&& o) noexcept;
+  ~KvReservation();
+  int64_t bytes() const { return bytes_; }
+
+ private:
+  friend class SessionManager;
+  KvReservation(SessionManager* m, int64_t bytes) : manager_(m), bytes_(bytes) {}
+  SessionManager* manager_ = nullptr;
+  int64_t bytes_ = 0;
+};
+
 class SessionManager {
  public:
   using Opener = std::function<Result<std::unique_ptr<Session>>(
@@ -94,9 +113,13 @@ class SessionManager {
   // which closes the old one.
   Result<std::unique_ptr<Session>> OpenSpare(const std::string& workspace);
   void SwapSession(Lease& lease, std::unique_ptr<Session> fresh);
+  // Room in the KV budget for a second session as large as the leased one, evicting idle
+  // sessions least-recently-used to make it; kBusy when it cannot be made (the others are busy).
+  // Take it before forking or opening a spare.
+  Result<KvReservation> ReserveSpare(Lease& lease);
   std::vector<SessionSummary> List();
   void CloseAll();
-  int64_t TotalKvBytes();
+  int64_t TotalKvBytes();  // the sessions' and the reservations'
 
  private:
   void Release(SessionEntry& e);  // with e.call_mu held
@@ -104,6 +127,8 @@ class SessionManager {
   Result<std::shared_ptr<SessionEntry>> FindLocked(const std::string& workspace);
   // Evicts idle sessions (never `keep`) until within the limits. With mu_ held.
   void EnforceLimits(const SessionEntry* keep);
+  bool OverLimits() const;  // with mu_ held
+  friend class KvReservation;
   void Remove(const std::shared_ptr<SessionEntry>& e, const std::string& why);  // with mu_ and e->call_mu held
 
   Opener opener_;
@@ -114,6 +139,7 @@ class SessionManager {
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<SessionEntry>> sessions_;
   std::map<std::string, std::string> tombstones_;  // workspace -> why it left
+  int64_t reserved_kv_ = 0;                        // KvReservations alive
 };
 
 }  // namespace modeld::daemon

@@ -29,19 +29,21 @@ class FakeSession final : public Session {
   Result<ContextReport> Report() override {
     ContextReport r;
     r.n_ctx = 4096;
+    r.kv_bytes = kKvBytes;
     return r;
   }
+  static constexpr int64_t kKvBytes = 100;
   Result<std::vector<int32_t>> Tokenize(std::string_view text, bool) override {
     return std::vector<int32_t>(text.size(), 1);
   }
   Status Close() override { return {}; }
 };
 
-SessionManager Manager() {
+SessionManager Manager(int64_t kv_budget = 0) {
   return SessionManager(
       [](const std::string&, const std::string&, const SessionConfig&,
          const ProgressFunc&) -> Result<std::unique_ptr<Session>> { return std::make_unique<FakeSession>(); },
-      0, 0, nullptr);
+      kv_budget, 0, nullptr);
 }
 
 // `GET /v1/workspaces/{ws}` reads the snapshot: it must answer while a long call holds the workspace.
@@ -76,6 +78,34 @@ TEST(SessionManager, SnapshotOfAMissingOrClosedWorkspaceIsTyped) {
   ASSERT_TRUE(m.Open("ws", "model", {}, {}, {}).has_value());
   ASSERT_TRUE(m.Close("ws").has_value());
   EXPECT_TRUE(m.GetSnapshot("ws").error().Is(ErrorCode::kSessionClosed));
+}
+
+// A compaction's second session counts in the KV budget: reserving it evicts idle sessions, is
+// refused when only busy ones are left, and gives the room back when dropped.
+TEST(SessionManager, SpareSessionsCountInTheKvBudget) {
+  auto m = Manager(3 * FakeSession::kKvBytes);
+  ASSERT_TRUE(m.Open("a", "model", {}, {}, {}).has_value());
+  ASSERT_TRUE(m.Open("b", "model", {}, {}, {}).has_value());
+  ASSERT_TRUE(m.Open("c", "model", {}, {}, {}).has_value());
+  EXPECT_EQ(m.TotalKvBytes(), 3 * FakeSession::kKvBytes);
+  {
+    auto lease_c = m.Acquire("c");
+    ASSERT_TRUE(lease_c.has_value());
+    auto kv = m.ReserveSpare(*lease_c);
+    ASSERT_TRUE(kv.has_value()) << kv.error().ToString();
+    EXPECT_EQ(m.TotalKvBytes(), 3 * FakeSession::kKvBytes);  // "a", the least recently used, went
+    EXPECT_TRUE(m.Acquire("a").error().Is(ErrorCode::kSessionUnavailable));
+    // "b" busy too: no room for a second reservation.
+    auto lease_b = m.Acquire("b");
+    ASSERT_TRUE(lease_b.has_value());
+    auto refused = m.ReserveSpare(*lease_b);
+    ASSERT_FALSE(refused.has_value());
+    EXPECT_TRUE(refused.error().Is(ErrorCode::kBusy));
+    EXPECT_EQ(m.TotalKvBytes(), 3 * FakeSession::kKvBytes);
+  }
+  EXPECT_EQ(m.TotalKvBytes(), 2 * FakeSession::kKvBytes);  // the reservation ended with its scope
+  ASSERT_TRUE(m.Open("d", "model", {}, {}, {}).has_value());
+  EXPECT_TRUE(m.Acquire("b").has_value());  // room for "d" without evicting
 }
 
 }  // namespace
