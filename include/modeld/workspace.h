@@ -123,8 +123,11 @@ class Workspace {
   Result<AskResult> Ask(const std::string& question, const DecodeConfig& cfg, const ChunkCallback& on_chunk,
                         const PrefillHooks& hooks = {});
   // Folds the change notes into the files (the files at their current
-  // content, conversation kept) and prefills that.
-  Result<PrefixStatus> Compact(const ProgressFunc& progress = {});
+  // content, conversation kept) and prefills that. keep_turns >= 0 also drops
+  // all but the last keep_turns conversation turns (a question and its answer
+  // are two; a kept part never starts with an answer): the way on once the
+  // conversation itself no longer fits, which compaction alone never changes.
+  Result<PrefixStatus> Compact(const ProgressFunc& progress = {}, int64_t keep_turns = -1);
   // Background compaction: whether the log has passed its budget; a plan
   // from the current state; and adopting a plan whose manifest `fresh` (a new
   // session on the same model) already holds: entries added since the plan
@@ -144,7 +147,8 @@ class Workspace {
  private:
   using Entry = LogEntry;
   // The compact state: files at their current content (stable order, then added files), turns only.
-  std::pair<std::vector<std::pair<std::string, std::string>>, std::vector<Entry>> CompactState() const;
+  std::pair<std::vector<std::pair<std::string, std::string>>, std::vector<Entry>> CompactState(
+      int64_t keep_turns = -1) const;
   // Prefills Manifest() on session_ and updates the token accounting.
   Result<PrefixStatus> PrefillManifest(const ProgressFunc& progress = {});
   Status CheckText(const std::string& what, const std::string& text) const;
@@ -154,6 +158,8 @@ class Workspace {
   // The context overflows: finish the owner's compaction under way, else compact in place.
   Result<PrefixStatus> CompactForOverflow(const PrefillHooks& hooks);
   bool NeedsCompaction(int64_t extra_tokens) const;
+  // An overflow with a conversation in the log: says how to go on.
+  Error OverflowHint(Error e) const;
 
   Session* session_;
   WorkspaceOptions opt_;

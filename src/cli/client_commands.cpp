@@ -51,8 +51,9 @@ constexpr std::string_view kUsage =
         change (add, edit, full, unchanged) and the bytes it added to the context
   ws rm [CONN] WS PATH | ws mv [CONN] WS FROM TO
         remove or rename a workspace file
-  ws show [CONN] WS | ws context [CONN] WS | ws compact [CONN] WS
+  ws show [CONN] WS | ws context [CONN] WS | ws compact [CONN] WS [--keep-turns N]
         the workspace's stats and files; its assembled context; fold its change notes into the files
+        (--keep-turns N: and keep only the last N conversation turns, once the conversation fills it)
   ask [CONN] WS [--max-tokens N] [--temperature T] QUESTION
         ask about the workspace (QUESTION or stdin); streams the answer, then a summary on stderr;
         Ctrl-C cancels
@@ -515,9 +516,11 @@ int WsContext(const Client& c, Args& a) {
 }
 
 int WsCompact(const Client& c, Args& a) {
+  const int64_t keep_turns = a.Int("--keep-turns", -1);
+  if (!a.error().empty()) return UsageError("ws compact", a.error());
   if (a.rest().size() != 1) return UsageError("ws compact", "needs one workspace");
   WorkspaceStats st;
-  auto ps = c.Compact(a.rest()[0], &st);
+  auto ps = c.Compact(a.rest()[0], &st, keep_turns);
   if (!ps) return WorkspaceFatal(c, a.rest()[0], ps.error());
   std::printf("compacted %s: %lld tokens reused, %lld prefilled, %lld resident\n  %s\n", a.rest()[0].c_str(),
               static_cast<long long>(ps->tokens_reused), static_cast<long long>(ps->tokens_prefilled),

@@ -538,8 +538,10 @@ Result<PrefixStatus> Client::WorkspacePrefill(std::string_view workspace, Worksp
   return PrefixFromJson(*j);
 }
 
-Result<PrefixStatus> Client::Compact(std::string_view workspace, WorkspaceStats* stats) const {
-  auto j = WorkspaceCall(workspace, "compact", Json::object(), stats);
+Result<PrefixStatus> Client::Compact(std::string_view workspace, WorkspaceStats* stats, int64_t keep_turns) const {
+  Json body = Json::object();
+  if (keep_turns >= 0) body["keep_turns"] = keep_turns;
+  auto j = WorkspaceCall(workspace, "compact", body, stats);
   if (!j) return Fail(j.error());
   return PrefixFromJson(*j);
 }

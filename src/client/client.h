@@ -151,8 +151,10 @@ class Client {
                  WorkspaceStats* stats = nullptr) const;
   // Prefills the current context now and waits for it (a no-op when the eager prefill did it).
   Result<PrefixStatus> WorkspacePrefill(std::string_view workspace, WorkspaceStats* stats = nullptr) const;
-  // Folds the change notes into the files (conversation kept) and prefills that.
-  Result<PrefixStatus> Compact(std::string_view workspace, WorkspaceStats* stats = nullptr) const;
+  // Folds the change notes into the files (conversation kept) and prefills that; keep_turns >= 0
+  // keeps only the last keep_turns conversation turns (Workspace::Compact).
+  Result<PrefixStatus> Compact(std::string_view workspace, WorkspaceStats* stats = nullptr,
+                               int64_t keep_turns = -1) const;
   // Prefills the context and the question, then streams the answer like Decode: on_chunk
   // returning false, or cfg.cancel, closes the connection and returns what arrived with
   // decode.finish kCancelled; prefix and suffix are then unknown (zero), as the daemon sends them

@@ -327,6 +327,14 @@ void Server::Impl::WorkspaceOp(const std::string& ws, const std::string& op, con
   if (!body) return ReplyError(res, body.error());
   std::map<std::string, std::string> f;
   bool prefill = true;  // eager prefill after a change, unless the client says not to
+  int64_t keep_turns = -1;
+  if (auto it = body->find("keep_turns"); op == "compact" && it != body->end()) {
+    if (!it->is_number_integer() || it->get<int64_t>() < 0) {
+      return ReplyError(res, Error(ErrorCode::kInvalidArgument, "'keep_turns' is a count of turns (>= 0)"));
+    }
+    keep_turns = it->get<int64_t>();
+    body->erase(it);
+  }
   Status parsed;
   if (op == "files")
     parsed = StringFields(*body, {"path", "content"}, {}, &f, &prefill);
@@ -365,7 +373,7 @@ void Server::Impl::WorkspaceOp(const std::string& ws, const std::string& op, con
   } else {  // prefill, compact: synchronous
     const auto t0 = Clock::now();
     auto st = op == "prefill" ? w.Prefill(Hooks(&*lease, /*wait=*/true, LoggedProgress(ws, {})))
-                              : w.Compact(LoggedProgress(ws, {}));
+                              : w.Compact(LoggedProgress(ws, {}), keep_turns);
     if (!st) return ReplyError(res, st.error());
     metrics.AddTokens(st->tokens_reused, st->tokens_prefilled, 0);
     metrics.prefill_seconds.Observe(SecondsSince(t0));

@@ -263,7 +263,8 @@ Result<PrefixStatus> Workspace::CompactForOverflow(const PrefillHooks& hooks) {
 
 Result<PrefixStatus> Workspace::Prefill(const PrefillHooks& hooks) { return EnsureCurrent(hooks); }
 
-std::pair<std::vector<std::pair<std::string, std::string>>, std::vector<LogEntry>> Workspace::CompactState() const {
+std::pair<std::vector<std::pair<std::string, std::string>>, std::vector<LogEntry>> Workspace::CompactState(
+    int64_t keep_turns) const {
   // Unchanged files first, then the changed ones: a compaction re-prefills from the first file
   // that differs, and the files being worked on are the ones likely to change again, so at the next
   // compaction the KV of everything before them is kept.
@@ -282,12 +283,17 @@ std::pair<std::vector<std::pair<std::string, std::string>>, std::vector<LogEntry
   std::vector<Entry> log;
   std::copy_if(log_.begin(), log_.end(), std::back_inserter(log),
                [](const Entry& e) { return e.kind == Entry::kTurn; });
+  if (keep_turns >= 0 && static_cast<int64_t>(log.size()) > keep_turns) {
+    auto first = log.end() - keep_turns;
+    while (first != log.end() && first->role == "assistant") ++first;  // no answer without its question
+    log.erase(log.begin(), first);
+  }
   return {std::move(base), std::move(log)};
 }
 
-Result<PrefixStatus> Workspace::Compact(const ProgressFunc& progress) {
+Result<PrefixStatus> Workspace::Compact(const ProgressFunc& progress, int64_t keep_turns) {
   prefilled_ = true;
-  auto [base, log] = CompactState();
+  auto [base, log] = CompactState(keep_turns);
   // Prefill the compact manifest before committing to it: on failure nothing changes.
   auto saved_base = std::exchange(base_, std::move(base));
   auto saved_log = std::exchange(log_, std::move(log));
@@ -295,7 +301,7 @@ Result<PrefixStatus> Workspace::Compact(const ProgressFunc& progress) {
   if (!st) {
     base_ = std::move(saved_base);
     log_ = std::move(saved_log);
-    return st;
+    return keep_turns < 0 ? Fail(OverflowHint(st.error())) : st;
   }
   ++compactions_;
   ++compactions_in_place_;
@@ -344,18 +350,22 @@ Result<AskResult> Workspace::Ask(const std::string& question, const DecodeConfig
   AskResult r;
   const int64_t before = compactions_;
   auto ps = EnsureCurrent(hooks);
-  if (!ps) return Fail(ps.error());
+  if (!ps) return Fail(OverflowHint(ps.error()));
   SuffixInput suffix{ps->manifest_digest, QuestionSegments(question), {}};
   auto ss = session_->PrefillSuffix(suffix);
-  if (!ss && ss.error().Is(ErrorCode::kContextOverflow) && NeedsCompaction(1 << 30)) {
+  Result<DecodeResult> dr = Fail(ErrorCode::kInternal, "not decoded");
+  if (ss) dr = session_->Decode(cfg, on_chunk);
+  // The question or the answer's room (max_tokens) overflows: folding the notes in may make room.
+  const auto overflowed = [](const auto& x) { return !x && x.error().Is(ErrorCode::kContextOverflow); };
+  if ((overflowed(ss) || (ss && overflowed(dr))) && NeedsCompaction(1 << 30)) {
     ps = CompactForOverflow(hooks);
-    if (!ps) return Fail(ps.error());
+    if (!ps) return Fail(OverflowHint(ps.error()));
     suffix.prefix_digest = ps->manifest_digest;
     ss = session_->PrefillSuffix(suffix);
+    if (ss) dr = session_->Decode(cfg, on_chunk);
   }
-  if (!ss) return Fail(ss.error());
-  auto dr = session_->Decode(cfg, on_chunk);
-  if (!dr) return Fail(dr.error());
+  if (!ss) return Fail(OverflowHint(ss.error()));
+  if (!dr) return Fail(OverflowHint(dr.error()));
   r.prefix = *ps;
   r.suffix = *ss;
   r.decode = *dr;
@@ -368,6 +378,16 @@ Result<AskResult> Workspace::Ask(const std::string& question, const DecodeConfig
     log_.push_back({Entry::kTurn, "assistant", dr->text});
   }
   return r;
+}
+
+Error Workspace::OverflowHint(Error e) const {
+  const bool has_turns = std::any_of(log_.begin(), log_.end(), [](const Entry& x) { return x.kind == Entry::kTurn; });
+  if (!e.Is(ErrorCode::kContextOverflow) || !has_turns || e.message().find("keep_turns") != std::string::npos) {
+    return e;
+  }
+  return e.WithMessage(e.message() +
+                       "; compaction keeps the conversation: to go on, compact keeping only its last turns "
+                       "(keep_turns), or use a larger n_ctx");
 }
 
 WorkspaceStats Workspace::Stats() const {

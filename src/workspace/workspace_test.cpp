@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <optional>
 #include <random>
 
 #include "llama/llama_session.h"
@@ -505,3 +506,77 @@ TEST(Workspace, OverflowFinishesTheCompactionUnderWayInsteadOfRedoingIt) {
 
 }  // namespace
 }  // namespace modeld
+
+namespace modeld {
+namespace {
+
+// Compaction keeps the conversation, so once the conversation itself fills n_ctx every ask
+// overflows; the error says how to go on, and a compaction keeping only the last turns does.
+TEST(Workspace, CompactionKeepingTheLastTurnsGetsAFullConversationGoing) {
+  std::mt19937 rng(8);
+  auto session = Open("keep-turns", 512);
+  Workspace w(session.get());
+  const std::string file = RandomCode(rng, 8);
+  ASSERT_TRUE(w.PutFile("src/a.cc", file).has_value());
+  DecodeConfig dc;
+  dc.max_tokens = 24;
+  std::optional<Error> overflow;
+  int asked = 0;
+  for (; asked < 200 && !overflow; ++asked) {
+    auto r = w.Ask("question " + std::to_string(asked) + ": what does it do?", dc, {});
+    if (!r) overflow = r.error();
+  }
+  ASSERT_TRUE(overflow.has_value()) << "the conversation never filled n_ctx";
+  ASSERT_TRUE(overflow->Is(ErrorCode::kContextOverflow)) << overflow->ToString();
+  EXPECT_NE(overflow->message().find("keep_turns"), std::string::npos) << overflow->message();
+  const int64_t turns = w.Stats().log_entries;
+
+  // An odd count would start with an answer: its question is gone, so the answer goes too.
+  auto compacted = w.Compact({}, 3);
+  ASSERT_TRUE(compacted.has_value()) << compacted.error().ToString();
+  EXPECT_EQ(w.Stats().log_entries, 2);
+  EXPECT_LT(w.Stats().log_entries, turns);
+  const std::string text = w.AssembledText();
+  EXPECT_NE(text.find("question " + std::to_string(asked - 2) + ":"), std::string::npos);  // the last answered one
+  EXPECT_EQ(text.find("question 0:"), std::string::npos);
+  auto rebuilt = workspace::ReconstructFiles(text);
+  ASSERT_TRUE(rebuilt.has_value());
+  EXPECT_EQ(rebuilt->at("src/a.cc"), file);
+  auto again = w.Ask("and now?", dc, {});
+  EXPECT_TRUE(again.has_value()) << again.error().ToString();
+}
+
+}  // namespace
+}  // namespace modeld
+
+namespace modeld {
+namespace {
+
+// The answer's room (max_tokens) overflowing compacts too, when folding the notes in makes room.
+TEST(Workspace, AnAnswerThatWouldOverflowCompactsFirst) {
+  std::mt19937 rng(13);
+  auto session = Open("decode-room", 1024);
+  WorkspaceOptions opt;
+  opt.compact_in_background = true;  // notes stay until a call would overflow
+  Workspace w(session.get(), opt);
+  ASSERT_TRUE(w.PutFile("src/a.cc", RandomCode(rng, 20)).has_value());
+  DecodeConfig dc;
+  dc.max_tokens = 4;
+  ASSERT_TRUE(w.Ask("first", dc, {}).has_value());
+  while (w.Stats().context_tokens < 700) {
+    ASSERT_TRUE(w.PutFile("src/a.cc", EditLines(rng, w.files().at("src/a.cc"))).has_value());
+    ASSERT_TRUE(w.Prefill().has_value());
+  }
+  ASSERT_EQ(w.Stats().compactions, 0);
+  // The question fits; the question plus max_tokens does not.
+  dc.max_tokens = static_cast<int32_t>(1024 - w.Stats().context_tokens - 2);
+  auto r = w.Ask("and the answer needs room", dc, {});
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  EXPECT_TRUE(r->compacted);
+  EXPECT_EQ(w.Stats().compactions, 1);
+  EXPECT_EQ(w.Stats().notes, 0);
+}
+
+}  // namespace
+}  // namespace modeld
+
