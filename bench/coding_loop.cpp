@@ -174,7 +174,8 @@ std::optional<Options> Parse(int argc, char** argv) {
   for (const auto& name : Split(a.Value("--edit-pattern").value_or("same,rotating,random"), ',')) {
     auto p = ParseEditPattern(name);
     if (!p) {
-      std::fprintf(stderr, "modeld-bench: unknown edit pattern '%s' (same, rotating, random, working-set)\n", name.c_str());
+      std::fprintf(stderr, "modeld-bench: unknown edit pattern '%s' (same, rotating, random, working-set)\n",
+                   name.c_str());
       return std::nullopt;
     }
     o.patterns.push_back(*p);

@@ -579,4 +579,3 @@ TEST(Workspace, AnAnswerThatWouldOverflowCompactsFirst) {
 
 }  // namespace
 }  // namespace modeld
-
