@@ -365,7 +365,7 @@ TEST_F(ServerTest, WorkspaceCompactsInTheBackgroundWhileAsksGoOn) {
   for (int i = 0; i < 40; ++i) file += "int value_" + std::to_string(i) + " = " + std::to_string(i * 7) + ";\n";
   ASSERT_EQ(Post("/v1/workspaces/ws/files", Json{{"path", "src/v.cc"}, {"content", file}}.dump()).first, 200);
   auto ask = [&](const std::string& q) {
-    auto c = Client();
+    auto c = Client();  // 60 s read timeout: without the promotion the ask would wait for the decodes to stop
     auto r = c.Post("/v1/workspaces/ws/ask", Json{{"question", q}, {"max_tokens", 4}}.dump(), "application/json");
     EXPECT_TRUE(r);
     EXPECT_EQ(r->status, 200);
@@ -406,28 +406,26 @@ TEST_F(ServerTest, OverflowingAskFinishesTheCompactionUnderWay) {
   StartServer();
   Open("busy", 4096);
   Open("ws", 1024);
-  // A long decode on another workspace: its turns leave no idle gap for background work.
-  const std::string digest = Prefix("busy", "Write a long answer.");
-  ASSERT_EQ(
-      Post("/v1/sessions/busy/suffix", Json{{"prefix_digest", digest}, {"segments", {{{"content", "Go."}}}}}.dump())
-          .first,
-      200);
+  // Decodes on another workspace, one after another until the test hangs up: their turns leave
+  // no idle gap for background work, however slow the machine.
   std::atomic<int> received{0};
   std::atomic<bool> hang_up{false};
-  std::atomic<bool> decoder_done{false};
   std::thread decoder([&] {
-    auto c = Client();
-    httplib::Request req;
-    req.method = "POST";
-    req.path = "/v1/sessions/busy/decode";
-    req.body = R"({"max_tokens": 3900})";  // longer than this test
-    req.set_header("Content-Type", "application/json");
-    req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) {
-      ++received;
-      return !hang_up;
-    };
-    c.send(req);
-    decoder_done = true;
+    while (!hang_up) {
+      const std::string digest = Prefix("busy", "Write a long answer.");
+      Post("/v1/sessions/busy/suffix", Json{{"prefix_digest", digest}, {"segments", {{{"content", "Go."}}}}}.dump());
+      auto c = Client();
+      httplib::Request req;
+      req.method = "POST";
+      req.path = "/v1/sessions/busy/decode";
+      req.body = R"({"max_tokens": 3900})";
+      req.set_header("Content-Type", "application/json");
+      req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) {
+        ++received;
+        return !hang_up;
+      };
+      c.send(req);
+    }
   });
   struct HangUp {
     std::atomic<bool>& flag;
@@ -448,9 +446,10 @@ TEST_F(ServerTest, OverflowingAskFinishesTheCompactionUnderWay) {
     return j;
   };
   auto ask = [&](const std::string& q) {
-    auto c = Client();
+    auto c = Client();  // 60 s read timeout: without the promotion the ask would wait for the decodes to stop
     auto r = c.Post("/v1/workspaces/ws/ask", Json{{"question", q}, {"max_tokens", 2}}.dump(), "application/json");
-    EXPECT_TRUE(r);
+    EXPECT_TRUE(r) << "no reply to '" << q << "'";
+    if (!r) return Json();
     EXPECT_NE(r->body.find("\"done\""), std::string::npos) << r->body;
     const auto nl = r->body.rfind('\n', r->body.size() - 2);
     return Json::parse(r->body.substr(nl == std::string::npos ? 0 : nl + 1), nullptr, false);
@@ -490,8 +489,6 @@ TEST_F(ServerTest, OverflowingAskFinishesTheCompactionUnderWay) {
   EXPECT_TRUE(done["result"]["compacted"].get<bool>());
   EXPECT_EQ(done["result"]["workspace"]["compactions"], 1);
   EXPECT_EQ(done["result"]["workspace"]["compactions_in_place"], 0) << "compacted in place instead of finishing";
-  // Promoted: it did not wait for the other workspace to go idle.
-  EXPECT_FALSE(decoder_done.load()) << "the ask waited for the busy decode to end";
   EXPECT_FALSE(Get("/v1/workspaces/ws").second.value("compacting", true));
   // Faithful after the swap.
   auto [cst, cj] = Get("/v1/workspaces/ws/context");
