@@ -158,7 +158,7 @@ class Workspace {
   // The context overflows: finish the owner's compaction under way, else compact in place.
   Result<PrefixStatus> CompactForOverflow(const PrefillHooks& hooks);
   bool NeedsCompaction(int64_t extra_tokens) const;
-  // An overflow with a conversation in the log: says how to go on.
+  // An overflow where the conversation is a good part of the context: says how to go on.
   Error OverflowHint(Error e) const;
 
   Session* session_;

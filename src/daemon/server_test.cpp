@@ -406,6 +406,7 @@ TEST_F(ServerTest, OverflowingAskFinishesTheCompactionUnderWay) {
   StartServer();
   Open("busy", 4096);
   Open("ws", 1024);
+  Open("tokenizer");  // same model, never busy: "ws" may be in an eager prefill
   // Decodes on another workspace, one after another until the test hangs up: their turns leave
   // no idle gap for background work, however slow the machine.
   std::atomic<int> received{0};
@@ -478,7 +479,7 @@ TEST_F(ServerTest, OverflowingAskFinishesTheCompactionUnderWay) {
   const int64_t room = 1024 - info["context_tokens"].get<int64_t>();
   std::string big;
   for (int i = 0;; ++i) {
-    auto [tst, tj] = Post("/v1/sessions/ws/tokenize", Json{{"text", big}}.dump());
+    auto [tst, tj] = Post("/v1/sessions/tokenizer/tokenize", Json{{"text", big}}.dump());
     ASSERT_EQ(tst, 200) << tj.dump();
     if (static_cast<int64_t>(tj["tokens"].size()) > room + 20) break;
     for (int k = 0; k < 4; ++k) big += "x" + std::to_string(i * 4 + k) + " = 0;\n";

@@ -381,12 +381,15 @@ Result<AskResult> Workspace::Ask(const std::string& question, const DecodeConfig
 }
 
 Error Workspace::OverflowHint(Error e) const {
-  const bool has_turns = std::any_of(log_.begin(), log_.end(), [](const Entry& x) { return x.kind == Entry::kTurn; });
-  if (!e.Is(ErrorCode::kContextOverflow) || !has_turns || e.message().find("keep_turns") != std::string::npos) {
+  // The conversation's tokens as of the last prefill; the hint only where they are a real part of
+  // the context (an oversized file is not fixed by dropping turns).
+  const int64_t conversation = log_tokens_ - note_tokens_;
+  if (!e.Is(ErrorCode::kContextOverflow) || conversation * 4 < n_ctx_ ||
+      e.message().find("keep_turns") != std::string::npos) {
     return e;
   }
-  return e.WithMessage(e.message() +
-                       "; compaction keeps the conversation: to go on, compact keeping only its last turns "
+  return e.WithMessage(e.message() + "; the conversation takes " + std::to_string(conversation) +
+                       " tokens and compaction keeps it: to go on, compact keeping only its last turns "
                        "(keep_turns), or use a larger n_ctx");
 }
 
