@@ -18,6 +18,7 @@
 
 #include "daemon/metrics.h"
 #include "daemon/session_manager.h"
+#include "daemon/workspace_workers.h"
 #include "modeld/registry.h"
 #include "modeld/service.h"
 #include "modeld/workspace.h"
@@ -68,8 +69,6 @@ void ReplyError(httplib::Response& res, const Error& e) {
 
 std::string Line(const Json& j) { return j.dump() + "\n"; }
 
-constexpr int32_t kBackgroundBatch = 128;
-
 struct ServedModel {
   std::string name;
   ModelInfo info;
@@ -83,6 +82,7 @@ struct Server::Impl {
   std::shared_ptr<ComputeGate> gate = std::make_shared<ComputeGate>();
   std::vector<ServedModel> models;
   std::unique_ptr<SessionManager> sessions;
+  std::unique_ptr<WorkspaceWorkers> workers;  // eager prefills and compactions
   httplib::Server unix_server;
   httplib::Server tcp_server;
   std::thread unix_thread, tcp_thread;
@@ -168,49 +168,6 @@ struct Server::Impl {
   void WorkspaceOp(const std::string& ws, const std::string& op, const httplib::Request& req, httplib::Response& res);
   void WorkspaceAsk(const std::string& ws, const httplib::Request& req, httplib::Response& res);
   void WorkspaceInfo(const std::string& ws, bool context, httplib::Response& res);
-  void SchedulePrefill(const std::string& ws, bool compact = false);
-  void PrefillLoop(bool compactions);
-  void CompactInBackground(const std::string& ws);
-
-  // A background compaction under way, so that a call whose context would overflow can finish
-  // it (its turns promoted to the caller's priority) and adopt it, instead of compacting in place
-  // and throwing the work done so far away.
-  struct CompactionJob {
-    std::thread::id worker;
-    std::atomic<bool> urgent{false};  // a call needs it: its compute turns are promoted
-    std::mutex mu;
-    std::condition_variable cv;
-    // Guarded by mu:
-    CompactionPlan plan;
-    std::unique_ptr<Session> spare;  // being prefilled with plan.manifest
-    KvReservation spare_kv;          // its KV, counted in the budget until the job is dropped
-    bool done = false;               // the prefill ended (with `status`)
-    bool claimed = false;            // a waiting call took plan and spare
-    Result<PrefixStatus> status;
-    Progress progress;          // the latest, for a waiting call to relay on its own thread
-    uint64_t progress_seq = 0;  // bumped with each
-  };
-  std::mutex jobs_mu;
-  std::map<std::string, std::shared_ptr<CompactionJob>> jobs;  // by workspace
-  std::shared_ptr<CompactionJob> FindJob(const std::string& ws);
-  void DropJob(const std::string& ws, const CompactionJob* job);
-  // PrefillHooks for a call holding `lease`: `wait` finishes a compaction under way and adopts it
-  // (asks, synchronous prefills); otherwise the call only promotes it and gives up with kBusy
-  // (eager prefills: the ask behind them will wait for it).
-  PrefillHooks Hooks(SessionManager::Lease* lease, bool wait, ProgressFunc progress = {});
-
-  // Background work on workspaces: eager prefills of changed contexts and
-  // compactions, one at a time.
-  struct Task {
-    std::string ws;
-    bool compact = false;
-    bool operator==(const Task&) const = default;
-  };
-  std::mutex eager_mu;
-  std::condition_variable eager_cv;
-  std::vector<Task> eager_queue;
-  std::thread eager_thread, compact_thread;
-  std::stop_source stop_background;
 };
 
 void Server::Impl::Routes(httplib::Server& s) {
@@ -372,7 +329,7 @@ void Server::Impl::WorkspaceOp(const std::string& ws, const std::string& op, con
     out = {{"ok", true}};
   } else {  // prefill, compact: synchronous
     const auto t0 = Clock::now();
-    auto st = op == "prefill" ? w.Prefill(Hooks(&*lease, /*wait=*/true, LoggedProgress(ws, {})))
+    auto st = op == "prefill" ? w.Prefill(workers->Hooks(&*lease, /*wait=*/true, LoggedProgress(ws, {})))
                               : w.Compact(LoggedProgress(ws, {}), keep_turns);
     if (!st) return ReplyError(res, st.error());
     metrics.AddTokens(st->tokens_reused, st->tokens_prefilled, 0);
@@ -382,184 +339,8 @@ void Server::Impl::WorkspaceOp(const std::string& ws, const std::string& op, con
   }
   out["workspace"] = StatsJson(w.Stats());
   lease->Release();
-  if (prefill) SchedulePrefill(ws);
+  if (prefill) workers->Schedule(ws);
   Reply(res, 200, out);
-}
-
-void Server::Impl::SchedulePrefill(const std::string& ws, bool compact) {
-  {
-    std::lock_guard lock(eager_mu);
-    const Task t{ws, compact};
-    if (std::find(eager_queue.begin(), eager_queue.end(), t) == eager_queue.end()) eager_queue.push_back(t);
-  }
-  eager_cv.notify_all();
-}
-
-std::shared_ptr<Server::Impl::CompactionJob> Server::Impl::FindJob(const std::string& ws) {
-  std::lock_guard lock(jobs_mu);
-  auto it = jobs.find(ws);
-  return it == jobs.end() ? nullptr : it->second;
-}
-
-void Server::Impl::DropJob(const std::string& ws, const CompactionJob* job) {
-  std::lock_guard lock(jobs_mu);
-  if (auto it = jobs.find(ws); it != jobs.end() && it->second.get() == job) jobs.erase(it);
-}
-
-PrefillHooks Server::Impl::Hooks(SessionManager::Lease* lease, bool wait, ProgressFunc progress) {
-  PrefillHooks h;
-  h.progress = std::move(progress);
-  h.finish_compaction = [this, lease, wait](const ProgressFunc& progress) -> Result<PrefixStatus> {
-    const std::string& ws = lease->entry().workspace;
-    auto job = FindJob(ws);
-    if (!job) return Fail(ErrorCode::kNotFound, "no compaction under way");
-    job->urgent = true;
-    gate->Promote(job->worker);  // also done by the worker if its scope was not open yet
-    if (!wait) return Fail(ErrorCode::kBusy, "the context is full; a compaction is under way");
-    std::unique_lock lock(job->mu);
-    for (uint64_t seen = job->progress_seq; !job->done;) {
-      job->cv.wait(lock, [&] { return job->done || job->progress_seq != seen; });
-      if (job->done || !progress) continue;
-      seen = job->progress_seq;
-      const Progress p{"compaction", job->progress.done, job->progress.total};
-      lock.unlock();  // the write to the client must not hold up the compaction
-      progress(p);
-      lock.lock();
-    }
-    if (!job->status) {
-      if (stopping) return Fail(job->status.error());
-      return Fail(ErrorCode::kNotFound, "the compaction under way failed: " + job->status.error().message());
-    }
-    job->claimed = true;
-    CompactionPlan plan = std::move(job->plan);
-    std::unique_ptr<Session> spare = std::move(job->spare);
-    KvReservation spare_kv = std::move(job->spare_kv);  // until the old session is closed below
-    lock.unlock();
-    DropJob(ws, job.get());
-    auto st = lease->entry().assembly->AdoptCompaction(plan, spare.get());
-    if (!st) {
-      if (st.error().Is(ErrorCode::kContextOverflow)) return st;
-      return Fail(ErrorCode::kNotFound, "the compaction under way could not be adopted: " + st.error().message());
-    }
-    sessions->SwapSession(*lease, std::move(spare));
-    Log("modeld: workspace %s waited for its compaction%s\n", ws);
-    return st;
-  };
-  return h;
-}
-
-// Builds the compact context in a second session (a fork) while the workspace's own
-// keeps serving, then swaps them under the workspace's lease: requests in
-// between are answered by the old session, and what they add is carried over.
-// A call that would overflow meanwhile finishes the job and adopts it itself (Hooks).
-void Server::Impl::CompactInBackground(const std::string& ws) {
-  auto job = std::make_shared<CompactionJob>();
-  job->worker = std::this_thread::get_id();
-  {
-    auto lease = sessions->Acquire(ws, /*wait=*/true);
-    if (!lease || !lease->entry().assembly->CompactionDue()) return;
-    // The second session counts in the KV budget: idle sessions are evicted to make room for it,
-    // and without room there is no background compaction (an overflowing call compacts in place).
-    auto reserved = sessions->ReserveSpare(*lease);
-    if (!reserved) {
-      Log("modeld: workspace %s: no background compaction: %s\n", ws, reserved.error().message());
-      return;
-    }
-    job->spare_kv = std::move(*reserved);
-    job->plan = lease->entry().assembly->PlanCompaction();
-    // A fork keeps the KV the compact context shares with the current one (everything before
-    // the first edited file, which compaction orders last): a copy, no compute.
-    if (auto f = lease->session().Fork()) job->spare = std::move(*f);
-    if (!job->spare) {  // a backend that cannot fork: a fresh session, prefilled from the start
-      auto opened = sessions->OpenSpare(ws);
-      if (!opened) return;
-      job->spare = std::move(*opened);
-    }
-    std::lock_guard lock(jobs_mu);
-    jobs[ws] = job;  // under the lease: any later call on the workspace sees it
-  }
-  const auto t0 = Clock::now();
-  Result<PrefixStatus> st;
-  {
-    // Background turns in small batches: a foreground request waits at most for the one batch
-    // running when it arrives (128 tokens: ~0.5 s for a 0.5B model on 2 cores, vs ~2 s at 512).
-    ComputeGate::BackgroundScope background(*gate);
-    if (job->urgent) gate->Promote(job->worker);
-    PrefixInput in{job->plan.manifest, [&job](const Progress& p) {
-                     {
-                       std::lock_guard lock(job->mu);
-                       job->progress = p;
-                       ++job->progress_seq;
-                     }
-                     job->cv.notify_all();
-                   }};
-    in.max_batch = kBackgroundBatch;
-    in.cancel = stop_background.get_token();  // a stopping daemon does not wait for it
-    st = job->spare->EnsurePrefix(in);        // no lock: spare is only taken once done
-  }
-  if (st) {
-    metrics.AddTokens(0, st->tokens_prefilled, 0);
-    metrics.prefill_seconds.Observe(SecondsSince(t0));
-  }
-  {
-    std::lock_guard lock(job->mu);
-    job->done = true;
-    job->status = st;
-  }
-  job->cv.notify_all();
-  auto lease = sessions->Acquire(ws, /*wait=*/true);
-  DropJob(ws, job.get());
-  // Failed (e.g. it does not fit: the next prefill compacts in place or reports the overflow),
-  // or a call waiting for it adopted it already.
-  bool claimed;
-  {
-    std::lock_guard lock(job->mu);
-    claimed = job->claimed;
-  }
-  if (!lease || !st || claimed) return;
-  if (auto adopted = lease->entry().assembly->AdoptCompaction(job->plan, job->spare.get()); adopted) {
-    sessions->SwapSession(*lease, std::move(job->spare));
-    if (opt.log_requests) std::fprintf(stderr, "modeld: compacted workspace %s in the background\n", ws.c_str());
-  }
-}
-
-// Two background workers, one per kind of task, so an eager prefill never
-// waits behind a compaction. Eager prefills queue behind foreground calls on
-// the same workspace (they wait for the lease) and take foreground compute
-// turns (an ask is usually right behind them); compactions take background
-// turns (see CompactInBackground).
-void Server::Impl::PrefillLoop(bool compactions) {
-  for (;;) {
-    Task task;
-    {
-      std::unique_lock lock(eager_mu);
-      auto mine = [&] {
-        return std::find_if(eager_queue.begin(), eager_queue.end(),
-                            [&](const Task& t) { return t.compact == compactions; });
-      };
-      eager_cv.wait(lock, [&] { return stopping || mine() != eager_queue.end(); });
-      if (stopping) return;
-      auto it = mine();
-      task = *it;
-      eager_queue.erase(it);
-    }
-    if (task.compact) {
-      CompactInBackground(task.ws);
-      continue;
-    }
-    auto lease = sessions->Acquire(task.ws);  // busy: a foreground call is on it and will prefill anyway
-    if (!lease) continue;
-    const auto t0 = Clock::now();
-    auto st = lease->entry().assembly->Prefill(Hooks(&*lease, /*wait=*/false));
-    if (st) {
-      metrics.AddTokens(st->tokens_reused, st->tokens_prefilled, 0);
-      metrics.prefill_seconds.Observe(SecondsSince(t0));
-    }
-    if (lease->entry().assembly->CompactionDue()) {
-      lease->Release();
-      SchedulePrefill(task.ws, /*compact=*/true);
-    }
-  }
 }
 
 void Server::Impl::WorkspaceInfo(const std::string& ws, bool context, httplib::Response& res) {
@@ -575,7 +356,7 @@ void Server::Impl::WorkspaceInfo(const std::string& ws, bool context, httplib::R
   for (const auto& [path, bytes] : snap->file_sizes) files.push_back({{"path", path}, {"bytes", bytes}});
   Json out = StatsJson(snap->stats);
   out["file_list"] = files;
-  out["compacting"] = FindJob(ws) != nullptr;  // a background compaction is under way
+  out["compacting"] = workers->Compacting(ws);  // a background compaction is under way
   Reply(res, 200, out);
 }
 
@@ -601,7 +382,7 @@ void Server::Impl::WorkspaceAsk(const std::string& ws, const httplib::Request& r
     // progress events.
     auto r = shared->entry().assembly->Ask(
         question, dc, ChunkWriter(sink, &client_gone),
-        Hooks(shared.get(), /*wait=*/true, LoggedProgress(shared_ws, ProgressWriter(sink))));
+        workers->Hooks(shared.get(), /*wait=*/true, LoggedProgress(shared_ws, ProgressWriter(sink))));
     Json stats = StatsJson(shared->entry().assembly->Stats());
     const bool compact_due = shared->entry().assembly->CompactionDue();
     if (r) {
@@ -610,7 +391,7 @@ void Server::Impl::WorkspaceAsk(const std::string& ws, const httplib::Request& r
       metrics.decode_seconds.Observe(SecondsSince(t0));
     }
     shared->Release();
-    if (compact_due) SchedulePrefill(shared_ws, /*compact=*/true);
+    if (compact_due) workers->Schedule(shared_ws, /*compact=*/true);
     if (client_gone) return false;
     const std::string line = r ? Line(Json{{"event", "done"},
                                            {"result",
@@ -972,6 +753,8 @@ Result<std::unique_ptr<Server>> Server::Start(const ServerOptions& opt) {
         return Service().OpenSession(req);
       },
       opt.kv_budget_bytes, opt.max_sessions, &impl->metrics);
+  impl->workers =
+      std::make_unique<WorkspaceWorkers>(impl->sessions.get(), impl->gate.get(), &impl->metrics, opt.log_requests);
 
   if (!opt.socket_path.empty()) {
     const fs::path sock(opt.socket_path);
@@ -1022,8 +805,7 @@ Result<std::unique_ptr<Server>> Server::Start(const ServerOptions& opt) {
     }
     impl->tcp_thread = std::thread([self] { self->tcp_server.listen_after_bind(); });
   }
-  impl->eager_thread = std::thread([self] { self->PrefillLoop(false); });
-  impl->compact_thread = std::thread([self] { self->PrefillLoop(true); });
+  impl->workers->Start();
   if (!opt.socket_path.empty()) impl->unix_server.wait_until_ready();
   if (opt.port != 0) impl->tcp_server.wait_until_ready();
   return std::make_unique<Server>(std::move(impl));
@@ -1037,17 +819,11 @@ void Server::Stop() {
     impl_->stopped = true;
   }
   impl_->stopping = true;  // in-flight decodes see it at their next token
-  impl_->stop_background.request_stop();
-  {
-    std::lock_guard lock(impl_->eager_mu);  // a worker between its check and its wait sees it
-  }
-  impl_->eager_cv.notify_all();
+  impl_->workers->Stop();  // cancels a compaction under way, so a call waiting for it ends too
   impl_->unix_server.stop();
   impl_->tcp_server.stop();
   if (impl_->unix_thread.joinable()) impl_->unix_thread.join();
   if (impl_->tcp_thread.joinable()) impl_->tcp_thread.join();
-  if (impl_->eager_thread.joinable()) impl_->eager_thread.join();
-  if (impl_->compact_thread.joinable()) impl_->compact_thread.join();
   impl_->sessions->CloseAll();
   if (!impl_->opt.socket_path.empty()) {
     std::error_code ec;

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <functional>
 #include <thread>
 
 #include "llama/test_models.h"
@@ -69,6 +70,17 @@ class ServerTest : public ::testing::Test {
     return j.value("manifest_digest", "");
   }
   static std::string Code(const Json& j) { return j.contains("error") ? j["error"].value("code", "") : ""; }
+  // Streams a decode on `ws` until it ends or `on_data` returns false (then the connection is closed).
+  void StreamDecode(const std::string& ws, int max_tokens, const std::function<bool(const char*, size_t)>& on_data) {
+    auto c = Client();
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/sessions/" + ws + "/decode";
+    req.body = Json{{"max_tokens", max_tokens}}.dump();
+    req.set_header("Content-Type", "application/json");
+    req.content_receiver = [&](const char* d, size_t n, uint64_t, uint64_t) { return on_data(d, n); };
+    c.send(req);
+  }
 
   std::string socket_;
   std::unique_ptr<Server> server_;
@@ -157,19 +169,12 @@ TEST_F(ServerTest, ConcurrentCallOnOneSessionIsBusyAndDisconnectCancelsDecode) {
   std::atomic<int> received{0};  // chunk events read by the client
   std::atomic<bool> hang_up{false};
   std::thread decoder([&] {
-    auto c = Client();
-    httplib::Request req;
-    req.method = "POST";
-    req.path = "/v1/sessions/ws/decode";
-    req.body = R"({"max_tokens": 3000})";
-    req.set_header("Content-Type", "application/json");
     std::string buf;
-    req.content_receiver = [&](const char* d, size_t n, uint64_t, uint64_t) {
+    StreamDecode("ws", 3000, [&](const char* d, size_t n) {
       buf.append(d, n);
       for (size_t nl; (nl = buf.find('\n')) != std::string::npos; buf.erase(0, nl + 1)) ++received;
       return !hang_up;
-    };
-    c.send(req);  // returns once the receiver says stop: the connection is closed
+    });  // returns once the receiver says stop: the connection is closed
   });
   while (received == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   // Mid-decode, a second call on the same session is refused at once.
@@ -415,17 +420,10 @@ TEST_F(ServerTest, OverflowingAskFinishesTheCompactionUnderWay) {
     while (!hang_up) {
       const std::string digest = Prefix("busy", "Write a long answer.");
       Post("/v1/sessions/busy/suffix", Json{{"prefix_digest", digest}, {"segments", {{{"content", "Go."}}}}}.dump());
-      auto c = Client();
-      httplib::Request req;
-      req.method = "POST";
-      req.path = "/v1/sessions/busy/decode";
-      req.body = R"({"max_tokens": 3900})";
-      req.set_header("Content-Type", "application/json");
-      req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) {
+      StreamDecode("busy", 3900, [&](const char*, size_t) {
         ++received;
         return !hang_up;
-      };
-      c.send(req);
+      });
     }
   });
   struct HangUp {

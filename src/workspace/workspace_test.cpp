@@ -329,12 +329,6 @@ TEST(Workspace, OverflowEvenAfterCompactionIsTypedAndChangesNothing) {
   EXPECT_TRUE(ok.has_value()) << ok.error().ToString();
 }
 
-}  // namespace
-}  // namespace modeld
-
-namespace modeld {
-namespace {
-
 // Background compaction: a plan from a snapshot is prefilled in a second
 // session while the first keeps taking changes; adopting it carries them
 // over, so nothing is lost or mixed, and the result is exact and faithful.
@@ -387,12 +381,6 @@ TEST(Workspace, CompactionInASecondSessionCarriesOverWhatCameAfterThePlan) {
   EXPECT_EQ(w.AssembledText(), text);
 }
 
-}  // namespace
-}  // namespace modeld
-
-namespace modeld {
-namespace {
-
 // Loading a repository with eager prefills in between puts the files in the
 // stable part (no notes); after the first ask a new file is a note; a
 // cancelled ask leaves no trace.
@@ -437,12 +425,6 @@ TEST(Workspace, InitialLoadStaysStableAndCancelledAsksLeaveNoTrace) {
   ASSERT_TRUE(rebuilt.has_value());
   EXPECT_EQ(*rebuilt, w.files());
 }
-
-}  // namespace
-}  // namespace modeld
-
-namespace modeld {
-namespace {
 
 // An ask that would overflow while the owner's compaction is under way finishes that compaction
 // (PrefillHooks::finish_compaction) rather than redoing it in place; with none under way
@@ -504,12 +486,6 @@ TEST(Workspace, OverflowFinishesTheCompactionUnderWayInsteadOfRedoingIt) {
   }
 }
 
-}  // namespace
-}  // namespace modeld
-
-namespace modeld {
-namespace {
-
 // Compaction keeps the conversation, so once the conversation itself fills n_ctx every ask
 // overflows; the error says how to go on, and a compaction keeping only the last turns does.
 TEST(Workspace, CompactionKeepingTheLastTurnsGetsAFullConversationGoing) {
@@ -545,12 +521,6 @@ TEST(Workspace, CompactionKeepingTheLastTurnsGetsAFullConversationGoing) {
   auto again = w.Ask("and now?", dc, {});
   EXPECT_TRUE(again.has_value()) << again.error().ToString();
 }
-
-}  // namespace
-}  // namespace modeld
-
-namespace modeld {
-namespace {
 
 // The answer's room (max_tokens) overflowing compacts too, when folding the notes in makes room.
 TEST(Workspace, AnAnswerThatWouldOverflowCompactsFirst) {
