@@ -80,8 +80,9 @@ struct PrefillHooks {
   // Called when the context would overflow, before the workspace compacts in place: an owner
   // that compacts in the background (compact_in_background) finishes a compaction already under
   // way and adopts it (AdoptCompaction, then owns the swap of sessions), so the work done so far
-  // is not redone. kNotFound: none is under way, or it could not be adopted; the workspace
-  // then compacts in place.
+  // is not redone. kNotFound (none under way, or it could not be adopted) and
+  // kContextOverflow (what came after the plan does not fit next to it): the workspace then
+  // compacts in place. Any other error is the call's.
   std::function<Result<PrefixStatus>(const ProgressFunc& progress)> finish_compaction;
 };
 
