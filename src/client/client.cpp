@@ -153,6 +153,8 @@ WorkspaceStats StatsFromJson(const Json& j) {
   return st;
 }
 
+Progress ProgressFromJson(const Json& ev) { return {StrOr(ev, "stage"), IntOr(ev, "done"), IntOr(ev, "total")}; }
+
 Result<PrefixStatus> PrefixFromJson(const Json& j) {
   return wire::PrefixStatusFromJson(Known(j, wire::ToJson(PrefixStatus{})));
 }
@@ -321,7 +323,7 @@ Result<Json> Client::CallWithProgress(const std::string& path, Json body, const 
     Json ev;
     const std::string name = st.Take(line, &ev);
     if (st.error) return false;
-    if (name == "progress") progress(Progress{StrOr(ev, "stage"), IntOr(ev, "done"), IntOr(ev, "total")});
+    if (name == "progress") progress(ProgressFromJson(ev));
     return true;
   };
   auto sent = Send("POST", path, &*text, &on_line);
@@ -561,7 +563,7 @@ Result<AskResult> Client::Ask(std::string_view workspace, std::string_view quest
     Json ev;
     const std::string name = st.Take(line, &ev);
     if (st.error) return false;
-    if (name == "progress" && progress) progress(Progress{StrOr(ev, "stage"), IntOr(ev, "done"), IntOr(ev, "total")});
+    if (name == "progress" && progress) progress(ProgressFromJson(ev));
     return name != "chunk" || tally.Add(ev);
   };
   auto sent = Send("POST", WorkspaceOpPath(workspace, "ask"), &*text, &on_line, cfg.cancel);

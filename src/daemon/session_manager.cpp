@@ -139,11 +139,15 @@ void SessionManager::Remove(const std::shared_ptr<SessionEntry>& e, const std::s
   while (tombstones_.size() > 4096) tombstones_.erase(tombstones_.begin());
 }
 
-bool SessionManager::OverLimits() const {
+int64_t SessionManager::KvBytesLocked() const {
   int64_t kv = reserved_kv_;
   for (const auto& [_, e] : sessions_) kv += e->report.kv_bytes;
+  return kv;
+}
+
+bool SessionManager::OverLimits() const {
   return (max_sessions_ > 0 && static_cast<int>(sessions_.size()) > max_sessions_) ||
-         (kv_budget_ > 0 && kv > kv_budget_);
+         (kv_budget_ > 0 && KvBytesLocked() > kv_budget_);
 }
 
 void SessionManager::EnforceLimits(const SessionEntry* keep) {
@@ -191,7 +195,7 @@ Result<KvReservation> SessionManager::ReserveSpare(Lease& lease) {
   const int64_t bytes = lease.entry().report.kv_bytes;
   reserved_kv_ += bytes;
   EnforceLimits(&lease.entry());
-  if (kv_budget_ > 0 && OverLimits()) {
+  if (kv_budget_ > 0 && KvBytesLocked() > kv_budget_) {  // KV only: a spare is not a session in the table
     reserved_kv_ -= bytes;
     return Fail(ErrorCode::kBusy, "no room in the KV budget for a second session of workspace '" +
                                       lease.entry().workspace + "' (" + std::to_string(bytes >> 20) + " MiB)");
@@ -235,9 +239,7 @@ std::vector<SessionSummary> SessionManager::List() {
 
 int64_t SessionManager::TotalKvBytes() {
   std::lock_guard lock(mu_);
-  int64_t kv = reserved_kv_;
-  for (const auto& [_, e] : sessions_) kv += e->report.kv_bytes;
-  return kv;
+  return KvBytesLocked();
 }
 
 void SessionManager::CloseAll() {

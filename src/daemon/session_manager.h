@@ -51,7 +51,6 @@ class KvReservation {
   KvReservation(KvReservation&& o) noexcept;
   KvReservation& operator=(KvReservation&& o) noexcept;
   ~KvReservation();
-  int64_t bytes() const { return bytes_; }
 
  private:
   friend class SessionManager;
@@ -127,7 +126,8 @@ class SessionManager {
   Result<std::shared_ptr<SessionEntry>> FindLocked(const std::string& workspace);
   // Evicts idle sessions (never `keep`) until within the limits. With mu_ held.
   void EnforceLimits(const SessionEntry* keep);
-  bool OverLimits() const;  // with mu_ held
+  int64_t KvBytesLocked() const;  // the sessions' and the reservations'; with mu_ held
+  bool OverLimits() const;        // with mu_ held
   friend class KvReservation;
   void Remove(const std::shared_ptr<SessionEntry>& e, const std::string& why);  // with mu_ and e->call_mu held
 
