@@ -76,6 +76,7 @@ class ComputeGate {
   // (the computations it had to wait for), and whether it is a background turn.
   void SetObserver(std::function<void(uint64_t waited_turns, bool background)> observer);
   uint64_t granted() const;
+  uint64_t waiting() const;  // callers blocked in Acquire() (tests wait on it, not on time)
 
  private:
   void Release(bool background);

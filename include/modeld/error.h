@@ -69,10 +69,15 @@ class Error {
   const std::optional<OverflowCounts>& overflow() const { return overflow_; }
   const std::string& feature() const { return feature_; }     // kUnsupportedFeature
   const std::string& reason() const { return reason_; }       // kManifestMismatch, kSessionUnavailable
+  const std::string& field() const { return field_; }         // the request field at fault, e.g. "config.n_ctx"
   std::optional<uint64_t> offset() const { return offset_; }  // file-format errors
 
   Error& WithReason(std::string reason) {
     reason_ = std::move(reason);
+    return *this;
+  }
+  Error& WithField(std::string field) {
+    field_ = std::move(field);
     return *this;
   }
   Error& WithMessage(std::string message) {
@@ -89,6 +94,7 @@ class Error {
   std::optional<OverflowCounts> overflow_;
   std::string feature_;
   std::string reason_;
+  std::string field_;
   std::optional<uint64_t> offset_;
 };
 
@@ -100,5 +106,8 @@ inline std::unexpected<Error> Fail(ErrorCode code, std::string message) {
   return std::unexpected(Error(code, std::move(message)));
 }
 inline std::unexpected<Error> Fail(Error e) { return std::unexpected(std::move(e)); }
+
+// kInvalidArgument for a value outside its documented range: names the field, the range and the value.
+Error OutOfRange(std::string field, std::string_view range, std::string_view got, std::string_view why = {});
 
 }  // namespace modeld

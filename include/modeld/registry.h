@@ -23,6 +23,8 @@ class Backend {
   virtual ~Backend() = default;
   virtual std::string_view kind() const = 0;  // "gguf"
   // `info` is the model's header, already read and checked to be this backend's.
+  // Checks the request's config against the model and this backend before anything is created.
+  virtual Result<SessionPlan> PlanSession(const OpenSessionRequest& req, const ModelInfo& info) = 0;
   virtual Result<std::unique_ptr<Session>> OpenSession(const OpenSessionRequest& req, const ModelInfo& info) = 0;
   virtual bool CanEmbed() const = 0;
   virtual Result<Embedding> Embed(const EmbedRequest& req, const ModelInfo& info) = 0;

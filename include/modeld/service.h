@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <stop_token>
 #include <string>
 #include <vector>
 
@@ -20,7 +21,10 @@ struct OpenSessionRequest {
   std::string backend = "gguf";
   std::string workspace_id;
   SessionConfig config;
-  ProgressFunc progress;  // model load progress, when the model is not loaded yet
+  // The largest n_ctx allowed; 0 = the model's trained context (an operator may allow more).
+  int32_t max_ctx = 0;
+  ProgressFunc progress;   // model load progress, when the model is not loaded yet
+  std::stop_token cancel;  // a model load under way stops at its next progress step (kCancelled)
   // Shared by sessions that must take turns computing (the daemon's); null = no gate.
   std::shared_ptr<ComputeGate> gate;
 };
@@ -46,6 +50,10 @@ class Service {
  public:
   // Reads the model's header only; refuses a file of another backend.
   Result<ModelInfo> Describe(const OpenSessionRequest& req) const;
+  // What a session of this request would need, from the model's header alone: the config's
+  // ranges checked (ValidateSessionConfig and the backend's own), n_ctx and threads resolved.
+  // Nothing is loaded or allocated. OpenSession with the plan's config opens that session.
+  Result<SessionPlan> PlanSession(const OpenSessionRequest& req) const;
   // Refuses a model of another backend before loading anything.
   Result<std::unique_ptr<Session>> OpenSession(const OpenSessionRequest& req) const;
   Result<Embedding> Embed(const EmbedRequest& req) const;

@@ -25,7 +25,7 @@ struct Progress {
 using ProgressFunc = std::function<void(const Progress&)>;
 
 struct SessionConfig {
-  int32_t n_ctx = 4096;
+  int32_t n_ctx = 4096;         // 0: 4096, or the largest n_ctx allowed when that is smaller
   int32_t n_batch = 512;        // tokens per llama_decode call during prefill
   int32_t n_ubatch = 512;       // physical batch
   int32_t threads = 0;          // 0 = all cores
@@ -35,6 +35,24 @@ struct SessionConfig {
   // false: the cold baseline, nothing kept from an earlier call: EnsurePrefix re-prefills from
   // token 0, PrefillSuffix keeps only the prefix it is paired with.
   bool reuse = true;
+};
+
+// The ranges of a session config, checked before anything is created (docs/RELIABILITY.md).
+inline constexpr int32_t kMinCtx = 8;
+inline constexpr int32_t kDefaultCtx = 4096;
+inline constexpr int32_t kMaxBatch = 8192;  // n_batch and n_ubatch
+// Hardware threads of this machine (at least 1): the most `threads` a session may ask for.
+int32_t HardwareThreads();
+// kInvalidArgument naming the field ("config.n_ctx") and its range. `max_ctx` is the largest
+// n_ctx allowed (the model's trained context unless the operator raised it).
+Status ValidateSessionConfig(const SessionConfig& c, int32_t max_ctx);
+
+// What a session will need, known from the model's header before anything is allocated.
+struct SessionPlan {
+  SessionConfig config;       // n_ctx and threads resolved (never 0)
+  int64_t kv_bytes = 0;       // K and V caches at full n_ctx
+  int64_t compute_bytes = 0;  // the backend's estimate of its working buffers at that size
+  int64_t bytes() const { return kv_bytes + compute_bytes; }
 };
 
 struct PrefixInput {
@@ -63,6 +81,7 @@ struct SuffixInput {
   std::string prefix_digest;  // must equal the resident prefix's manifest digest
   std::vector<ManifestSegment> segments;
   ProgressFunc progress;
+  std::stop_token cancel{};  // as PrefixInput's: kCancelled, the suffix is not resident
 };
 
 struct SuffixStatus {
@@ -86,7 +105,14 @@ struct DecodeConfig {
   std::stop_token cancel;         // checked between any two tokens
 };
 
-// Range checks every backend applies before decoding (kInvalidArgument).
+// The ranges of a decode request (docs/RELIABILITY.md).
+inline constexpr int32_t kMaxTopK = 1 << 20;
+inline constexpr float kMaxTemperature = 100.0f;
+inline constexpr float kMaxRepeatPenalty = 100.0f;
+inline constexpr int32_t kMaxRepeatLastN = 1 << 20;
+inline constexpr size_t kMaxStopStrings = 32;
+inline constexpr size_t kMaxStopBytes = 256;
+// Range checks every backend applies before decoding (kInvalidArgument naming the field).
 Status ValidateDecodeConfig(const DecodeConfig& cfg);
 
 struct StreamChunk {

@@ -42,6 +42,9 @@ struct WorkspaceOptions {
   // on a second session, as the daemon does); overflow still compacts in place.
   bool compact_in_background = false;
   int64_t max_file_bytes = 1 << 20;
+  // What one workspace may hold in all: its files' current content and its log (notes, turns).
+  // A put or a turn past it is refused (compacting drops the notes); see docs/RELIABILITY.md.
+  int64_t max_workspace_bytes = 64 << 20;
 };
 
 struct PutResult {
@@ -109,7 +112,8 @@ class Workspace {
   Status SetTools(std::string text);
   Status SetRepoMap(std::string text);
 
-  // A file's whole new content; the workspace computes the change.
+  // A file's whole new content; the workspace computes the change. Paths are normalized to
+  // Unicode NFC first (NFC and NFD spellings name one file); invalid UTF-8 is kInvalidArgument.
   Result<PutResult> PutFile(const std::string& path, std::string content);
   Status RemoveFile(const std::string& path);
   Status RenameFile(const std::string& from, const std::string& to);
@@ -121,6 +125,9 @@ class Workspace {
   Result<PrefixStatus> Prefill(const PrefillHooks& hooks = {});
   // Prefills the context and the question, decodes, and records the question
   // and the answer as conversation turns.
+  // What Ask checks before any work (the question's size, the room it needs, max_tokens against
+  // n_ctx): an owner calls it to answer bad input before streaming.
+  Status CheckAsk(const std::string& question, const DecodeConfig& cfg) const;
   Result<AskResult> Ask(const std::string& question, const DecodeConfig& cfg, const ChunkCallback& on_chunk,
                         const PrefillHooks& hooks = {});
   // Folds the change notes into the files (the files at their current
@@ -153,6 +160,8 @@ class Workspace {
   // Prefills Manifest() on session_ and updates the token accounting.
   Result<PrefixStatus> PrefillManifest(const ProgressFunc& progress = {});
   Status CheckText(const std::string& what, const std::string& text) const;
+  // kInvalidArgument when `adding` more bytes would take the workspace past max_workspace_bytes.
+  Status CheckRoom(int64_t adding) const;
   void Append(std::vector<ManifestSegment>* out, const std::string& id, SegmentKind kind, const std::string& role,
               const std::string& text) const;
   Result<PrefixStatus> EnsureCurrent(const PrefillHooks& hooks);

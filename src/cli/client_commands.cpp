@@ -20,6 +20,7 @@
 
 #include "cli/args.h"
 #include "cli/paths.h"
+#include "cli/token_file.h"
 #include "client/client.h"
 #include "wire/codec.h"
 
@@ -99,14 +100,12 @@ std::optional<Client> Connect(Args& a, std::string* why) {
     *why = socket ? "use either --socket or --port" : !token_file ? "--port needs --token-file" : "bad --port";
     return std::nullopt;
   }
-  std::ifstream f(*token_file);
-  std::string token;
-  if (!f || !std::getline(f, token) || token.empty()) {
-    *why = "cannot read a token from the first line of " + *token_file;
+  auto token = ReadTokenFile(*token_file);
+  if (!token) {
+    *why = token.error().message();
     return std::nullopt;
   }
-  if (!token.empty() && token.back() == '\r') token.pop_back();
-  return Client(host, static_cast<int>(port), token);
+  return Client(host, static_cast<int>(port), *token);
 }
 
 std::string Idle(int64_t ms) {

@@ -190,6 +190,10 @@ int RunDemo(const DemoOptions& opt) {
     std::fprintf(stderr, "modeld demo: %s\n", info.error().ToString().c_str());
     return 1;
   }
+  // Within the model's trained context, as the daemon requires.
+  if (info->context_length > 0 && static_cast<uint32_t>(req.config.n_ctx) > info->context_length) {
+    req.config.n_ctx = static_cast<int32_t>(info->context_length);
+  }
   std::printf("model: %s (%s, %u layers, n_embd %u, %s)\n", model.c_str(), info->architecture.c_str(),
               info->block_count, info->embedding_length, info->file_type_name.c_str());
   int last_pct = -1;

@@ -31,7 +31,8 @@ commands:
         (no --model: the built-in default model, generated on first use; --daemon: start
         `modeld serve` on a private socket and run the loop through the wire protocol)
   serve [--socket PATH] [--model PATH]... [--port N --token-file FILE] [--host ADDR --allow-remote]
-        [--threads N] [--kv-budget-mb N] [--max-sessions N] [--max-body-mb N] [--quiet]
+        [--threads N] [--max-ctx N] [--kv-budget-mb N] [--max-sessions N] [--max-body-mb N]
+        [--max-connections N] [--quiet]
         run the daemon until SIGINT/SIGTERM (default socket: $MODELD_HOME/modeld.sock;
         no --model: the built-in default model)
   describe [--json] PATH
@@ -159,6 +160,8 @@ int CmdServe(Args& a) {
   o.token_file = a.Value("--token-file").value_or("");
   o.models = a.Values("--model");
   o.threads = static_cast<int>(a.Int("--threads", 0));
+  o.max_ctx = static_cast<int32_t>(a.Int("--max-ctx", 0));
+  o.max_connections = static_cast<int>(a.Int("--max-connections", o.max_connections));
   o.kv_budget_mb = a.Int("--kv-budget-mb", 0);
   o.max_sessions = static_cast<int>(a.Int("--max-sessions", o.max_sessions));
   o.max_body_mb = a.Int("--max-body-mb", o.max_body_mb);

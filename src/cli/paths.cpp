@@ -27,7 +27,7 @@ std::string VocabDir() {
 Result<std::string> EnsureDefaultModel(bool verbose) {
 #ifdef MODELD_WITH_LLAMA
   // Versioned name: bump it when the tiny preset changes, so a stale cached file is not reused.
-  const std::string path = HomeDir() + "/models/default-tiny-2.gguf";
+  const std::string path = HomeDir() + "/models/default-tiny-3.gguf";
   std::error_code ec;
   if (fs::exists(path, ec)) return path;
   fs::create_directories(fs::path(path).parent_path(), ec);

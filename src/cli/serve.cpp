@@ -1,14 +1,18 @@
 #include "cli/serve.h"
 
 #include <malloc.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <thread>
 
 #include "cli/paths.h"
+#include "cli/token_file.h"
 #include "daemon/server.h"
 
 namespace modeld::cli {
@@ -25,12 +29,19 @@ int RunServe(const ServeOptions& o) {
   // threshold keeps them mmapped and returned on free (same run: 116-152 MiB); at 4 MiB, per-token
   // buffers (a sampler's candidates: 1.8 MB at a 152k vocabulary) stay on the heap.
   mallopt(M_MMAP_THRESHOLD, 4 << 20);
+  // Each connection holds a descriptor: take the hard limit, so --max-connections is reachable.
+  if (rlimit rl{}; getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
   daemon::ServerOptions opt;
   opt.socket_path = o.socket_path.empty() ? DefaultSocketPath() : o.socket_path;
   opt.host = o.host;
   opt.port = o.port;
   opt.allow_remote = o.allow_remote;
   opt.threads = o.threads;
+  opt.max_ctx = o.max_ctx;
+  opt.max_connections = o.max_connections;
   opt.kv_budget_bytes = o.kv_budget_mb << 20;
   opt.max_sessions = o.max_sessions;
   opt.max_body_bytes = o.max_body_mb << 20;
@@ -40,12 +51,12 @@ int RunServe(const ServeOptions& o) {
       std::fprintf(stderr, "modeld serve: --port needs --token-file FILE (its first line is the bearer token)\n");
       return 2;
     }
-    std::ifstream tf(o.token_file);
-    std::getline(tf, opt.token);
-    if (!tf && opt.token.empty()) {
-      std::fprintf(stderr, "modeld serve: cannot read a token from %s\n", o.token_file.c_str());
+    auto token = ReadTokenFile(o.token_file);
+    if (!token) {
+      std::fprintf(stderr, "modeld serve: %s\n", token.error().message().c_str());
       return 2;
     }
+    opt.token = std::move(*token);
   }
   // Models: files, or every *.gguf in a folder; none = the built-in default.
   for (const auto& m : o.models) {
@@ -88,6 +99,18 @@ int RunServe(const ServeOptions& o) {
   int sig = 0;
   sigwait(&set, &sig);
   std::fprintf(stderr, "modeld: %s: stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  // Stop() cancels what can be cancelled (decodes and prefills between batches, model loads,
+  // background work, idle connections); a step that cannot be interrupted (one llama.cpp batch,
+  // a context allocation) is bounded by this deadline, and a second signal ends it at once:
+  // either way the socket is removed and the exit status is 0 (docs/RELIABILITY.md).
+  std::thread([socket = opt.socket_path, set] {
+    timespec deadline{kStopDeadlineSeconds, 0};
+    const bool signalled = sigtimedwait(&set, nullptr, &deadline) > 0;
+    std::fprintf(stderr, "modeld: %s: exiting without waiting further\n",
+                 signalled ? "second signal" : "stop took too long");
+    ::unlink(socket.c_str());
+    std::_Exit(0);
+  }).detach();
   (*server)->Stop();
   std::fprintf(stderr, "modeld: stopped\n");
   return 0;

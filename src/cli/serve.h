@@ -15,11 +15,16 @@ struct ServeOptions {
   std::string token_file;
   std::vector<std::string> models;  // files or folders; empty = the built-in default model
   int threads = 0;
+  int32_t max_ctx = 0;  // 0 = each model's trained context
+  int max_connections = 1024;
   int64_t kv_budget_mb = 0;
   int max_sessions = 64;
   int64_t max_body_mb = 32;
   bool verbose = true;  // request and progress log lines on stderr (--quiet turns them off)
 };
+
+// After SIGTERM/SIGINT the daemon exits within this many seconds, whatever it was doing.
+inline constexpr int kStopDeadlineSeconds = 4;
 
 std::string DefaultSocketPath();
 int RunServe(const ServeOptions& opt);

@@ -354,7 +354,7 @@ TEST_F(ClientTest, TypedErrorsCrossTheWire) {
   ASSERT_FALSE(ia.has_value());
   EXPECT_TRUE(ia.error().Is(ErrorCode::kInvalidArgument)) << ia.error().ToString();
   bad = Config();
-  bad.n_ctx = 0;
+  bad.n_ctx = 3;
   auto ib = MakeClient().OpenSession("bad-config", kTinyName, bad);
   ASSERT_FALSE(ib.has_value());
   EXPECT_TRUE(ib.error().Is(ErrorCode::kInvalidArgument)) << ib.error().ToString();

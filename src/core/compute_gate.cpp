@@ -97,4 +97,10 @@ uint64_t ComputeGate::granted() const {
   return granted_;
 }
 
+uint64_t ComputeGate::waiting() const {
+  std::lock_guard lock(mu_);
+  // A ticket is served (counted) at its release: the turn running now is not waiting.
+  return (fg_next_ - fg_serving_) + (bg_next_ - bg_serving_) - (held_ ? 1 : 0);
+}
+
 }  // namespace modeld

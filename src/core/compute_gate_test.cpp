@@ -48,8 +48,8 @@ TEST(ComputeGate, GrantsInArrivalOrder) {
       std::lock_guard lock(order_mu);
       order.push_back(i);
     });
-    // Let thread i take its ticket before thread i+1 is started.
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    // Thread i takes its ticket before thread i+1 is started.
+    while (gate.waiting() < static_cast<uint64_t>(i + 1)) std::this_thread::yield();
   }
   first.reset();
   for (auto& t : ts) t.join();
@@ -70,12 +70,12 @@ TEST(ComputeGate, BackgroundWaitsWhileForegroundIsWaitingOrWithinTheGrace) {
     auto turn = gate.Acquire();
     log("bg");
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // bg is waiting first
+  while (gate.waiting() < 1) std::this_thread::yield();  // bg is waiting first
   std::thread fg([&] {
     auto turn = gate.Acquire();
     log("fg");
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  while (gate.waiting() < 2) std::this_thread::yield();
   const auto released = std::chrono::steady_clock::now();
   held.reset();
   fg.join();
@@ -89,7 +89,8 @@ TEST(ComputeGate, BackgroundWaitsWhileForegroundIsWaitingOrWithinTheGrace) {
 // turns by at most the one it is running: once the request has had a turn,
 // the grace keeps the background out until the request is done.
 TEST(ComputeGate, BackgroundDelaysAForegroundRequestByAtMostOneTurn) {
-  ComputeGate gate(std::chrono::milliseconds(100));
+  // A grace far beyond any gap a loaded machine puts between the "decode"'s turns.
+  ComputeGate gate(std::chrono::milliseconds(2000));
   struct Grant {
     uint64_t waited;
     bool background;
@@ -130,8 +131,8 @@ TEST(ComputeGate, BackgroundDelaysAForegroundRequestByAtMostOneTurn) {
 // A foreground request that waits on background work promotes it: the background turns then
 // alternate with a busy foreground instead of waiting for it to go idle.
 TEST(ComputeGate, PromotedBackgroundAlternatesWithForeground) {
-  ComputeGate gate(std::chrono::milliseconds(100));
-  std::vector<bool> grants;  // background? (the observer runs under the gate's lock)
+  ComputeGate gate(std::chrono::milliseconds(5000));  // no gap of the busy foreground reaches it
+  std::vector<bool> grants;                           // background? (the observer runs under the gate's lock)
   gate.SetObserver([&](uint64_t, bool background) { grants.push_back(background); });
   std::atomic<bool> stop{false};
   std::atomic<int> fg_turns{0};
@@ -154,7 +155,8 @@ TEST(ComputeGate, PromotedBackgroundAlternatesWithForeground) {
     }
   });
   const std::thread::id bg_id = bg.get_id();
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const uint64_t granted_before = gate.granted();
+  while (gate.granted() < granted_before + 50) std::this_thread::yield();  // 50 foreground turns
   EXPECT_EQ(bg_turns.load(), 0);
   gate.Promote(bg_id);
   bg.join();  // would hang without the promotion

@@ -75,6 +75,12 @@ Error Error::AtOffset(ErrorCode code, const std::string& path, uint64_t offset, 
   return e;
 }
 
+Error OutOfRange(std::string field, std::string_view range, std::string_view got, std::string_view why) {
+  std::string msg = "'" + field + "' must be " + std::string(range) + ", got " + std::string(got);
+  if (!why.empty()) msg += " (" + std::string(why) + ")";
+  return Error(ErrorCode::kInvalidArgument, std::move(msg)).WithField(std::move(field));
+}
+
 std::string Error::ToString() const { return std::string(CodeName(code_)) + ": " + message_; }
 
 }  // namespace modeld

@@ -59,16 +59,38 @@ Result<ModelInfo> Service::Describe(const OpenSessionRequest& req) const {
   return CheckedDescribe(req.model_path, req.backend);
 }
 
-Result<std::unique_ptr<Session>> Service::OpenSession(const OpenSessionRequest& req) const {
-  auto backend = FindBackend(req.backend);
+namespace {
+
+Result<std::shared_ptr<Backend>> SessionBackend(const std::string& kind) {
+  auto backend = FindBackend(kind);
   if (!backend) {
-    return Fail(
-        Error(ErrorCode::kSessionUnavailable, "no session backend '" + req.backend + "' is compiled into this build")
-            .WithReason("no_backend"));
+    return Fail(Error(ErrorCode::kSessionUnavailable, "no session backend '" + kind + "' is compiled into this build")
+                    .WithReason("no_backend"));
   }
+  return backend;
+}
+
+}  // namespace
+
+Result<SessionPlan> Service::PlanSession(const OpenSessionRequest& req) const {
+  auto backend = SessionBackend(req.backend);
+  if (!backend) return Fail(backend.error());
   auto info = CheckedModel(req.model_path, req.backend, req.model_digest);
   if (!info) return Fail(info.error());
-  return backend->OpenSession(req, *info);
+  return (*backend)->PlanSession(req, *info);
+}
+
+Result<std::unique_ptr<Session>> Service::OpenSession(const OpenSessionRequest& req) const {
+  auto backend = SessionBackend(req.backend);
+  if (!backend) return Fail(backend.error());
+  auto info = CheckedModel(req.model_path, req.backend, req.model_digest);
+  if (!info) return Fail(info.error());
+  // The same checks as PlanSession, so a direct caller cannot skip them.
+  auto plan = (*backend)->PlanSession(req, *info);
+  if (!plan) return Fail(plan.error());
+  OpenSessionRequest resolved = req;
+  resolved.config = plan->config;
+  return (*backend)->OpenSession(resolved, *info);
 }
 
 Result<Embedding> Service::Embed(const EmbedRequest& req) const {

@@ -60,15 +60,18 @@ void Metrics::AddTokens(int64_t reused, int64_t prefilled, int64_t generated) {
   generated_ += generated;
 }
 
-std::string Metrics::Render(int64_t sessions, int64_t tokens_resident, int64_t kv_bytes) const {
+std::string Metrics::Render(int64_t sessions, int64_t tokens_resident, int64_t kv_bytes, int64_t memory_bytes) const {
   std::string out;
   Header(&out, "modeld_sessions", "gauge", "Open sessions.");
   Line(&out, "modeld_sessions", "", static_cast<double>(sessions));
   Header(&out, "modeld_tokens_resident", "gauge", "Tokens resident in the KV caches of all sessions.");
   Line(&out, "modeld_tokens_resident", "", static_cast<double>(tokens_resident));
-  Header(&out, "modeld_kv_bytes", "gauge",
-         "KV cache bytes of all sessions at full n_ctx, with the second sessions of compactions under way.");
+  Header(&out, "modeld_kv_bytes", "gauge", "KV cache bytes of all sessions at full n_ctx.");
   Line(&out, "modeld_kv_bytes", "", static_cast<double>(kv_bytes));
+  Header(&out, "modeld_memory_bytes", "gauge",
+         "What --kv-budget-mb counts: KV and compute buffers of all sessions, of sessions being opened and of the "
+         "second sessions of compactions under way.");
+  Line(&out, "modeld_memory_bytes", "", static_cast<double>(memory_bytes));
   {
     std::lock_guard lock(mu_);
     Header(&out, "modeld_tokens_reused_total", "counter", "Prompt tokens reused from warm KV.");

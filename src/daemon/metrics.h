@@ -33,7 +33,7 @@ class Metrics {
   Histogram first_token_seconds;
 
   // Gauges are passed in: they are read from the session table at render time.
-  std::string Render(int64_t sessions, int64_t tokens_resident, int64_t kv_bytes) const;
+  std::string Render(int64_t sessions, int64_t tokens_resident, int64_t kv_bytes, int64_t memory_bytes) const;
 
  private:
   mutable std::mutex mu_;

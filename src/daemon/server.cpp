@@ -9,13 +9,17 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <map>
+#include <stop_token>
 #include <thread>
 
+#include "daemon/connection_threads.h"
 #include "daemon/metrics.h"
 #include "daemon/session_manager.h"
 #include "daemon/workspace_workers.h"
@@ -69,6 +73,33 @@ void ReplyError(httplib::Response& res, const Error& e) {
 
 std::string Line(const Json& j) { return j.dump() + "\n"; }
 
+// Makes `path` free for our socket without ever deleting what is not a stale socket: a path that
+// is not a socket, or a socket something answers on, is refused and left as it is.
+Status ClaimSocketPath(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return {};
+    return Fail(ErrorCode::kIoError, "cannot use " + path + " as the socket: " + std::strerror(errno));
+  }
+  if (!S_ISSOCK(st.st_mode)) {
+    return Fail(ErrorCode::kInvalidArgument,
+                path + " exists and is not a socket; refusing to replace it (choose another --socket)");
+  }
+  // A live daemon (or anything else) answers on it; a stale socket left by a crash refuses.
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Fail(ErrorCode::kIoError, std::string("socket: ") + std::strerror(errno));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  const bool live = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 || errno != ECONNREFUSED;
+  ::close(fd);
+  if (live) return Fail(ErrorCode::kInvalidArgument, "something is already serving on " + path);
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return Fail(ErrorCode::kIoError, "cannot remove the stale socket " + path + ": " + std::strerror(errno));
+  }
+  return {};
+}
+
 struct ServedModel {
   std::string name;
   ModelInfo info;
@@ -88,10 +119,25 @@ struct Server::Impl {
   std::thread unix_thread, tcp_thread;
   int bound_port = 0;
   std::atomic<bool> stopping{false};
+  std::stop_source stop;  // requested by Stop(): model loads and prefills under way end
   std::mutex stop_mu;
   std::condition_variable stop_cv;
   bool stopped = false;  // Stop() has begun
   bool done = false;     // Stop() has finished
+
+  OpenSessionRequest Request(const ServedModel& m, const SessionConfig& cfg) const {
+    OpenSessionRequest req;
+    req.model_path = m.info.path;
+    req.model_digest = m.info.digest;
+    req.config = cfg;
+    req.max_ctx = opt.max_ctx;
+    req.gate = gate;
+    req.cancel = stop.get_token();
+    return req;
+  }
+  Result<SessionPlan> Plan(const ServedModel& m, const SessionConfig& cfg) const {
+    return Service().PlanSession(Request(m, cfg));
+  }
 
   const ServedModel* FindModel(const std::string& name) const {
     if (name.empty()) return models.empty() ? nullptr : &models.front();
@@ -172,7 +218,13 @@ struct Server::Impl {
 
 void Server::Impl::Routes(httplib::Server& s) {
   s.set_payload_max_length(static_cast<size_t>(opt.max_body_bytes));
-  s.set_read_timeout(30, 0);
+  // A thread per connection (ConnectionThreads), up to max_connections, so silent or slow
+  // connections cannot hold up the others; past it, connections wait in a queue of as many, and
+  // the rest are closed at once. A thread ends with its connection: idle keep-alive after 5 s, a
+  // request not sent within kReadTimeoutSeconds of its last byte.
+  const size_t max_conn = static_cast<size_t>(std::max(8, opt.max_connections));
+  s.new_task_queue = [max_conn] { return new ConnectionThreads(max_conn, max_conn); };
+  s.set_read_timeout(kReadTimeoutSeconds, 0);
   s.set_write_timeout(30, 0);
   s.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
@@ -373,6 +425,8 @@ void Server::Impl::WorkspaceAsk(const std::string& ws, const httplib::Request& r
   if (auto ok = ValidateDecodeConfig(*cfg); !ok) return ReplyError(res, ok.error());
   auto lease = sessions->Acquire(ws, /*wait=*/true);
   if (!lease) return ReplyError(res, lease.error());
+  // Errors found before the stream starts are plain HTTP errors.
+  if (auto ok = lease->entry().assembly->CheckAsk(question, *cfg); !ok) return ReplyError(res, ok.error());
   auto shared = std::make_shared<SessionManager::Lease>(std::move(*lease));
   res.set_chunked_content_provider("application/x-ndjson", [this, shared, question, shared_ws = ws,
                                                             dc = std::move(*cfg)](size_t, httplib::DataSink& sink) {
@@ -447,6 +501,7 @@ void Server::Impl::OpenSession(const httplib::Request& req, httplib::Response& r
   std::string ws, model;
   bool stream = false;
   SessionConfig cfg;
+  cfg.n_ctx = 0;  // the default: 4096, or the model's limit when smaller
   cfg.threads = opt.threads;
   WorkspaceOptions wopt;
   wopt.compact_in_background = true;
@@ -474,6 +529,10 @@ void Server::Impl::OpenSession(const httplib::Request& req, httplib::Response& r
   auto m = ModelOrError(model);
   if (!m) return ReplyError(res, m.error());
   const std::string name = (*m)->name;
+  if (stream) {
+    // Errors found before the stream starts are plain HTTP errors (Open plans again, cheaply).
+    if (auto plan = Plan(**m, cfg); !plan) return ReplyError(res, plan.error());
+  }
   auto run = [this, ws, name, cfg, wopt](const ProgressFunc& progress) -> Result<Json> {
     auto opened = sessions->Open(ws, name, cfg, wopt, progress);
     if (!opened) return Fail(opened.error());
@@ -572,14 +631,14 @@ void Server::Impl::Prefill(const std::string& ws, bool suffix, const httplib::Re
     const auto t0 = Clock::now();
     Session& s = shared->session();
     if (suffix) {
-      SuffixInput in{prefix_digest, segments, progress};
+      SuffixInput in{prefix_digest, segments, progress, stop.get_token()};
       auto st = s.PrefillSuffix(in);
       if (!st) return Fail(st.error());
       metrics.AddTokens(st->tokens_reused, st->tokens_prefilled, 0);
       metrics.prefill_seconds.Observe(SecondsSince(t0));
       return wire::ToJson(*st);
     }
-    PrefixInput in{ContextManifest(segments), progress};
+    PrefixInput in{ContextManifest(segments), progress, 0, stop.get_token()};
     auto st = s.EnsurePrefix(in);
     if (!st) return Fail(st.error());
     metrics.AddTokens(st->tokens_reused, st->tokens_prefilled, 0);
@@ -614,8 +673,16 @@ void Server::Impl::Decode(const std::string& ws, const httplib::Request& req, ht
   // Errors found before the stream starts are plain HTTP errors.
   auto rep = lease->session().Report();
   if (!rep) return ReplyError(res, rep.error());
+  if (rep->fatal) {
+    return ReplyError(res, Error(ErrorCode::kSessionFatal, "the session of workspace '" + ws +
+                                                               "' hit a backend failure: close it and open a new one"));
+  }
   if (rep->tokens_resident + cfg->max_tokens > rep->n_ctx) {
     return ReplyError(res, Error::ContextOverflow("decode", rep->tokens_resident, cfg->max_tokens, rep->n_ctx));
+  }
+  if (rep->tokens_resident == 0) {
+    return ReplyError(res, Error(ErrorCode::kInvalidArgument,
+                                 "nothing is resident to decode from: prefill a prefix (and suffix) first"));
   }
   auto shared = std::make_shared<SessionManager::Lease>(std::move(*lease));
   res.set_chunked_content_provider(
@@ -700,9 +767,11 @@ void Server::Impl::MetricsText(httplib::Response& res) {
   int64_t resident = 0;
   const auto list = sessions->List();
   for (const auto& s : list) resident += s.report.tokens_resident;
-  const int64_t kv = sessions->TotalKvBytes();  // with a compaction's second session
+  int64_t kv = 0;
+  for (const auto& s : list) kv += s.report.kv_bytes;
   res.status = 200;
-  res.set_content(metrics.Render(static_cast<int64_t>(list.size()), resident, kv), "text/plain; version=0.0.4");
+  res.set_content(metrics.Render(static_cast<int64_t>(list.size()), resident, kv, sessions->TotalBytes()),
+                  "text/plain; version=0.0.4");
 }
 
 Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -719,6 +788,11 @@ Result<std::unique_ptr<Server>> Server::Start(const ServerOptions& opt) {
                   "refusing to listen on non-loopback address " + opt.host + " (pass --allow-remote to do it anyway)");
     }
     if (opt.token.empty()) return Fail(ErrorCode::kInvalidArgument, "a TCP listener needs a bearer token");
+    if (opt.token.size() < kMinTokenBytes) {
+      return Fail(ErrorCode::kInvalidArgument, "the bearer token is " + std::to_string(opt.token.size()) +
+                                                   " bytes; at least " + std::to_string(kMinTokenBytes) +
+                                                   " are required (e.g. openssl rand -hex 24)");
+    }
   }
   if (opt.models.empty()) return Fail(ErrorCode::kInvalidArgument, "no model to serve");
   if (!SessionAvailable()) {
@@ -740,16 +814,12 @@ Result<std::unique_ptr<Server>> Server::Start(const ServerOptions& opt) {
   }
   Impl* self = impl.get();
   impl->sessions = std::make_unique<SessionManager>(
+      [self](const std::string& model, const SessionConfig& cfg) { return self->Plan(*self->FindModel(model), cfg); },
       [self](const std::string& ws, const std::string& model, const SessionConfig& cfg,
              const ProgressFunc& progress) -> Result<std::unique_ptr<Session>> {
-        const ServedModel* m = self->FindModel(model);
-        OpenSessionRequest req;
-        req.model_path = m->info.path;
-        req.model_digest = m->info.digest;
+        OpenSessionRequest req = self->Request(*self->FindModel(model), cfg);
         req.workspace_id = ws;
-        req.config = cfg;
         req.progress = progress;
-        req.gate = self->gate;
         return Service().OpenSession(req);
       },
       opt.kv_budget_bytes, opt.max_sessions, &impl->metrics);
@@ -763,16 +833,7 @@ Result<std::unique_ptr<Server>> Server::Start(const ServerOptions& opt) {
       fs::create_directories(sock.parent_path(), ec);
       fs::permissions(sock.parent_path(), fs::perms::owner_all, ec);
     }
-    if (fs::exists(sock, ec)) {
-      // A live daemon answers on it; a stale file from a crash does not.
-      httplib::Client probe(opt.socket_path);
-      probe.set_address_family(AF_UNIX);
-      probe.set_connection_timeout(1, 0);
-      if (probe.Get("/v1/health")) {
-        return Fail(ErrorCode::kInvalidArgument, "another modeld is already serving on " + opt.socket_path);
-      }
-      fs::remove(sock, ec);
-    }
+    if (auto ok = ClaimSocketPath(opt.socket_path); !ok) return Fail(ok.error());
     impl->Routes(impl->unix_server);
     impl->unix_server.set_address_family(AF_UNIX);
     const mode_t old_mask = ::umask(0177);  // the socket file is created 0600
@@ -819,6 +880,7 @@ void Server::Stop() {
     impl_->stopped = true;
   }
   impl_->stopping = true;  // in-flight decodes see it at their next token
+  impl_->stop.request_stop();
   impl_->workers->Stop();  // cancels a compaction under way, so a call waiting for it ends too
   impl_->unix_server.stop();
   impl_->tcp_server.stop();

@@ -19,11 +19,18 @@ struct ServerOptions {
   std::string token;                // required for TCP
   std::vector<std::string> models;  // GGUF files served; name = file stem
   int threads = 0;                  // per computation; 0 = all cores
-  int64_t kv_budget_bytes = 0;      // 0 = unlimited
+  int32_t max_ctx = 0;              // largest n_ctx a session may have; 0 = each model's trained context
+  int64_t kv_budget_bytes = 0;      // sessions' KV and compute buffers; 0 = unlimited
   int max_sessions = 64;
   int64_t max_body_bytes = 32LL << 20;
-  bool log_requests = true;  // one log line per request on stderr
+  int max_connections = 1024;  // per listener, each served on a thread of its own; more wait in a queue
+  bool log_requests = true;    // one log line per request on stderr
 };
+
+// Bearer tokens shorter than this are refused (a token is a secret, not a password).
+inline constexpr size_t kMinTokenBytes = 16;
+// How long a connection may take to send a request (headers and body) before it is closed.
+inline constexpr int kReadTimeoutSeconds = 10;
 
 class Server {
  public:

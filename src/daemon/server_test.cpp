@@ -4,14 +4,21 @@
 
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <thread>
 
 #include "llama/test_models.h"
+#include "modeld/service.h"
 #include "wire/codec.h"
 #include "workspace/text_format.h"
 
@@ -46,18 +53,37 @@ class ServerTest : public ::testing::Test {
     c.set_read_timeout(60, 0);
     return c;
   }
-  // POST returning (status, json).
+  // POST returning (status, json). No reply: status -1 and an empty object, and the test fails.
   std::pair<int, Json> Post(const std::string& path, const std::string& body) {
     auto c = Client();
     auto r = c.Post(path, body, "application/json");
-    if (!r) return {-1, Json()};
-    return {r->status, Json::parse(r->body, nullptr, false)};
+    return Parsed(r, "POST " + path);
   }
   std::pair<int, Json> Get(const std::string& path) {
     auto c = Client();
     auto r = c.Get(path);
-    if (!r) return {-1, Json()};
-    return {r->status, Json::parse(r->body, nullptr, false)};
+    return Parsed(r, "GET " + path);
+  }
+  static std::pair<int, Json> Parsed(const httplib::Result& r, const std::string& what) {
+    if (!r) {
+      ADD_FAILURE() << "no reply to " << what << ": " << httplib::to_string(r.error());
+      return {-1, Json::object()};
+    }
+    Json j = Json::parse(r->body, nullptr, false);
+    return {r->status, j.is_object() ? j : Json::object()};
+  }
+  // Polls `done` until it holds; fails the test (returns false) after `limit`. Waits on state:
+  // the limit only bounds a hang, it is no expectation of speed.
+  static bool WaitFor(const std::function<bool()>& done, std::chrono::seconds limit = std::chrono::seconds(120)) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (!done()) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        ADD_FAILURE() << "gave up waiting after " << limit.count() << " s";
+        return false;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    return true;
   }
   void Open(const std::string& ws, int n_ctx = 512) {
     auto [st, j] = Post("/v1/sessions", Json{{"workspace", ws}, {"config", {{"n_ctx", n_ctx}}}}.dump());
@@ -132,6 +158,8 @@ TEST_F(ServerTest, BadInputGetsTypedErrorsAndTheDaemonStaysHealthy) {
       {"/v1/sessions/ws1/decode", R"({"max_tokens": "many"})", 400, "invalid_argument"},
       {"/v1/sessions/ws1/decode", R"({"max_tokens": 100000})", 422, "context_overflow"},
       {"/v1/sessions/ws1/decode", R"({"temperature": -1})", 400, "invalid_argument"},
+      {"/v1/workspaces/ws1/ask", R"({"question": "q", "max_tokens": 100000})", 422, "context_overflow"},
+      {"/v1/workspaces/nope/ask", R"({"question": "q"})", 404, "not_found"},
       {"/v1/sessions/nope/decode", R"({})", 404, "not_found"},
       {"/v1/sessions/ws1/tokenize", R"({"txt": "a"})", 400, "invalid_argument"},
       {"/v1/workspaces/ws1/compact", R"({"keep_turns": -1})", 400, "invalid_argument"},
@@ -176,7 +204,15 @@ TEST_F(ServerTest, ConcurrentCallOnOneSessionIsBusyAndDisconnectCancelsDecode) {
       return !hang_up;
     });  // returns once the receiver says stop: the connection is closed
   });
-  while (received == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  struct HangUp {
+    std::atomic<bool>& flag;
+    std::thread& t;
+    ~HangUp() {
+      flag = true;
+      if (t.joinable()) t.join();
+    }
+  } hang_up_at_exit{hang_up, decoder};
+  ASSERT_TRUE(WaitFor([&] { return received > 0; }));
   // Mid-decode, a second call on the same session is refused at once.
   auto [bst, bj] = Post("/v1/sessions/ws/prefix", R"({"segments": []})");
   EXPECT_EQ(bst, 409);
@@ -187,13 +223,11 @@ TEST_F(ServerTest, ConcurrentCallOnOneSessionIsBusyAndDisconnectCancelsDecode) {
 
   // The daemon notices the closed connection on its next token and stops.
   Json rep;
-  for (int i = 0; i < 500; ++i) {
+  ASSERT_TRUE(WaitFor([&] {
     auto [st, j] = Get("/v1/sessions/ws");
     rep = j;
-    if (st == 200 && !j.value("busy", true)) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  ASSERT_FALSE(rep.value("busy", true)) << rep.dump();
+    return st == 200 && !j.value("busy", true);
+  })) << rep.dump();
   const int generated = rep["generated_tokens"].get<int>();
   EXPECT_LT(generated, 3000) << "decode ran to the end despite the disconnect";
   // Ahead of the client by at most what socket buffers and scheduling allow, not by the rest of max_tokens.
@@ -234,8 +268,16 @@ TEST_F(ServerTest, IdleSessionsAreEvictedLeastRecentlyUsed) {
 
 TEST_F(ServerTest, KvBudgetEvictsAndRefusesSessionsLargerThanTheBudget) {
   ServerOptions opt;
-  // The tiny model's KV at n_ctx 512: 2 layers x 2 KV heads x 16 dims x 2 (K,V) x 2 bytes = 256 B/token.
-  opt.kv_budget_bytes = 512 * 256 * 2;  // two sessions of 512
+  // The tiny model's KV at n_ctx 512: 2 layers x 2 KV heads x 16 dims x 2 (K,V) x 2 bytes = 256 B/token;
+  // the budget counts the compute buffers too, as planned.
+  OpenSessionRequest req;
+  req.model_path = TinyModel();
+  req.config.n_ctx = 512;
+  req.config.threads = 2;
+  auto plan = Service().PlanSession(req);
+  ASSERT_TRUE(plan.has_value()) << plan.error().ToString();
+  EXPECT_EQ(plan->kv_bytes, 512 * 256);
+  opt.kv_budget_bytes = 2 * plan->bytes();  // two sessions of 512
   StartServer(opt);
   Open("a");
   Open("b");
@@ -244,6 +286,7 @@ TEST_F(ServerTest, KvBudgetEvictsAndRefusesSessionsLargerThanTheBudget) {
   auto [st, j] = Post("/v1/sessions", Json{{"workspace", "huge"}, {"config", {{"n_ctx", 4096}}}}.dump());
   EXPECT_EQ(st, 400) << j.dump();
   EXPECT_EQ(Code(j), "invalid_argument");
+  EXPECT_EQ(j["error"].value("field", ""), "config.n_ctx");
 }
 
 TEST_F(ServerTest, ReopeningAWorkspaceReturnsTheWarmSession) {
@@ -280,9 +323,17 @@ TEST_F(ServerTest, TcpNeedsTheBearerTokenAndLoopback) {
   ASSERT_FALSE(refused.has_value());
   EXPECT_TRUE(refused.error().Is(ErrorCode::kInvalidArgument));
 
+  ServerOptions weak;  // a token is a secret: under 16 bytes is refused
+  weak.port = -1;
+  weak.token = "s3cret";
+  weak.models = {TinyModel()};
+  auto weak_refused = Server::Start(weak);
+  ASSERT_FALSE(weak_refused.has_value());
+  EXPECT_TRUE(weak_refused.error().Is(ErrorCode::kInvalidArgument));
+
   ServerOptions opt;
   opt.port = -1;
-  opt.token = "s3cret";
+  opt.token = "s3cret-s3cret-s3cret";
   StartServer(opt);
   ASSERT_GT(server_->port(), 0);
   httplib::Client c("127.0.0.1", server_->port());
@@ -292,7 +343,7 @@ TEST_F(ServerTest, TcpNeedsTheBearerTokenAndLoopback) {
   auto wrong = c.Get("/v1/health", httplib::Headers{{"Authorization", "Bearer nope"}});
   ASSERT_TRUE(wrong);
   EXPECT_EQ(wrong->status, 401);
-  auto ok = c.Get("/v1/health", httplib::Headers{{"Authorization", "Bearer s3cret"}});
+  auto ok = c.Get("/v1/health", httplib::Headers{{"Authorization", "Bearer s3cret-s3cret-s3cret"}});
   ASSERT_TRUE(ok);
   EXPECT_EQ(ok->status, 200);
 }
@@ -318,7 +369,11 @@ TEST_F(ServerTest, StopCancelsInFlightDecodesAndRemovesTheSocket) {
     };
     c.send(req);
   });
-  while (!started) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  if (!WaitFor([&] { return started.load(); })) {
+    server_->Stop();
+    decoder.join();
+    return;
+  }
   const auto t0 = std::chrono::steady_clock::now();
   server_->Stop();
   decoder.join();
@@ -372,7 +427,7 @@ TEST_F(ServerTest, WorkspaceCompactsInTheBackgroundWhileAsksGoOn) {
   auto ask = [&](const std::string& q) {
     auto c = Client();  // 60 s read timeout: without the promotion the ask would wait for the decodes to stop
     auto r = c.Post("/v1/workspaces/ws/ask", Json{{"question", q}, {"max_tokens", 4}}.dump(), "application/json");
-    EXPECT_TRUE(r);
+    if (!r) return ADD_FAILURE() << "no reply to '" << q << "': " << httplib::to_string(r.error());
     EXPECT_EQ(r->status, 200);
     EXPECT_NE(r->body.find("\"done\""), std::string::npos) << r->body;
   };
@@ -390,10 +445,11 @@ TEST_F(ServerTest, WorkspaceCompactsInTheBackgroundWhileAsksGoOn) {
     ASSERT_EQ(st, 200);
     compactions = j["compactions"].get<int>();
   }
-  for (int i = 0; i < 200 && compactions == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    compactions = Get("/v1/workspaces/ws").second["compactions"].get<int>();
-  }
+  // Due once the notes pass their share: it runs in the background, however slowly.
+  EXPECT_TRUE(WaitFor([&] {
+    compactions = Get("/v1/workspaces/ws").second.value("compactions", 0);
+    return compactions > 0;
+  }));
   EXPECT_GE(compactions, 1);
   // The context still gives back the file exactly, and asks still work.
   auto [cst, cj] = Get("/v1/workspaces/ws/context");
@@ -434,7 +490,7 @@ TEST_F(ServerTest, OverflowingAskFinishesTheCompactionUnderWay) {
       t.join();
     }
   } hang_up_at_exit{hang_up, decoder};
-  while (received == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_TRUE(WaitFor([&] { return received > 0; }));
 
   std::string file;
   for (int i = 0; i < 40; ++i) file += "int value_" + std::to_string(i) + " = " + std::to_string(i * 7) + ";\n";
@@ -488,7 +544,9 @@ TEST_F(ServerTest, OverflowingAskFinishesTheCompactionUnderWay) {
   EXPECT_TRUE(done["result"]["compacted"].get<bool>());
   EXPECT_EQ(done["result"]["workspace"]["compactions"], 1);
   EXPECT_EQ(done["result"]["workspace"]["compactions_in_place"], 0) << "compacted in place instead of finishing";
-  EXPECT_FALSE(Get("/v1/workspaces/ws").second.value("compacting", true));
+  // A second background compaction may legitimately start now (src/big.cc came after the first
+  // one's plan and is carried over as a note past the notes' share), so "compacting" is not
+  // asserted here: the first was adopted, not redone, and nothing was compacted in place.
   // Faithful after the swap.
   auto [cst, cj] = Get("/v1/workspaces/ws/context");
   ASSERT_EQ(cst, 200);
@@ -496,6 +554,124 @@ TEST_F(ServerTest, OverflowingAskFinishesTheCompactionUnderWay) {
   ASSERT_TRUE(files.has_value()) << files.error().ToString();
   EXPECT_EQ(files->at("src/v.cc"), file);
   EXPECT_EQ(files->at("src/big.cc"), big);
+}
+
+// Every range is checked before a session, a thread or a buffer is created: out of range is a
+// typed 400 naming the field, and nothing is left behind.
+TEST_F(ServerTest, LimitsAreCheckedBeforeAnythingIsCreated) {
+  StartServer();
+  struct Case {
+    Json config;
+    std::string field;
+  };
+  const std::vector<Case> cases = {
+      {{{"n_ctx", 256}, {"threads", 1000000}}, "config.threads"},
+      {{{"threads", -1}}, "config.threads"},
+      {{{"n_ctx", 1000000000}}, "config.n_ctx"},
+      {{{"n_ctx", 32769}}, "config.n_ctx"},  // past the tiny model's trained context
+      {{{"n_ctx", -5}}, "config.n_ctx"},
+      {{{"n_batch", 0}}, "config.n_batch"},
+      {{{"n_batch", 1 << 20}}, "config.n_batch"},
+      {{{"n_ubatch", 0}}, "config.n_ubatch"},
+      {{{"kv_type", "zzz"}}, "config.kv_type"},
+      {{{"kv_type", "q8_0"}}, "config.kv_type"},  // a quantized V cache needs flash_attn
+  };
+  for (const auto& c : cases) {
+    for (bool stream : {false, true}) {
+      auto [st, j] = Post("/v1/sessions", Json{{"workspace", "w"}, {"stream", stream}, {"config", c.config}}.dump());
+      EXPECT_EQ(st, 400) << c.config.dump() << " -> " << j.dump();
+      EXPECT_EQ(Code(j), "invalid_argument") << c.config.dump();
+      EXPECT_EQ(j["error"].value("field", ""), c.field) << j.dump();
+    }
+  }
+  EXPECT_EQ(Get("/v1/sessions").second["sessions"].size(), 0u);
+  Open("ws");
+  Prefix("ws", "hello");
+  const std::vector<std::pair<Json, std::string>> decodes = {
+      {{{"top_k", -1}}, "top_k"},
+      {{{"temperature", 1e9}}, "temperature"},
+      {{{"repeat_last_n", -2}}, "repeat_last_n"},
+      {{{"stop", std::vector<std::string>(100, "x")}}, "stop"},
+      {{{"stop", {std::string(300, 'x')}}}, "stop"},
+      {{{"stop", {""}}}, "stop"},
+  };
+  for (const auto& [body, field] : decodes) {
+    for (const char* path : {"/v1/sessions/ws/decode", "/v1/workspaces/ws/ask"}) {
+      Json b = body;
+      if (std::string(path).ends_with("ask")) b["question"] = "q";
+      auto [st, j] = Post(path, b.dump());
+      EXPECT_EQ(st, 400) << path << " " << b.dump().substr(0, 80) << " -> " << j.dump().substr(0, 200);
+      EXPECT_EQ(j["error"].value("field", ""), field) << j.dump().substr(0, 200);
+    }
+  }
+  EXPECT_EQ(Get("/v1/health").first, 200);
+}
+
+// Errors found before a stream are plain HTTP errors, not a 200 with an error event.
+TEST_F(ServerTest, DecodeWithNothingResidentIsAnHttpError) {
+  StartServer();
+  Open("ws");
+  auto [st, j] = Post("/v1/sessions/ws/decode", R"({"max_tokens": 4})");
+  EXPECT_EQ(st, 400) << j.dump();
+  EXPECT_EQ(Code(j), "invalid_argument");
+}
+
+// --socket never deletes what is not a stale socket of its own.
+TEST_F(ServerTest, SocketPathThatIsNotASocketIsRefusedAndKept) {
+  const std::string path = std::string(MODELD_TEST_TMP) + "/not-a-socket-" + std::to_string(::getpid());
+  fs::create_directories(MODELD_TEST_TMP);
+  {
+    std::ofstream f(path);
+    f << "precious";
+  }
+  ServerOptions opt;
+  opt.socket_path = path;
+  opt.models = {TinyModel()};
+  opt.log_requests = false;
+  auto s = Server::Start(opt);
+  ASSERT_FALSE(s.has_value());
+  EXPECT_TRUE(s.error().Is(ErrorCode::kInvalidArgument)) << s.error().ToString();
+  std::ifstream f(path);
+  std::string content((std::istreambuf_iterator<char>(f)), {});
+  EXPECT_EQ(content, "precious");
+  fs::remove(path);
+}
+
+// Silent and byte-at-a-time connections each hold a thread of their own, not one of a few
+// shared workers: /v1/health still answers with 500 of them open.
+TEST_F(ServerTest, IdleConnectionsDoNotStarveOthers) {
+  StartServer();
+  std::vector<int> fds;
+  for (int i = 0; i < 500; ++i) {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, socket_.c_str(), sizeof(addr.sun_path) - 1);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << std::strerror(errno);
+    fds.push_back(fd);
+    if (i % 2 == 1) {  // a request that never ends
+      ASSERT_EQ(::send(fd, "GET /v1/he", 10, MSG_NOSIGNAL), 10);
+    }
+  }
+  // The accept loop may still be taking the last of the burst from the kernel's queue.
+  auto c = Client();
+  c.set_read_timeout(5, 0);  // the old fixed pool answered only after the others' read timeouts
+  httplib::Result r;
+  EXPECT_TRUE(WaitFor([&] {
+    r = c.Get("/v1/health");
+    return r || r.error() != httplib::Error::Connection;
+  }));
+  ASSERT_TRUE(r) << httplib::to_string(r.error());
+  EXPECT_EQ(r->status, 200);
+  // All 500 are being served now: a new connection is answered as any other.
+  const auto t0 = std::chrono::steady_clock::now();
+  auto again = Client().Get("/v1/health");
+  const auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  for (int fd : fds) ::close(fd);
+  ASSERT_TRUE(again) << httplib::to_string(again.error());
+  EXPECT_EQ(again->status, 200);
+  std::printf("health with 500 idle connections open: %.1f ms\n", ms);
 }
 
 }  // namespace

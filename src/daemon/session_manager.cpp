@@ -7,15 +7,26 @@ namespace modeld::daemon {
 
 using Clock = std::chrono::steady_clock;
 
-SessionManager::SessionManager(Opener opener, int64_t kv_budget_bytes, int max_sessions, Metrics* metrics)
-    : opener_(std::move(opener)), kv_budget_(kv_budget_bytes), max_sessions_(max_sessions), metrics_(metrics) {}
+namespace {
+
+std::string MiB(int64_t bytes) { return std::to_string((bytes + (1 << 20) - 1) >> 20) + " MiB"; }
+
+}  // namespace
+
+SessionManager::SessionManager(Planner planner, Opener opener, int64_t memory_budget_bytes, int max_sessions,
+                               Metrics* metrics)
+    : planner_(std::move(planner)),
+      opener_(std::move(opener)),
+      budget_(memory_budget_bytes),
+      max_sessions_(max_sessions),
+      metrics_(metrics) {}
 
 Result<SessionManager::Opened> SessionManager::Open(const std::string& workspace, const std::string& model,
                                                     const SessionConfig& cfg, const WorkspaceOptions& wopt,
                                                     const ProgressFunc& progress) {
-  std::lock_guard open_lock(open_mu_);
   {
-    std::lock_guard lock(mu_);
+    std::unique_lock lock(mu_);
+    opened_cv_.wait(lock, [&] { return !opening_.contains(workspace); });
     if (auto it = sessions_.find(workspace); it != sessions_.end()) {
       if (it->second->model != model) {
         return Fail(ErrorCode::kInvalidArgument, "workspace '" + workspace + "' is open on model '" +
@@ -24,8 +35,39 @@ Result<SessionManager::Opened> SessionManager::Open(const std::string& workspace
       it->second->last_used = Clock::now();
       return Opened{it->second, false};
     }
+    opening_.insert(workspace);
   }
-  auto s = opener_(workspace, model, cfg, progress);
+  struct EndOpen {
+    SessionManager* m;
+    const std::string& ws;
+    ~EndOpen() {
+      {
+        std::lock_guard lock(m->mu_);
+        m->opening_.erase(ws);
+      }
+      m->opened_cv_.notify_all();
+    }
+  } end_open{this, workspace};
+
+  // Everything is checked, and room made, before anything is loaded or allocated.
+  auto plan = planner_(model, cfg);
+  if (!plan) return Fail(plan.error());
+  KvReservation room;
+  {
+    std::lock_guard lock(mu_);
+    if (budget_ > 0 && plan->bytes() > budget_) {
+      return Fail(Error(ErrorCode::kInvalidArgument, "a session with n_ctx " + std::to_string(plan->config.n_ctx) +
+                                                         " needs " + MiB(plan->bytes()) + " (KV " +
+                                                         MiB(plan->kv_bytes) + ", compute " + MiB(plan->compute_bytes) +
+                                                         "), more than the daemon's budget of " + MiB(budget_) +
+                                                         " (--kv-budget-mb): ask for a smaller config.n_ctx")
+                      .WithField("config.n_ctx"));
+    }
+    auto r = ReserveLocked(plan->bytes(), nullptr, "a session for workspace '" + workspace + "'");
+    if (!r) return Fail(r.error());
+    room = std::move(*r);
+  }
+  auto s = opener_(workspace, model, plan->config, progress);
   if (!s) return Fail(s.error());
   auto e = std::make_shared<SessionEntry>();
   e->workspace = workspace;
@@ -34,20 +76,16 @@ Result<SessionManager::Opened> SessionManager::Open(const std::string& workspace
   e->assembly = std::make_unique<Workspace>(e->session.get(), wopt);
   auto rep = e->session->Report();
   if (!rep) return Fail(rep.error());
-  e->config = cfg;
+  e->config = plan->config;
   e->config.n_ctx = static_cast<int32_t>(rep->n_ctx);
+  e->memory_bytes = plan->bytes();
   e->report = *rep;
   e->stats = e->assembly->Stats();
   e->last_used = Clock::now();
-  if (kv_budget_ > 0 && rep->kv_bytes > kv_budget_) {
-    (void)e->session->Close();
-    return Fail(ErrorCode::kInvalidArgument,
-                "a session with n_ctx " + std::to_string(rep->n_ctx) + " needs " + std::to_string(rep->kv_bytes >> 20) +
-                    " MiB of KV, more than the daemon's budget of " + std::to_string(kv_budget_ >> 20) + " MiB");
-  }
   std::lock_guard lock(mu_);
   sessions_[workspace] = e;
   tombstones_.erase(workspace);
+  room.Drop();  // the entry counts itself now
   EnforceLimits(e.get());
   return Opened{e, true};
 }
@@ -139,15 +177,15 @@ void SessionManager::Remove(const std::shared_ptr<SessionEntry>& e, const std::s
   while (tombstones_.size() > 4096) tombstones_.erase(tombstones_.begin());
 }
 
-int64_t SessionManager::KvBytesLocked() const {
-  int64_t kv = reserved_kv_;
-  for (const auto& [_, e] : sessions_) kv += e->report.kv_bytes;
-  return kv;
+int64_t SessionManager::BytesLocked() const {
+  int64_t bytes = reserved_kv_;
+  for (const auto& [_, e] : sessions_) bytes += e->memory_bytes;
+  return bytes;
 }
 
 bool SessionManager::OverLimits() const {
   return (max_sessions_ > 0 && static_cast<int>(sessions_.size()) > max_sessions_) ||
-         (kv_budget_ > 0 && KvBytesLocked() > kv_budget_);
+         (budget_ > 0 && BytesLocked() > budget_);
 }
 
 void SessionManager::EnforceLimits(const SessionEntry* keep) {
@@ -190,17 +228,21 @@ Result<std::unique_ptr<Session>> SessionManager::OpenSpare(const std::string& wo
   return opener_(workspace, model, cfg, {});
 }
 
-Result<KvReservation> SessionManager::ReserveSpare(Lease& lease) {
-  std::lock_guard lock(mu_);
-  const int64_t bytes = lease.entry().report.kv_bytes;
+Result<KvReservation> SessionManager::ReserveLocked(int64_t bytes, const SessionEntry* keep, const std::string& what) {
   reserved_kv_ += bytes;
-  EnforceLimits(&lease.entry());
-  if (kv_budget_ > 0 && KvBytesLocked() > kv_budget_) {  // KV only: a spare is not a session in the table
+  EnforceLimits(keep);
+  if (budget_ > 0 && BytesLocked() > budget_) {  // memory only: a reservation is not a session in the table
     reserved_kv_ -= bytes;
-    return Fail(ErrorCode::kBusy, "no room in the KV budget for a second session of workspace '" +
-                                      lease.entry().workspace + "' (" + std::to_string(bytes >> 20) + " MiB)");
+    return Fail(ErrorCode::kBusy, "no room in the memory budget for " + what + " (" + MiB(bytes) +
+                                      "): the other sessions are busy; retry when one is done");
   }
   return KvReservation(this, bytes);
+}
+
+Result<KvReservation> SessionManager::ReserveSpare(Lease& lease) {
+  std::lock_guard lock(mu_);
+  return ReserveLocked(lease.entry().memory_bytes, &lease.entry(),
+                       "a second session of workspace '" + lease.entry().workspace + "'");
 }
 
 KvReservation::KvReservation(KvReservation&& o) noexcept
@@ -218,7 +260,13 @@ KvReservation& KvReservation::operator=(KvReservation&& o) noexcept {
 KvReservation::~KvReservation() {
   if (!manager_) return;
   std::lock_guard lock(manager_->mu_);
-  manager_->reserved_kv_ -= bytes_;
+  Drop();
+}
+
+void KvReservation::Drop() {
+  if (manager_) manager_->reserved_kv_ -= bytes_;
+  manager_ = nullptr;
+  bytes_ = 0;
 }
 
 void SessionManager::SwapSession(Lease& lease, std::unique_ptr<Session> fresh) {
@@ -237,9 +285,9 @@ std::vector<SessionSummary> SessionManager::List() {
   return out;
 }
 
-int64_t SessionManager::TotalKvBytes() {
+int64_t SessionManager::TotalBytes() {
   std::lock_guard lock(mu_);
-  return KvBytesLocked();
+  return BytesLocked();
 }
 
 void SessionManager::CloseAll() {

@@ -1,14 +1,18 @@
 // The daemon's table of live sessions, keyed by workspace id: opening a
 // workspace that has a session returns the warm one; calls on one session
 // are serialized (a concurrent call gets kBusy); idle sessions are evicted
-// least-recently-used under a KV memory budget and a session count.
+// least-recently-used under a memory budget (each session's KV and compute
+// buffers, planned before anything is allocated) and a session count. Opens
+// of different workspaces run side by side.
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -24,6 +28,7 @@ struct SessionEntry {
   SessionConfig config;
   std::unique_ptr<Session> session;
   std::unique_ptr<Workspace> assembly;  // the workspace layer (edit-aware context) over `session`
+  int64_t memory_bytes = 0;             // KV and compute, as planned: what the budget counts
   std::mutex call_mu;                   // held for the whole of a call on the session
   // Guarded by the manager's table mutex:
   ContextReport report;                                     // as of the end of the last call
@@ -43,8 +48,8 @@ struct SessionSummary {
 
 class SessionManager;
 
-// KV bytes of a session outside the table (a compaction's fork) counted against the budget for
-// as long as this lives.
+// Memory of a session outside the table (one being opened, a compaction's fork) counted against
+// the budget for as long as this lives.
 class KvReservation {
  public:
   KvReservation() = default;
@@ -54,6 +59,7 @@ class KvReservation {
 
  private:
   friend class SessionManager;
+  void Drop();  // gives the bytes back now; with the manager's mu_ held
   KvReservation(SessionManager* m, int64_t bytes) : manager_(m), bytes_(bytes) {}
   SessionManager* manager_ = nullptr;
   int64_t bytes_ = 0;
@@ -63,12 +69,18 @@ class SessionManager {
  public:
   using Opener = std::function<Result<std::unique_ptr<Session>>(
       const std::string& workspace, const std::string& model, const SessionConfig& cfg, const ProgressFunc& progress)>;
-  SessionManager(Opener opener, int64_t kv_budget_bytes, int max_sessions, Metrics* metrics);
+  // What a session would need (Service::PlanSession): ranges checked, nothing allocated.
+  using Planner = std::function<Result<SessionPlan>(const std::string& model, const SessionConfig& cfg)>;
+  SessionManager(Planner planner, Opener opener, int64_t memory_budget_bytes, int max_sessions, Metrics* metrics);
 
   struct Opened {
     std::shared_ptr<SessionEntry> entry;
     bool created = false;
   };
+  // Plans the session, makes room for it in the budget (evicting idle sessions), then opens it
+  // with no lock held: a slow load or allocation holds up only opens of the same workspace.
+  // kInvalidArgument when the session alone exceeds the budget, kBusy when the room is held by
+  // busy sessions.
   Result<Opened> Open(const std::string& workspace, const std::string& model, const SessionConfig& cfg,
                       const WorkspaceOptions& wopt, const ProgressFunc& progress);
 
@@ -118,7 +130,7 @@ class SessionManager {
   Result<KvReservation> ReserveSpare(Lease& lease);
   std::vector<SessionSummary> List();
   void CloseAll();
-  int64_t TotalKvBytes();  // the sessions' and the reservations'
+  int64_t TotalBytes();  // what the budget counts: the sessions' memory and the reservations'
 
  private:
   void Release(SessionEntry& e);  // with e.call_mu held
@@ -126,17 +138,22 @@ class SessionManager {
   Result<std::shared_ptr<SessionEntry>> FindLocked(const std::string& workspace);
   // Evicts idle sessions (never `keep`) until within the limits. With mu_ held.
   void EnforceLimits(const SessionEntry* keep);
-  int64_t KvBytesLocked() const;  // the sessions' and the reservations'; with mu_ held
-  bool OverLimits() const;        // with mu_ held
+  // Reserves `bytes`, evicting idle sessions (never `keep`) to make room; kBusy when it cannot
+  // be made. With mu_ held.
+  Result<KvReservation> ReserveLocked(int64_t bytes, const SessionEntry* keep, const std::string& what);
+  int64_t BytesLocked() const;  // the sessions' and the reservations'; with mu_ held
+  bool OverLimits() const;      // with mu_ held
   friend class KvReservation;
   void Remove(const std::shared_ptr<SessionEntry>& e, const std::string& why);  // with mu_ and e->call_mu held
 
+  Planner planner_;
   Opener opener_;
-  int64_t kv_budget_;
+  int64_t budget_;
   int max_sessions_;
   Metrics* metrics_;
-  std::mutex open_mu_;  // opens (model loads) one at a time, outside the table lock
   std::mutex mu_;
+  std::condition_variable opened_cv_;  // an open ended: its workspace left opening_
+  std::set<std::string> opening_;      // workspaces with an open under way (one at a time each)
   std::map<std::string, std::shared_ptr<SessionEntry>> sessions_;
   std::map<std::string, std::string> tombstones_;  // workspace -> why it left
   int64_t reserved_kv_ = 0;                        // KvReservations alive

@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
+#include <functional>
 #include <future>
 
 namespace modeld::daemon {
@@ -39,10 +41,23 @@ class FakeSession final : public Session {
   Status Close() override { return {}; }
 };
 
-SessionManager Manager(int64_t kv_budget = 0) {
+// Plans every session at FakeSession::kKvBytes; `opens` counts the sessions actually opened.
+SessionManager Manager(int64_t kv_budget = 0, std::atomic<int>* opens = nullptr,
+                       std::function<void()> during_open = {}) {
   return SessionManager(
-      [](const std::string&, const std::string&, const SessionConfig&,
-         const ProgressFunc&) -> Result<std::unique_ptr<Session>> { return std::make_unique<FakeSession>(); },
+      [](const std::string& model, const SessionConfig& cfg) -> Result<SessionPlan> {
+        if (model == "bad") return Fail(OutOfRange("config.n_ctx", "small", "big"));
+        SessionPlan p;
+        p.config = cfg;
+        p.kv_bytes = FakeSession::kKvBytes;
+        return p;
+      },
+      [opens, during_open](const std::string&, const std::string&, const SessionConfig&,
+                           const ProgressFunc&) -> Result<std::unique_ptr<Session>> {
+        if (opens) ++*opens;
+        if (during_open) during_open();
+        return std::make_unique<FakeSession>();
+      },
       kv_budget, 0, nullptr);
 }
 
@@ -87,13 +102,13 @@ TEST(SessionManager, SpareSessionsCountInTheKvBudget) {
   ASSERT_TRUE(m.Open("a", "model", {}, {}, {}).has_value());
   ASSERT_TRUE(m.Open("b", "model", {}, {}, {}).has_value());
   ASSERT_TRUE(m.Open("c", "model", {}, {}, {}).has_value());
-  EXPECT_EQ(m.TotalKvBytes(), 3 * FakeSession::kKvBytes);
+  EXPECT_EQ(m.TotalBytes(), 3 * FakeSession::kKvBytes);
   {
     auto lease_c = m.Acquire("c");
     ASSERT_TRUE(lease_c.has_value());
     auto kv = m.ReserveSpare(*lease_c);
     ASSERT_TRUE(kv.has_value()) << kv.error().ToString();
-    EXPECT_EQ(m.TotalKvBytes(), 3 * FakeSession::kKvBytes);  // "a", the least recently used, went
+    EXPECT_EQ(m.TotalBytes(), 3 * FakeSession::kKvBytes);  // "a", the least recently used, went
     EXPECT_TRUE(m.Acquire("a").error().Is(ErrorCode::kSessionUnavailable));
     // "b" busy too: no room for a second reservation.
     auto lease_b = m.Acquire("b");
@@ -101,11 +116,52 @@ TEST(SessionManager, SpareSessionsCountInTheKvBudget) {
     auto refused = m.ReserveSpare(*lease_b);
     ASSERT_FALSE(refused.has_value());
     EXPECT_TRUE(refused.error().Is(ErrorCode::kBusy));
-    EXPECT_EQ(m.TotalKvBytes(), 3 * FakeSession::kKvBytes);
+    EXPECT_EQ(m.TotalBytes(), 3 * FakeSession::kKvBytes);
   }
-  EXPECT_EQ(m.TotalKvBytes(), 2 * FakeSession::kKvBytes);  // the reservation ended with its scope
+  EXPECT_EQ(m.TotalBytes(), 2 * FakeSession::kKvBytes);  // the reservation ended with its scope
   ASSERT_TRUE(m.Open("d", "model", {}, {}, {}).has_value());
   EXPECT_TRUE(m.Acquire("b").has_value());  // room for "d" without evicting
+}
+
+// Nothing is opened for a session the plan refuses or the budget cannot hold: the checks come
+// before any allocation.
+TEST(SessionManager, RefusedPlansAndOversizedSessionsOpenNothing) {
+  std::atomic<int> opens{0};
+  auto small = Manager(FakeSession::kKvBytes - 1, &opens);
+  auto over = small.Open("ws", "model", {}, {}, {});
+  ASSERT_FALSE(over.has_value());
+  EXPECT_TRUE(over.error().Is(ErrorCode::kInvalidArgument)) << over.error().ToString();
+  EXPECT_EQ(over.error().field(), "config.n_ctx");
+  auto m = Manager(0, &opens);
+  auto bad = m.Open("ws", "bad", {}, {}, {});
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.error().field(), "config.n_ctx");
+  EXPECT_EQ(opens, 0);
+  EXPECT_EQ(small.TotalBytes(), 0);
+}
+
+// The budget is held while a session is being opened, so two opens cannot both take the last
+// room; an open waiting for room made by busy sessions is refused as busy, not over-committed.
+TEST(SessionManager, AnOpenUnderWayHoldsItsRoomInTheBudget) {
+  std::promise<void> entered, release;
+  auto released = release.get_future().share();
+  std::atomic<int> opens{0};
+  auto m = Manager(FakeSession::kKvBytes, &opens, [&, first = std::make_shared<std::atomic<bool>>(true)] {
+    if (first->exchange(false)) {
+      entered.set_value();
+      released.wait();
+    }
+  });
+  auto slow = std::async(std::launch::async, [&] { return m.Open("a", "model", {}, {}, {}); });
+  entered.get_future().wait();  // "a" is being opened, its room reserved
+  EXPECT_EQ(m.TotalBytes(), FakeSession::kKvBytes);
+  auto second = m.Open("b", "model", {}, {}, {});  // answers at once: not held up by the slow open
+  ASSERT_FALSE(second.has_value());
+  EXPECT_TRUE(second.error().Is(ErrorCode::kBusy)) << second.error().ToString();
+  release.set_value();
+  ASSERT_TRUE(slow.get().has_value());
+  EXPECT_EQ(m.TotalBytes(), FakeSession::kKvBytes);
+  EXPECT_EQ(opens, 1);
 }
 
 }  // namespace

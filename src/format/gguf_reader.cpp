@@ -27,7 +27,11 @@ constexpr uint64_t kDefaultAlignment = 32;  // GGUF_DEFAULT_ALIGNMENT
 // ReadHeader's window onto the file. It slides forward as the parse goes and grows only for a single field
 // larger than itself. Small on purpose: it stays below malloc's mmap threshold, so repeated calls reuse
 // warm heap memory instead of faulting in fresh pages (a 1 MiB window measured 3x slower).
-constexpr uint64_t kWindowBytes = 64ull << 10;
+// A build may shrink it (fuzz/ does, so that small inputs exercise the window's sliding and growing).
+#ifndef MODELD_GGUF_WINDOW_BYTES
+#define MODELD_GGUF_WINDOW_BYTES (64ull << 10)
+#endif
+constexpr uint64_t kWindowBytes = MODELD_GGUF_WINDOW_BYTES;
 // A header larger than this is treated as corrupt rather than read: real headers (vocab + merges + chat
 // template) are tens of MiB at most, and this bounds what a bogus count can make ReadHeader read.
 constexpr uint64_t kMaxHeaderBytes = 256ull << 20;

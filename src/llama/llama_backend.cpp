@@ -8,22 +8,32 @@
 
 namespace modeld::llama {
 
-Result<std::shared_ptr<LlamaModel>> LlamaBackend::GetModel(const ModelInfo& info, const ProgressFunc& progress) {
-  // Loads are serialized; a second opener of the same model waits and shares it.
-  std::lock_guard lock(mu_);
-  const std::string key = info.path + '\n' + info.digest;
-  if (auto it = models_.find(key); it != models_.end()) {
-    if (auto m = it->second.lock()) return m;
+Result<std::shared_ptr<LlamaModel>> LlamaBackend::GetModel(const ModelInfo& info, const ProgressFunc& progress,
+                                                           std::stop_token cancel) {
+  // One load at a time per model: a second opener of the same model waits and shares it, while
+  // opens on other (loaded) models go on.
+  std::shared_ptr<Slot> slot;
+  {
+    std::lock_guard lock(mu_);
+    std::erase_if(models_, [](const auto& kv) { return kv.second.use_count() == 1 && kv.second->model.expired(); });
+    auto& s = models_[info.path + '\n' + info.digest];
+    if (!s) s = std::make_shared<Slot>();
+    slot = s;
   }
-  auto m = LlamaModel::Load(info, progress);
+  std::lock_guard load(slot->load_mu);
+  if (auto m = slot->model.lock()) return m;
+  auto m = LlamaModel::Load(info, progress, std::move(cancel));
   if (!m) return Fail(m.error());
-  std::erase_if(models_, [](const auto& kv) { return kv.second.expired(); });
-  models_[key] = *m;
+  slot->model = *m;
   return *m;
 }
 
+Result<SessionPlan> LlamaBackend::PlanSession(const OpenSessionRequest& req, const ModelInfo& info) {
+  return PlanLlamaSession(info, req.config, req.max_ctx);
+}
+
 Result<std::unique_ptr<Session>> LlamaBackend::OpenSession(const OpenSessionRequest& req, const ModelInfo& info) {
-  auto model = GetModel(info, req.progress);
+  auto model = GetModel(info, req.progress, req.cancel);
   if (!model) return Fail(model.error());
   auto s = LlamaSession::Open(std::move(*model), req.workspace_id, req.config, req.gate);
   if (!s) return Fail(s.error());
@@ -47,15 +57,18 @@ Result<Embedding> LlamaBackend::Embed(const EmbedRequest& req, const ModelInfo& 
   const auto n_ctx = static_cast<int32_t>(std::min(llama_model_n_ctx_train(m), 8192));
   if (n > n_ctx) return Fail(Error::ContextOverflow("embed", 0, n, n_ctx));
 
+  // One embedding at a time, in a context sized to its input (rounded up to 64 tokens), not to
+  // the model's limit: a non-causal encoder's one batch costs n_ctx^2 x n_head floats of scores,
+  // gigabytes at 8192, which concurrent requests must not be able to multiply.
+  std::lock_guard one_at_a_time(embed_mu_);
   llama_context_params cp = llama_context_default_params();
-  cp.n_ctx = static_cast<uint32_t>(n_ctx);
+  cp.n_ctx = static_cast<uint32_t>(std::min(n_ctx, (n + 63) / 64 * 64));
   // Non-causal encoders need the whole input in one physical batch.
-  cp.n_batch = cp.n_ubatch = static_cast<uint32_t>(n_ctx);
+  cp.n_batch = cp.n_ubatch = cp.n_ctx;
   cp.n_seq_max = 1;
   cp.embeddings = true;
   cp.no_perf = true;
-  const int32_t threads =
-      req.threads > 0 ? req.threads : static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
+  const int32_t threads = req.threads > 0 ? std::min(req.threads, HardwareThreads()) : HardwareThreads();
   cp.n_threads = cp.n_threads_batch = threads;
   ContextPtr ctx(llama_init_from_model(m, cp));
   if (!ctx)

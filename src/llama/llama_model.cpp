@@ -35,27 +35,28 @@ std::string TakeLastLlamaError() {
   return e;
 }
 
-Result<std::shared_ptr<LlamaModel>> LlamaModel::Load(const ModelInfo& info, const ProgressFunc& progress) {
+Result<std::shared_ptr<LlamaModel>> LlamaModel::Load(const ModelInfo& info, const ProgressFunc& progress,
+                                                     std::stop_token cancel) {
   InitLlamaOnce();
   llama_model_params mp = llama_model_default_params();
   struct LoadProgress {
     const ProgressFunc* fn;
+    std::stop_token cancel;
     int last_pct = -1;
-  } lp{&progress};
-  if (progress) {
-    mp.progress_callback = [](float p, void* ud) {
-      auto* lp = static_cast<LoadProgress*>(ud);
-      const int pct = static_cast<int>(p * 100);
-      if (pct != lp->last_pct) {
-        lp->last_pct = pct;
-        (*lp->fn)(Progress{"load", pct, 100});
-      }
-      return true;
-    };
-    mp.progress_callback_user_data = &lp;
-  }
+  } lp{&progress, std::move(cancel)};
+  mp.progress_callback = [](float p, void* ud) {
+    auto* lp = static_cast<LoadProgress*>(ud);
+    const int pct = static_cast<int>(p * 100);
+    if (*lp->fn && pct != lp->last_pct) {
+      lp->last_pct = pct;
+      (*lp->fn)(Progress{"load", pct, 100});
+    }
+    return !lp->cancel.stop_requested();  // false aborts the load
+  };
+  mp.progress_callback_user_data = &lp;
   TakeLastLlamaError();
   ModelPtr model(llama_model_load_from_file(info.path.c_str(), mp));
+  if (!model && lp.cancel.stop_requested()) return Fail(ErrorCode::kCancelled, info.path + ": model load cancelled");
   if (!model) {
     const std::string why = TakeLastLlamaError();
     return Fail(ErrorCode::kInvalidArgument,

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <memory>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -63,7 +64,9 @@ class LlamaModel {
  public:
   explicit LlamaModel(Key) {}
   // Loads the weights (mmap). `info` is the header the service already read.
-  static Result<std::shared_ptr<LlamaModel>> Load(const ModelInfo& info, const ProgressFunc& progress);
+  // A requested stop aborts the load at its next progress step (kCancelled).
+  static Result<std::shared_ptr<LlamaModel>> Load(const ModelInfo& info, const ProgressFunc& progress,
+                                                  std::stop_token cancel = {});
 
   llama_model* get() const { return model_.get(); }
   const llama_vocab* vocab() const { return vocab_; }

@@ -24,39 +24,72 @@ Result<ggml_type> KvType(const std::string& name) {
   return Fail(ErrorCode::kInvalidArgument, "unknown KV cache type '" + name + "' (f16, f32, bf16, q8_0, q4_0)");
 }
 
+double KvBytesPerElement(const std::string& kv_type) {
+  if (kv_type == "f32") return 4.0;
+  if (kv_type == "q8_0") return 34.0 / 32.0;
+  if (kv_type == "q4_0") return 18.0 / 32.0;
+  return 2.0;  // f16, bf16
+}
+
 // Bytes of a session's K and V caches at full n_ctx (what the daemon's memory budget counts).
 int64_t KvBytes(const llama_model* m, const SessionConfig& c) {
   const int64_t n_head = std::max(1, llama_model_n_head(m));
   const int64_t head_dim = llama_model_n_embd(m) / n_head;
   const int64_t per_token = 2LL * llama_model_n_layer(m) * llama_model_n_head_kv(m) * head_dim;
-  double bytes_per_elem = 2.0;
-  if (c.kv_type == "f32") bytes_per_elem = 4.0;
-  if (c.kv_type == "q8_0") bytes_per_elem = 34.0 / 32.0;
-  if (c.kv_type == "q4_0") bytes_per_elem = 18.0 / 32.0;
-  return static_cast<int64_t>(static_cast<double>(per_token) * c.n_ctx * bytes_per_elem);
-}
-
-Status ValidateConfig(const SessionConfig& c) {
-  if (c.n_ctx < 8) return Fail(ErrorCode::kInvalidArgument, "n_ctx must be at least 8");
-  if (c.n_batch < 1 || c.n_ubatch < 1) return Fail(ErrorCode::kInvalidArgument, "n_batch and n_ubatch must be >= 1");
-  if (c.threads < 0) return Fail(ErrorCode::kInvalidArgument, "threads must be >= 0");
-  return {};
+  return static_cast<int64_t>(static_cast<double>(per_token) * c.n_ctx * KvBytesPerElement(c.kv_type));
 }
 
 }  // namespace
 
+Result<SessionPlan> PlanLlamaSession(const ModelInfo& info, const SessionConfig& requested, int32_t max_ctx) {
+  // The trained context bounds n_ctx unless the operator allowed more; a header without one
+  // (never seen in practice) is held to the default.
+  if (max_ctx <= 0)
+    max_ctx = info.context_length > 0 ? static_cast<int32_t>(std::min<uint32_t>(info.context_length, INT32_MAX))
+                                      : kDefaultCtx;
+  if (auto ok = ValidateSessionConfig(requested, max_ctx); !ok) return Fail(ok.error());
+  auto kv = KvType(requested.kv_type);
+  if (!kv) return Fail(kv.error());
+  if (ggml_is_quantized(*kv) && !requested.flash_attn) {
+    return Fail(OutOfRange("config.kv_type", "f16, f32 or bf16 without flash_attn", "'" + requested.kv_type + "'",
+                           "llama.cpp needs flash attention for a quantized V cache"));
+  }
+  SessionPlan plan;
+  plan.config = requested;
+  SessionConfig& c = plan.config;
+  if (c.n_ctx == 0) c.n_ctx = std::min(kDefaultCtx, max_ctx);
+  if (c.threads == 0) c.threads = HardwareThreads();
+  c.n_ubatch = std::min(c.n_ubatch, c.n_batch);
+  // From the header alone, as KvBytes() from the loaded model (equal for the architectures we serve).
+  const int64_t n_head = std::max<uint32_t>(1, info.head_count);
+  const int64_t head_dim = info.embedding_length / n_head;
+  const int64_t per_token = 2LL * info.block_count * std::max<uint32_t>(1, info.head_count_kv) * head_dim;
+  plan.kv_bytes = static_cast<int64_t>(static_cast<double>(per_token) * c.n_ctx * KvBytesPerElement(c.kv_type));
+  // The compute buffer, an estimate from llama.cpp's graph: without flash attention the
+  // attention scores of one physical batch (n_ctx x n_ubatch x n_head floats) dominate; then a
+  // few activations per token and one row of logits (the session asks for one output).
+  const int64_t ub = std::min(c.n_ubatch, c.n_ctx);
+  const int64_t scores = c.flash_attn ? 0 : static_cast<int64_t>(c.n_ctx) * ub * n_head * 4;
+  plan.compute_bytes = scores + ub * static_cast<int64_t>(info.embedding_length) * 4 * 16 +
+                       2LL * 4 * static_cast<int64_t>(info.vocab_size);
+  return plan;
+}
+
 Result<std::unique_ptr<LlamaSession>> LlamaSession::Open(std::shared_ptr<LlamaModel> model, std::string workspace_id,
                                                          const SessionConfig& cfg, std::shared_ptr<ComputeGate> gate) {
-  if (auto ok = ValidateConfig(cfg); !ok) return Fail(ok.error());
+  // Service::OpenSession plans first (the model's own bounds); direct callers get the ranges.
+  if (auto ok = ValidateSessionConfig(cfg, INT32_MAX); !ok) return Fail(ok.error());
   auto kv = KvType(cfg.kv_type);
   if (!kv) return Fail(kv.error());
   llama_context_params cp = llama_context_default_params();
-  cp.n_ctx = static_cast<uint32_t>(cfg.n_ctx);
+  cp.n_ctx = static_cast<uint32_t>(cfg.n_ctx > 0 ? cfg.n_ctx : kDefaultCtx);
   cp.n_batch = static_cast<uint32_t>(cfg.n_batch);
   cp.n_ubatch = static_cast<uint32_t>(std::min(cfg.n_ubatch, cfg.n_batch));
   cp.n_seq_max = 1;
-  const int32_t threads =
-      cfg.threads > 0 ? cfg.threads : static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
+  // The session reads the logits of one token (the last of a prefill, or the one decoded), so its
+  // output buffer holds one row, not n_batch of them (n_vocab floats each).
+  cp.n_outputs_max = 1;
+  const int32_t threads = cfg.threads > 0 ? cfg.threads : HardwareThreads();
   cp.n_threads = threads;
   cp.n_threads_batch = threads;
   cp.type_k = *kv;
@@ -315,7 +348,7 @@ Result<SuffixStatus> LlamaSession::PrefillSuffix(const SuffixInput& in) {
 
   bool fallback = false;
   const int64_t kept = TrimTo(lcp, &fallback);
-  if (auto ok = Prefill(want, kept, "prefill_suffix", in.progress); !ok) {
+  if (auto ok = Prefill(want, kept, "prefill_suffix", in.progress, 0, in.cancel); !ok) {
     // The prefix is intact only if the failure came after it.
     if (static_cast<int64_t>(tokens_.size()) < prefix_len_) {
       has_prefix_ = false;

@@ -21,6 +21,9 @@
 
 namespace modeld::llama {
 
+// What a session on this model would need (Backend::PlanSession), from the header alone.
+Result<SessionPlan> PlanLlamaSession(const ModelInfo& info, const SessionConfig& requested, int32_t max_ctx);
+
 class LlamaSession final : public Session {
   struct Key {};  // make_unique from Open() only
 

@@ -520,7 +520,7 @@ Result<ModelSpec> PresetSpec(std::string_view preset, const std::string& vocab_d
     s.n_head = 4;
     s.n_head_kv = 2;
     s.n_ff = 128;
-    s.n_ctx_train = 4096;
+    s.n_ctx_train = 32768;  // as Qwen2.5's; workspace tests use contexts past 4096
     s.arch = "qwen2";
     s.vocab_path = vocab("qwen2");
     s.tie_output = false;

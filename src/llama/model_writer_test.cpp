@@ -263,7 +263,7 @@ TEST_F(ModelWriterTest, TinyLoadsTokenizesAndDecodes) {
   EXPECT_EQ(llama_model_n_layer(model.get()), 2);
   EXPECT_EQ(llama_model_n_head(model.get()), 4);
   EXPECT_EQ(llama_model_n_head_kv(model.get()), 2);
-  EXPECT_EQ(llama_model_n_ctx_train(model.get()), 4096);
+  EXPECT_EQ(llama_model_n_ctx_train(model.get()), 32768);
   EXPECT_FALSE(llama_model_has_encoder(model.get()));
   char buf[128];
   ASSERT_GT(llama_model_meta_val_str(model.get(), "general.name", buf, sizeof(buf)), 0);

@@ -112,6 +112,7 @@ Json ToJson(const Error& e) {
   }
   if (!e.feature().empty()) j["feature"] = e.feature();
   if (!e.reason().empty()) j["reason"] = e.reason();
+  if (!e.field().empty()) j["field"] = e.field();
   if (e.offset()) j["offset"] = *e.offset();
   return j;
 }
@@ -128,6 +129,7 @@ Error ErrorFromJson(const Json& j) {
     e = Error::ManifestMismatch(StrOr(j, "reason"));
   }
   if (!StrOr(j, "reason").empty()) e.WithReason(StrOr(j, "reason"));
+  if (!StrOr(j, "field").empty()) e.WithField(StrOr(j, "field"));
   return e.WithMessage(StrOr(j, "message"));  // the server's words, verbatim
 }
 

@@ -1,9 +1,13 @@
 #include "workspace/text_format.h"
 
+#include <utf8proc.h>
+
 #include <algorithm>
 #include <cstddef>
+#include <cstdlib>
 #include <initializer_list>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <unordered_map>
 #include <utility>
@@ -16,6 +20,33 @@ constexpr std::string_view kChangeOpen = "<change ";
 constexpr std::string_view kFileClose = "</file>";
 constexpr std::string_view kChangeClose = "</change>";
 constexpr size_t kMaxPathBytes = 1024;
+// kNoNewlineMarker after its backslash: a content line of one or more
+// backslashes and then this would read as the marker.
+constexpr std::string_view kNoNewlineTail = kNoNewlineMarker.substr(1);
+
+// ---------------------------------------------------------------------------
+// Content-line escaping (EscapeContentLine)
+
+// How many backslashes a content line carries in front of the format's markup
+// beyond the fewest that would make it markup: 0 for a line that is markup
+// as it stands (`</file>`, kNoNewlineMarker), 1 for its escaped form, ...;
+// -1 for a line with no markup after its backslashes.
+int64_t ContentMarkerDepth(std::string_view line) {
+  const size_t k = line.find_first_not_of('\\');
+  if (k == std::string_view::npos) return -1;
+  const std::string_view rest = line.substr(k);
+  for (std::string_view m : {kFileOpen, kFileClose, kChangeOpen, kChangeClose}) {
+    if (rest.starts_with(m)) return static_cast<int64_t>(k);
+  }
+  if (k > 0 && rest.starts_with(kNoNewlineTail)) return static_cast<int64_t>(k) - 1;
+  return -1;
+}
+
+// Appends a content line (no '\n') escaped.
+void AppendEscaped(std::string& out, std::string_view line) {
+  if (ContentMarkerDepth(line) >= 0) out += '\\';
+  out += line;
+}
 
 // ---------------------------------------------------------------------------
 // Lines
@@ -38,13 +69,12 @@ bool Terminated(std::string_view raw) { return !raw.empty() && raw.back() == '\n
 
 std::string_view Body(std::string_view raw) { return Terminated(raw) ? raw.substr(0, raw.size() - 1) : raw; }
 
-// Appends a line as the format shows it: always '\n'-terminated, followed by
-// the marker line when the original had no '\n'.
-void AppendShown(std::string& out, std::string_view prefix, std::string_view raw) {
-  out += prefix;
-  out += raw;
+// Appends a content line as the format shows it: escaped, always
+// '\n'-terminated, followed by the marker line when the original had no '\n'.
+void AppendShown(std::string& out, std::string_view raw) {
+  AppendEscaped(out, Body(raw));
+  out += '\n';
   if (!Terminated(raw)) {
-    out += '\n';
     out += kNoNewlineMarker;
     out += '\n';
   }
@@ -281,7 +311,7 @@ std::string RangeText(int64_t start, int64_t count) {
 }
 
 void AppendContentBody(std::string& out, std::string_view content) {
-  for (std::string_view raw : SplitRaw(content)) AppendShown(out, "", raw);
+  for (std::string_view raw : SplitRaw(content)) AppendShown(out, raw);
 }
 
 std::string_view KindName(NoteKind kind) {
@@ -411,7 +441,9 @@ Result<std::string> ParseContent(LineReader& r, int64_t count, std::string_view 
   for (int64_t k = 0; k < count; ++k) {
     auto line = r.NextInBlock("content line");
     if (!line) return std::unexpected(line.error());
-    content += line->text;
+    std::optional<std::string_view> text = UnescapeContentLine(line->text);
+    if (!text) return Fail(ParseError(line->offset, "unescaped markup in a content line"));
+    content += *text;
     content += '\n';
   }
   std::optional<Line> next = r.Peek();
@@ -476,7 +508,9 @@ Result<std::vector<Hunk>> ParseHunks(LineReader& r) {
       if (old_seen > h->old_count || new_seen > h->new_count) {
         return Fail(ParseError(body->offset, "hunk has more lines than its header counts"));
       }
-      h->lines.emplace_back(body->text);
+      std::optional<std::string_view> text = UnescapeContentLine(body->text.substr(1));
+      if (!text) return Fail(ParseError(body->offset, "unescaped markup in a hunk line"));
+      h->lines.push_back(tag + std::string(*text));
       std::optional<Line> next = r.Peek();
       if (next && next->terminated && next->text == kNoNewlineMarker) {
         h->lines.emplace_back(kNoNewlineMarker);
@@ -615,7 +649,12 @@ std::string RenderNote(const ChangeNote& note) {
       for (const Hunk& h : note.hunks) {
         out += "@@ -" + RangeText(h.old_start, h.old_count) + " +" + RangeText(h.new_start, h.new_count) + " @@\n";
         for (const std::string& l : h.lines) {
-          out += l;
+          if (l.empty() || l == kNoNewlineMarker) {
+            out += l;
+          } else {  // tag, then the content line escaped
+            out += l[0];
+            AppendEscaped(out, std::string_view(l).substr(1));
+          }
           out += '\n';
         }
       }
@@ -626,10 +665,50 @@ std::string RenderNote(const ChangeNote& note) {
   return out;
 }
 
+namespace {
+
+std::unexpected<Error> BadPath(std::string_view why) {
+  return Fail(ErrorCode::kInvalidArgument, "invalid path (" + std::string(why) + ")");
+}
+
+bool IsAscii(std::string_view s) {
+  return std::all_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+}
+
+// Byte offset of the first byte that does not start a valid UTF-8 sequence
+// (overlong forms, surrogates and code points past U+10FFFF are invalid); npos when all is valid.
+size_t InvalidUtf8At(std::string_view s) {
+  size_t pos = 0;
+  while (pos < s.size()) {
+    if (static_cast<unsigned char>(s[pos]) < 0x80) {
+      ++pos;
+      continue;
+    }
+    utf8proc_int32_t cp = 0;
+    const utf8proc_ssize_t n = utf8proc_iterate(reinterpret_cast<const utf8proc_uint8_t*>(s.data() + pos),
+                                                static_cast<utf8proc_ssize_t>(s.size() - pos), &cp);
+    if (n <= 0) return pos;
+    pos += static_cast<size_t>(n);
+  }
+  return std::string_view::npos;
+}
+
+// NFC of valid UTF-8 (utf8proc); nullopt when utf8proc refuses it.
+std::optional<std::string> Nfc(std::string_view s) {
+  if (IsAscii(s)) return std::string(s);  // ASCII is its own NFC
+  utf8proc_uint8_t* raw = nullptr;
+  const utf8proc_ssize_t n =
+      utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()), static_cast<utf8proc_ssize_t>(s.size()), &raw,
+                   static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE));
+  const std::unique_ptr<utf8proc_uint8_t, decltype(&std::free)> owned(raw, &std::free);
+  if (n < 0 || raw == nullptr) return std::nullopt;
+  return std::string(reinterpret_cast<const char*>(raw), static_cast<size_t>(n));
+}
+
+}  // namespace
+
 Status ValidatePath(std::string_view path) {
-  auto bad = [&](std::string_view why) {
-    return Fail(ErrorCode::kInvalidArgument, "invalid path (" + std::string(why) + ")");
-  };
+  auto bad = [](std::string_view why) { return BadPath(why); };
   if (path.empty()) return bad("empty");
   if (path.size() > kMaxPathBytes) return bad("longer than 1024 bytes");
   if (path[0] == '/') return bad("absolute");
@@ -646,7 +725,39 @@ Status ValidatePath(std::string_view path) {
     if (part == "." || part == "..") return bad("'.' or '..' component");
     pos = slash + 1;
   }
+  if (const size_t at = InvalidUtf8At(path); at != std::string_view::npos) {
+    return bad("not valid UTF-8 at byte " + std::to_string(at));
+  }
+  if (!IsAscii(path)) {
+    std::optional<std::string> nfc = Nfc(path);
+    if (!nfc || *nfc != path) return bad("not in Unicode NFC");
+  }
   return {};
+}
+
+Result<std::string> NormalizePath(std::string_view path) {
+  // Normalized first and then validated: NFC can change the length, and what is checked (the
+  // 1024-byte limit, the forbidden characters) is the path the workspace will use.
+  if (const size_t at = InvalidUtf8At(path); at != std::string_view::npos) {
+    return BadPath("not valid UTF-8 at byte " + std::to_string(at));
+  }
+  std::optional<std::string> nfc = Nfc(path);
+  if (!nfc) return BadPath("cannot be normalized to Unicode NFC");
+  if (Status s = ValidatePath(*nfc); !s) return Fail(s.error());
+  return std::move(*nfc);
+}
+
+std::string EscapeContentLine(std::string_view line) {
+  std::string out;
+  out.reserve(line.size() + 1);
+  AppendEscaped(out, line);
+  return out;
+}
+
+std::optional<std::string_view> UnescapeContentLine(std::string_view line) {
+  const int64_t depth = ContentMarkerDepth(line);
+  if (depth == 0) return std::nullopt;
+  return depth > 0 ? line.substr(1) : line;
 }
 
 namespace {

@@ -5,12 +5,15 @@
 // before the note stays valid. The format is faithful: ReconstructFiles turns
 // the assembled text back into every file's exact bytes. Extents are always
 // taken from counts (lines="N", hunk headers), never by scanning for a closing
-// tag, so file content that looks like markup cannot confuse the parser.
+// tag, so file content that looks like markup cannot confuse the parser; and
+// such content lines are escaped (EscapeContentLine), so they cannot confuse
+// the model reading the text either. Paths are NFC UTF-8 (NormalizePath).
 // docs/context-assembly.md is the specification.
 #pragma once
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -69,15 +72,38 @@ int64_t CountLines(std::string_view text);
 
 // A file block of the stable part:
 //   <file path="P" lines="N">\n  N content lines  [kNoNewlineMarker\n]  </file>\n
+// Content lines are shown through EscapeContentLine (so are full/add bodies and
+// hunk lines in RenderNote); ReconstructFiles undoes it.
 // `path` must pass ValidatePath (the caller's contract; it is not re-checked).
 std::string RenderFile(const std::string& path, std::string_view content);
 // A change note (see docs/context-assembly.md for each kind's syntax).
 std::string RenderNote(const ChangeNote& note);
 
-// Paths allowed in the format: relative, '/'-separated, no "." or ".."
-// components (and no empty ones), no leading '/', no backslash, no control
-// characters or '"' / '<' / '>', 1..1024 bytes. kInvalidArgument otherwise.
+// Paths allowed in the format: valid UTF-8 in Unicode NFC, relative,
+// '/'-separated, no "." or ".." components (and no empty ones), no leading
+// '/', no backslash, no control characters or '"' / '<' / '>', 1..1024 bytes.
+// kInvalidArgument otherwise.
 Status ValidatePath(std::string_view path);
+
+// A path as a client spells it -> the path the workspace uses: refused with
+// kInvalidArgument unless it is valid UTF-8 (the message names the byte
+// offset), normalized to NFC (utf8proc), and then it must pass ValidatePath.
+// So the NFC and NFD spellings of "café.c" name the same file.
+Result<std::string> NormalizePath(std::string_view path);
+
+// Content lines -- a line of a <file> block or a full/add note's body, and the
+// text after the tag of a hunk line -- are escaped so that the model never sees
+// the format's own markup in them (the parser does not need it: it reads
+// extents from counts). A line (without its '\n') that, after any leading
+// backslashes, starts with `<file `, `</file>`, `<change ` or `</change>`, or
+// that is one or more backslashes followed by ` No newline at end of file`
+// (the kNoNewlineMarker family), gets one more leading '\'; other lines are
+// unchanged. Line counts are unchanged.
+std::string EscapeContentLine(std::string_view line);
+// Inverse of EscapeContentLine. nullopt for a line it never produces: such a
+// marker with too few backslashes (an unescaped `</file>`, or the bare
+// kNoNewlineMarker), which a rendered block never carries as content.
+std::optional<std::string_view> UnescapeContentLine(std::string_view line);
 
 // Makes free text (conversation) safe to place between blocks: a line that
 // starts with `<file ` or `<change ` would be read as a block, so it (and, to

@@ -32,6 +32,19 @@ Status Workspace::CheckText(const std::string& what, const std::string& text) co
   return {};
 }
 
+Status Workspace::CheckRoom(int64_t adding) const {
+  int64_t held = 0;
+  for (const auto& [_, content] : files_) held += static_cast<int64_t>(content.size());
+  for (const auto& e : log_) held += static_cast<int64_t>(e.text.size());
+  if (held + adding > opt_.max_workspace_bytes) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "the workspace holds " + std::to_string(held) + " bytes of files and log; " + std::to_string(adding) +
+                    " more would pass its limit of " + std::to_string(opt_.max_workspace_bytes) +
+                    ": remove files or compact it");
+  }
+  return {};
+}
+
 Status Workspace::SetSystem(std::string text) {
   if (auto ok = CheckText("system text", text); !ok) return ok;
   system_ = std::move(text);
@@ -50,9 +63,14 @@ Status Workspace::SetRepoMap(std::string text) {
   return {};
 }
 
-Result<PutResult> Workspace::PutFile(const std::string& path, std::string content) {
-  if (auto ok = workspace::ValidatePath(path); !ok) return Fail(ok.error());
+// Every path entering the workspace is normalized (NFC) and validated first, so the NFC and NFD
+// spellings of a name are one file.
+Result<PutResult> Workspace::PutFile(const std::string& raw_path, std::string content) {
+  auto norm = workspace::NormalizePath(raw_path);
+  if (!norm) return Fail(norm.error());
+  const std::string& path = *norm;
   if (auto ok = CheckText("file '" + path + "'", content); !ok) return Fail(ok.error());
+  if (auto ok = CheckRoom(static_cast<int64_t>(content.size())); !ok) return Fail(ok.error());
   PutResult r;
   auto it = files_.find(path);
   if (it != files_.end() && it->second == content) {
@@ -93,8 +111,10 @@ Result<PutResult> Workspace::PutFile(const std::string& path, std::string conten
   return r;
 }
 
-Status Workspace::RemoveFile(const std::string& path) {
-  if (auto ok = workspace::ValidatePath(path); !ok) return ok;
+Status Workspace::RemoveFile(const std::string& raw_path) {
+  auto norm = workspace::NormalizePath(raw_path);
+  if (!norm) return Fail(norm.error());
+  const std::string& path = *norm;
   if (!files_.contains(path)) return Fail(ErrorCode::kNotFound, "no file '" + path + "' in the workspace");
   if (!prefilled_ || opt_.mode == AssemblyMode::kInPlace) {
     std::erase_if(base_, [&](const auto& f) { return f.first == path; });
@@ -108,9 +128,12 @@ Status Workspace::RemoveFile(const std::string& path) {
   return {};
 }
 
-Status Workspace::RenameFile(const std::string& from, const std::string& to) {
-  if (auto ok = workspace::ValidatePath(from); !ok) return ok;
-  if (auto ok = workspace::ValidatePath(to); !ok) return ok;
+Status Workspace::RenameFile(const std::string& raw_from, const std::string& raw_to) {
+  auto norm_from = workspace::NormalizePath(raw_from);
+  if (!norm_from) return Fail(norm_from.error());
+  auto norm_to = workspace::NormalizePath(raw_to);
+  if (!norm_to) return Fail(norm_to.error());
+  const std::string &from = *norm_from, &to = *norm_to;
   auto it = files_.find(from);
   if (it == files_.end()) return Fail(ErrorCode::kNotFound, "no file '" + from + "' in the workspace");
   if (files_.contains(to)) return Fail(ErrorCode::kInvalidArgument, "'" + to + "' already exists in the workspace");
@@ -135,6 +158,7 @@ Status Workspace::AddTurn(const std::string& role, std::string text) {
     return Fail(ErrorCode::kInvalidArgument, "a turn's role is 'user' or 'assistant', not '" + role + "'");
   }
   if (auto ok = CheckText("turn", text); !ok) return ok;
+  if (auto ok = CheckRoom(static_cast<int64_t>(text.size())); !ok) return ok;
   log_.push_back({Entry::kTurn, role, std::move(text)});
   return {};
 }
@@ -344,9 +368,17 @@ Result<PrefixStatus> Workspace::AdoptCompaction(const CompactionPlan& plan, Sess
   return st;
 }
 
+Status Workspace::CheckAsk(const std::string& question, const DecodeConfig& cfg) const {
+  if (auto ok = CheckText("question", question); !ok) return ok;
+  if (auto ok = CheckRoom(static_cast<int64_t>(question.size())); !ok) return ok;
+  // No compaction makes room for an answer as long as the whole context.
+  if (n_ctx_ > 0 && cfg.max_tokens >= n_ctx_) return Fail(Error::ContextOverflow("decode", 0, cfg.max_tokens, n_ctx_));
+  return {};
+}
+
 Result<AskResult> Workspace::Ask(const std::string& question, const DecodeConfig& cfg, const ChunkCallback& on_chunk,
                                  const PrefillHooks& hooks) {
-  if (auto ok = CheckText("question", question); !ok) return Fail(ok.error());
+  if (auto ok = CheckAsk(question, cfg); !ok) return Fail(ok.error());
   AskResult r;
   const int64_t before = compactions_;
   auto ps = EnsureCurrent(hooks);

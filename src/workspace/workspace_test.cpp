@@ -219,6 +219,42 @@ TEST(Workspace, BadInputIsRefusedAndChangesNothing) {
   EXPECT_EQ(w.files().size(), files.size() + 1);
 }
 
+TEST(Workspace, PathsAreNfcSoBothSpellingsNameOneFileAndInvalidUtf8IsRefused) {
+  const std::string nfc = "src/caf\xC3\xA9.c", nfd = "src/cafe\xCC\x81.c";  // U+00E9 / e + U+0301
+  auto session = Open("nfc");
+  Workspace w(session.get());
+  auto put = w.PutFile(nfd, "int x;\n");
+  ASSERT_TRUE(put.has_value()) << put.error().ToString();
+  EXPECT_EQ(put->change, "add");
+  EXPECT_EQ(w.files(), (std::map<std::string, std::string>{{nfc, "int x;\n"}}));
+  put = w.PutFile(nfc, "int x;\n");
+  ASSERT_TRUE(put.has_value()) << put.error().ToString();
+  EXPECT_EQ(put->change, "unchanged");
+  ASSERT_TRUE(w.Prefill().has_value());
+  put = w.PutFile(nfd, "int y;\n");  // the same file: a change note, not a second file
+  ASSERT_TRUE(put.has_value()) << put.error().ToString();
+  EXPECT_NE(put->change, "add");
+  EXPECT_EQ(w.files(), (std::map<std::string, std::string>{{nfc, "int y;\n"}}));
+  EXPECT_EQ(*workspace::ReconstructFiles(w.AssembledText()), w.files());
+
+  const std::string before = w.AssembledText();
+  auto bad_put = w.PutFile("src/\xFF.c", "x\n");
+  ASSERT_FALSE(bad_put.has_value());
+  EXPECT_TRUE(bad_put.error().Is(ErrorCode::kInvalidArgument));
+  EXPECT_NE(bad_put.error().message().find("UTF-8"), std::string::npos) << bad_put.error().message();
+  EXPECT_TRUE(w.RemoveFile("src/caf\xC3").error().Is(ErrorCode::kInvalidArgument));
+  EXPECT_TRUE(w.RenameFile(nfd, "d/\xED\xA0\x80").error().Is(ErrorCode::kInvalidArgument));
+  EXPECT_TRUE(w.RenameFile("\xC0\xAF", "x.c").error().Is(ErrorCode::kInvalidArgument));
+  EXPECT_EQ(w.AssembledText(), before);
+
+  ASSERT_TRUE(w.RenameFile(nfd, "src/be\xCC\x81.c").has_value());
+  EXPECT_EQ(w.files(), (std::map<std::string, std::string>{{"src/b\xC3\xA9.c", "int y;\n"}}));
+  EXPECT_EQ(*workspace::ReconstructFiles(w.AssembledText()), w.files());
+  ASSERT_TRUE(w.RemoveFile("src/be\xCC\x81.c").has_value());
+  EXPECT_TRUE(w.files().empty());
+  EXPECT_EQ(*workspace::ReconstructFiles(w.AssembledText()), w.files());
+}
+
 TEST(Workspace, CompactionFoldsNotesKeepsConversationAndStaysFaithful) {
   std::mt19937 rng(3);
   auto session = Open("compact", 4096);
