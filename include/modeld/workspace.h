@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <stop_token>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,9 @@ struct WorkspaceOptions {
   // What one workspace may hold in all: its files' current content and its log (notes, turns).
   // A put or a turn past it is refused (compacting drops the notes); see docs/RELIABILITY.md.
   int64_t max_workspace_bytes = 64 << 20;
+  // A requested stop ends the workspace's prefills between batches (kCancelled): the daemon's
+  // shutdown.
+  std::stop_token cancel;
 };
 
 struct PutResult {

@@ -153,7 +153,7 @@ int CmdSessions(const Client& c, Args& a) {
   if (json) {
     wire::Json arr = wire::Json::array();
     for (const auto& s : *list) arr.push_back(InfoJson(s));
-    std::printf("%s\n", wire::Json{{"sessions", arr}}.dump(2).c_str());
+    std::printf("%s\n", wire::Dump(wire::Json{{"sessions", arr}}, 2).c_str());
     return 0;
   }
   if (list->empty()) {
@@ -183,7 +183,7 @@ int CmdReport(const Client& c, Args& a) {
   auto info = c.Report(a.rest()[0]);
   if (!info) return Fatal(info.error());
   if (json) {
-    std::printf("%s\n", InfoJson(*info).dump(2).c_str());
+    std::printf("%s\n", wire::Dump(InfoJson(*info), 2).c_str());
     return 0;
   }
   const ContextReport& r = info->report;

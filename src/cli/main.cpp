@@ -71,16 +71,12 @@ int CmdDescribe(Args& a) {
   auto info = Service().Describe(req);
   if (!info) {
     if (json) {
-      std::printf(
-          "%s\n",
-          nlohmann::json{{"error", {{"code", CodeName(info.error().code())}, {"message", info.error().message()}}}}
-              .dump(2)
-              .c_str());
+      std::printf("%s\n", wire::Dump(wire::Json{{"error", wire::ToJson(info.error())}}, 2).c_str());
     }
     return Fatal(info.error().ToString());
   }
   if (json) {
-    std::printf("%s\n", wire::ToJson(*info).dump(2).c_str());
+    std::printf("%s\n", wire::Dump(wire::ToJson(*info), 2).c_str());
     return 0;
   }
   const ModelInfo& m = *info;

@@ -28,10 +28,7 @@ Json Known(const Json& j, const Json& shape) {
   return out;
 }
 
-int64_t IntOr(const Json& j, const char* key, int64_t def = 0) {
-  auto it = j.find(key);
-  return it != j.end() && it->is_number() ? it->get<int64_t>() : def;
-}
+using wire::IntOr;
 
 std::string StrOr(const Json& j, const char* key) {
   auto it = j.find(key);

@@ -1,53 +1,50 @@
 #include "daemon/connection_threads.h"
 
-#include <algorithm>
+#include <chrono>
+#include <thread>
 
 namespace modeld::daemon {
 
 bool ConnectionThreads::enqueue(std::function<void()> fn) {
-  std::lock_guard lock(mu_);
-  if (shutdown_) return false;
-  JoinFinishedLocked();
-  if (running_ < max_threads_) {
-    ++running_;
-    threads_.emplace_back([this, f = std::move(fn)]() mutable { Run(std::move(f)); });
-    return true;
+  {
+    std::lock_guard lock(mu_);
+    if (shutdown_) return false;
+    const bool start = jobs_.size() >= idle_ && workers_ < max_workers_;  // every idle worker is spoken for
+    if (!start && jobs_.size() >= idle_ + max_queued_) return false;
+    jobs_.push_back(std::move(fn));
+    if (start) {
+      ++workers_;
+      std::thread([this] { Work(); }).detach();
+    }
   }
-  if (queued_.size() >= max_queued_) return false;
-  queued_.push_back(std::move(fn));
+  work_cv_.notify_one();
   return true;
 }
 
-void ConnectionThreads::Run(std::function<void()> fn) {
+void ConnectionThreads::Work() {
+  std::unique_lock lock(mu_);
   for (;;) {
+    ++idle_;
+    const bool has_job =
+        work_cv_.wait_for(lock, std::chrono::seconds(kIdleSeconds), [&] { return !jobs_.empty() || shutdown_; });
+    --idle_;
+    if (!has_job || jobs_.empty()) break;  // idle too long, or shutting down with nothing left
+    auto fn = std::move(jobs_.front());
+    jobs_.pop_front();
+    lock.unlock();
     fn();
-    std::lock_guard lock(mu_);
-    if (queued_.empty()) {
-      --running_;
-      finished_.push_back(std::this_thread::get_id());
-      idle_cv_.notify_all();
-      return;
-    }
-    fn = std::move(queued_.front());
-    queued_.pop_front();
+    lock.lock();
   }
-}
-
-void ConnectionThreads::JoinFinishedLocked() {
-  for (const auto id : finished_) {
-    auto it = std::find_if(threads_.begin(), threads_.end(), [&](const std::thread& t) { return t.get_id() == id; });
-    if (it == threads_.end()) continue;
-    it->join();  // it has returned from Run, or is about to
-    threads_.erase(it);
-  }
-  finished_.clear();
+  --workers_;
+  // Notified under the lock: once shutdown() sees workers_ == 0 this thread touches nothing more.
+  done_cv_.notify_all();
 }
 
 void ConnectionThreads::shutdown() {
   std::unique_lock lock(mu_);
   shutdown_ = true;
-  idle_cv_.wait(lock, [&] { return running_ == 0; });
-  JoinFinishedLocked();
+  work_cv_.notify_all();
+  done_cv_.wait(lock, [&] { return workers_ == 0; });
 }
 
 }  // namespace modeld::daemon

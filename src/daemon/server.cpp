@@ -64,14 +64,14 @@ bool SameSecret(std::string_view a, std::string_view b) {
 
 void Reply(httplib::Response& res, int status, const Json& body) {
   res.status = status;
-  res.set_content(body.dump(), "application/json");
+  res.set_content(wire::Dump(body), "application/json");
 }
 
 void ReplyError(httplib::Response& res, const Error& e) {
   Reply(res, wire::HttpStatus(e.code()), Json{{"error", wire::ToJson(e)}});
 }
 
-std::string Line(const Json& j) { return j.dump() + "\n"; }
+std::string Line(const Json& j) { return wire::Dump(j) + "\n"; }
 
 // Makes `path` free for our socket without ever deleting what is not a stale socket: a path that
 // is not a socket, or a socket something answers on, is refused and left as it is.
@@ -505,6 +505,7 @@ void Server::Impl::OpenSession(const httplib::Request& req, httplib::Response& r
   cfg.threads = opt.threads;
   WorkspaceOptions wopt;
   wopt.compact_in_background = true;
+  wopt.cancel = stop.get_token();
   for (const auto& [k, v] : body->items()) {
     if (k == "workspace" && v.is_string())
       ws = v.get<std::string>();
@@ -795,6 +796,10 @@ Result<std::unique_ptr<Server>> Server::Start(const ServerOptions& opt) {
     }
   }
   if (opt.models.empty()) return Fail(ErrorCode::kInvalidArgument, "no model to serve");
+  if (opt.threads < 0 || opt.threads > HardwareThreads()) {
+    return Fail(OutOfRange("--threads", "0 (all) or in [1, " + std::to_string(HardwareThreads()) + "]",
+                           std::to_string(opt.threads), "this machine's hardware threads"));
+  }
   if (!SessionAvailable()) {
     return Fail(Error(ErrorCode::kSessionUnavailable, "no session backend is compiled into this build")
                     .WithReason("no_backend"));

@@ -90,11 +90,6 @@ class Fields {
   std::set<std::string, std::less<>> seen_;
 };
 
-int64_t IntOr(const Json& j, const char* key, int64_t def = 0) {
-  auto it = j.find(key);
-  return it != j.end() && it->is_number() ? it->get<int64_t>() : def;
-}
-
 std::string StrOr(const Json& j, const char* key) {
   auto it = j.find(key);
   return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
@@ -440,6 +435,13 @@ Result<ContextReport> ContextReportFromJson(const Json& j) {
 }
 
 Json ToJson(const Progress& p) { return {{"stage", p.stage}, {"done", p.done}, {"total", p.total}}; }
+
+std::string Dump(const Json& j, int indent) { return j.dump(indent, ' ', false, Json::error_handler_t::replace); }
+
+int64_t IntOr(const Json& j, const char* key, int64_t def) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : def;
+}
 
 Result<Json> ParseObject(std::string_view body) {
   Json j = Json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);

@@ -51,4 +51,12 @@ Json ToJson(const Progress& p);
 // Parses a request body; malformed JSON or a non-object is invalid_argument.
 Result<Json> ParseObject(std::string_view body);
 
+// Serializes a reply. Strings that are not UTF-8 (a GGUF's metadata is bytes) become U+FFFD
+// instead of throwing, so no reply fails on them.
+std::string Dump(const Json& j, int indent = -1);
+
+// An integer field, or `def` when it is absent or not an integer (a float, even an integral one
+// beyond int64's range, is never converted).
+int64_t IntOr(const Json& j, const char* key, int64_t def = 0);
+
 }  // namespace modeld::wire

@@ -98,5 +98,30 @@ TEST(Codec, ParseObjectRefusesNonObjects) {
   EXPECT_TRUE(ParseObject("nul").error().Is(ErrorCode::kInvalidArgument));
 }
 
+// Found by fuzz/wire_codec_fuzzer (fuzz/regressions): a float out of int64's range was converted
+// (undefined behaviour); an integer field that is not an integer reads as absent.
+TEST(Codec, IntegerFieldsNeverConvertFloats) {
+  auto e = ErrorFromJson(Json::parse(R"({"code":"context_overflow","resident":1e300,"additional":88888888888888888888,
+                                         "n_ctx":7.0})"));
+  ASSERT_TRUE(e.overflow().has_value());
+  EXPECT_EQ(e.overflow()->resident, 0);
+  EXPECT_EQ(e.overflow()->additional, 0);
+  EXPECT_EQ(e.overflow()->n_ctx, 0);
+  auto r = ContextReportFromJson(Json::parse(R"({"segments":[{"id":"a","start":-1e300,"n_tokens":3}]})"));
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  EXPECT_EQ(r->segments.at(0).start, 0);
+  EXPECT_EQ(r->segments.at(0).n_tokens, 3);
+}
+
+// Found by fuzz/gguf_header_fuzzer: GGUF strings are bytes, and a reply carrying one that is not
+// UTF-8 (a model's name) threw from dump(). Dump replaces it.
+TEST(Codec, DumpReplacesInvalidUtf8) {
+  ModelInfo m;
+  m.name = "caf\xe9";
+  std::string out;
+  ASSERT_NO_THROW(out = Dump(ToJson(m)));
+  EXPECT_NE(out.find("caf\xef\xbf\xbd"), std::string::npos) << out;
+}
+
 }  // namespace
 }  // namespace modeld::wire

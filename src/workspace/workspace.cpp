@@ -246,7 +246,7 @@ bool Workspace::CompactionDue() const { return NeedsCompaction(0); }
 
 Result<PrefixStatus> Workspace::PrefillManifest(const ProgressFunc& progress) {
   const ContextManifest m = Manifest();
-  auto st = session_->EnsurePrefix({m, progress});
+  auto st = session_->EnsurePrefix({m, progress, 0, opt_.cancel});
   if (!st) return st;
   context_tokens_ = st->tokens_resident;
   // The log starts after the stable part's segments.
@@ -383,7 +383,7 @@ Result<AskResult> Workspace::Ask(const std::string& question, const DecodeConfig
   const int64_t before = compactions_;
   auto ps = EnsureCurrent(hooks);
   if (!ps) return Fail(OverflowHint(ps.error()));
-  SuffixInput suffix{ps->manifest_digest, QuestionSegments(question), {}};
+  SuffixInput suffix{ps->manifest_digest, QuestionSegments(question), {}, opt_.cancel};
   auto ss = session_->PrefillSuffix(suffix);
   Result<DecodeResult> dr = Fail(ErrorCode::kInternal, "not decoded");
   if (ss) dr = session_->Decode(cfg, on_chunk);
