@@ -650,13 +650,16 @@ TEST_F(ServerTest, IdleConnectionsDoNotStarveOthers) {
     std::strncpy(addr.sun_path, socket_.c_str(), sizeof(addr.sun_path) - 1);
     ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << std::strerror(errno);
     fds.push_back(fd);
-    if (i % 2 == 1) {  // a request that never ends
+    if (i % 5 != 0) {  // a request that never ends (held for the 10 s read timeout); the rest silent
       ASSERT_EQ(::send(fd, "GET /v1/he", 10, MSG_NOSIGNAL), 10);
     }
   }
   // The accept loop may still be taking the last of the burst from the kernel's queue.
+  // Answered at all: httplib's pool (at most 32 workers) served it only after the connections
+  // ahead of it had timed out, 5 s (silent) or 10 s (half-sent) each, 16 rounds: over 2 minutes.
+  // The bound is the client's 60 s read timeout: slow machines and sanitizers stay well inside
+  // it, and no figure is asserted here (RELIABILITY.md has the latencies).
   auto c = Client();
-  c.set_read_timeout(5, 0);  // the old fixed pool answered only after the others' read timeouts
   httplib::Result r;
   EXPECT_TRUE(WaitFor([&] {
     r = c.Get("/v1/health");
