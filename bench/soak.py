@@ -330,8 +330,14 @@ def main():
                 if info:
                     ws_stats.append((f"soak{i}", info))
             metrics_text = metrics()
-            time.sleep(1.0)  # connection threads of the last requests end
-            sample()
+            # The daemon keeps an idle connection worker 30 s for the next connection
+            # (ConnectionThreads::kIdleSeconds): wait until they have ended, or 45 s.
+            t_idle = time.monotonic()
+            while time.monotonic() - t_idle < 45:
+                time.sleep(1.0)
+                sample()
+                if samples[-1][1] <= samples[0][1]:
+                    break
         out.close()
     finally:
         stop_s, rc = None, daemon.poll()
