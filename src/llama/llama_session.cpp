@@ -31,12 +31,18 @@ double KvBytesPerElement(const std::string& kv_type) {
   return 2.0;  // f16, bf16
 }
 
-// Bytes of a session's K and V caches at full n_ctx (what the daemon's memory budget counts).
-int64_t KvBytes(const llama_model* m, const SessionConfig& c) {
-  const int64_t n_head = std::max(1, llama_model_n_head(m));
-  const int64_t head_dim = llama_model_n_embd(m) / n_head;
-  const int64_t per_token = 2LL * llama_model_n_layer(m) * llama_model_n_head_kv(m) * head_dim;
+// Bytes of K and V caches at full n_ctx, from the model's shape: one formula for the plan (the
+// GGUF header) and for the report (the loaded model).
+int64_t KvBytesForShape(int64_t n_layer, int64_t n_head, int64_t n_head_kv, int64_t n_embd, const SessionConfig& c) {
+  const int64_t head_dim = n_embd / std::max<int64_t>(1, n_head);
+  const int64_t per_token = 2LL * n_layer * n_head_kv * head_dim;
   return static_cast<int64_t>(static_cast<double>(per_token) * c.n_ctx * KvBytesPerElement(c.kv_type));
+}
+
+// What the daemon's memory budget counts of a live session's KV.
+int64_t KvBytes(const llama_model* m, const SessionConfig& c) {
+  return KvBytesForShape(llama_model_n_layer(m), llama_model_n_head(m), llama_model_n_head_kv(m), llama_model_n_embd(m),
+                         c);
 }
 
 }  // namespace
@@ -60,11 +66,10 @@ Result<SessionPlan> PlanLlamaSession(const ModelInfo& info, const SessionConfig&
   if (c.n_ctx == 0) c.n_ctx = std::min(kDefaultCtx, max_ctx);
   if (c.threads == 0) c.threads = HardwareThreads();
   c.n_ubatch = std::min(c.n_ubatch, c.n_batch);
-  // From the header alone, as KvBytes() from the loaded model (equal for the architectures we serve).
+  // From the header alone; KvBytes() gives the same from the loaded model.
   const int64_t n_head = std::max<uint32_t>(1, info.head_count);
-  const int64_t head_dim = info.embedding_length / n_head;
-  const int64_t per_token = 2LL * info.block_count * std::max<uint32_t>(1, info.head_count_kv) * head_dim;
-  plan.kv_bytes = static_cast<int64_t>(static_cast<double>(per_token) * c.n_ctx * KvBytesPerElement(c.kv_type));
+  plan.kv_bytes =
+      KvBytesForShape(info.block_count, n_head, std::max<uint32_t>(1, info.head_count_kv), info.embedding_length, c);
   // The compute buffer, an estimate from llama.cpp's graph: without flash attention the
   // attention scores of one physical batch (n_ctx x n_ubatch x n_head floats) dominate; then a
   // few activations per token and one row of logits (the session asks for one output).
