@@ -11,9 +11,10 @@ if(NOT _rc EQUAL 0 OR NOT _llama_head STREQUAL MODELD_LLAMA_COMMIT)
   message(FATAL_ERROR "llama.cpp at ${MODELD_LLAMA_DIR} is at '${_llama_head}', expected ${MODELD_LLAMA_COMMIT}: run scripts/setup.sh")
 endif()
 
-# Build only what we link: ggml, ggml-cpu, libllama.
+# Build only what we link: ggml, ggml-cpu, libllama, and llama-common (chat templates, tool-call
+# parsing, grammars, sampling) with the vendored cpp-httplib it brings.
 set(BUILD_SHARED_LIBS OFF CACHE BOOL "" FORCE)
-set(LLAMA_BUILD_COMMON OFF CACHE BOOL "" FORCE)
+set(LLAMA_BUILD_COMMON ON CACHE BOOL "" FORCE)
 set(LLAMA_BUILD_TESTS OFF CACHE BOOL "" FORCE)
 set(LLAMA_BUILD_TOOLS OFF CACHE BOOL "" FORCE)
 set(LLAMA_BUILD_EXAMPLES OFF CACHE BOOL "" FORCE)
@@ -30,3 +31,5 @@ set(GGML_BUILD_TESTS OFF CACHE BOOL "" FORCE)
 set(GGML_OPENMP OFF CACHE BOOL "" FORCE)
 set(GGML_BUILD_EXAMPLES OFF CACHE BOOL "" FORCE)
 add_subdirectory("${MODELD_LLAMA_DIR}" "${CMAKE_BINARY_DIR}/llama.cpp" EXCLUDE_FROM_ALL SYSTEM)
+# modeld's listeners take bursts of connections: a deeper accept queue than llama-server's 512.
+target_compile_definitions(cpp-httplib PRIVATE CPPHTTPLIB_LISTEN_BACKLOG=1024)

@@ -53,3 +53,13 @@ else
   mv "$tmp/llama.cpp" "$LLAMA_DIR"
   log "llama.cpp $LLAMA_COMMIT verified at $LLAMA_DIR"
 fi
+
+# 3. The official openai npm client, for the OpenAI API tests (tests/openai), at the version its
+#    package-lock.json pins. Only calls npm when it is missing or another version.
+OPENAI_TESTS="$ROOT/tests/openai"
+want="$(node -e "console.log(require('$OPENAI_TESTS/package-lock.json').packages['node_modules/openai'].version)")"
+have="$(node -e "try{console.log(require('$OPENAI_TESTS/node_modules/openai/package.json').version)}catch(e){}")"
+if [ "$want" != "$have" ]; then
+  log "installing the openai npm client $want for tests/openai"
+  (cd "$OPENAI_TESTS" && npm ci --silent --no-audit --no-fund)
+fi

@@ -28,6 +28,11 @@ class Backend {
   virtual Result<std::unique_ptr<Session>> OpenSession(const OpenSessionRequest& req, const ModelInfo& info) = 0;
   virtual bool CanEmbed() const = 0;
   virtual Result<Embedding> Embed(const EmbedRequest& req, const ModelInfo& info) = 0;
+  virtual Result<std::shared_ptr<const ChatFormat>> OpenChatFormat(const OpenSessionRequest& req,
+                                                                   const ModelInfo& info) {
+    (void)req, (void)info;
+    return Fail(Error::UnsupportedFeature("chat templates"));
+  }
 };
 
 // Registers (or replaces) the backend for its kind. Thread-safe.

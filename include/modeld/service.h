@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "modeld/chat.h"
 #include "modeld/compute_gate.h"
 #include "modeld/error.h"
 #include "modeld/model_info.h"
@@ -27,6 +28,8 @@ struct OpenSessionRequest {
   std::stop_token cancel;  // a model load under way stops at its next progress step (kCancelled)
   // Shared by sessions that must take turns computing (the daemon's); null = no gate.
   std::shared_ptr<ComputeGate> gate;
+  // OpenChatFormat: a chat template used instead of the model's own (e.g. one with tool support).
+  std::string chat_template;
 };
 
 struct EmbedRequest {
@@ -57,6 +60,10 @@ class Service {
   // Refuses a model of another backend before loading anything.
   Result<std::unique_ptr<Session>> OpenSession(const OpenSessionRequest& req) const;
   Result<Embedding> Embed(const EmbedRequest& req) const;
+  // The model's chat template (or req.chat_template), ready to render requests for sessions of
+  // this model. Reads the tokenizer, not the weights. kInvalidArgument for a template that does
+  // not parse; kNotFound when the model has none and no override is given.
+  Result<std::shared_ptr<const ChatFormat>> OpenChatFormat(const OpenSessionRequest& req) const;
 };
 
 }  // namespace modeld

@@ -92,6 +92,13 @@ struct SuffixStatus {
   double prefill_ms = 0;
 };
 
+// A backend's own description of how a decode's output is constrained (a grammar and when it
+// applies), made by that backend's ChatFormat (modeld/chat.h) and read only by its sessions.
+class DecodeConstraint {
+ public:
+  virtual ~DecodeConstraint() = default;
+};
+
 struct DecodeConfig {
   int32_t max_tokens = 128;
   float temperature = 0.0f;  // 0 = greedy
@@ -100,9 +107,13 @@ struct DecodeConfig {
   float min_p = 0.05f;
   float repeat_penalty = 1.0f;  // 1 = off
   int32_t repeat_last_n = 64;
+  float presence_penalty = 0.0f;   // OpenAI's: subtracted once from a token already present
+  float frequency_penalty = 0.0f;  // OpenAI's: subtracted per occurrence
   uint64_t seed = 0;
   std::vector<std::string> stop;  // stop strings, not emitted
   std::stop_token cancel;         // checked between any two tokens
+  // Null: free text. A constraint of another backend is refused (kInvalidArgument).
+  std::shared_ptr<const DecodeConstraint> constraint;
 };
 
 // The ranges of a decode request (docs/RELIABILITY.md).
@@ -112,6 +123,7 @@ inline constexpr float kMaxRepeatPenalty = 100.0f;
 inline constexpr int32_t kMaxRepeatLastN = 1 << 20;
 inline constexpr size_t kMaxStopStrings = 32;
 inline constexpr size_t kMaxStopBytes = 256;
+inline constexpr float kMaxPresencePenalty = 2.0f;  // OpenAI's range: [-2, 2]
 // Range checks every backend applies before decoding (kInvalidArgument naming the field).
 Status ValidateDecodeConfig(const DecodeConfig& cfg);
 

@@ -32,13 +32,16 @@ commands:
         `modeld serve` on a private socket and run the loop through the wire protocol)
   serve [--socket PATH] [--model PATH]... [--port N --token-file FILE] [--host ADDR --allow-remote]
         [--threads N] [--max-ctx N] [--kv-budget-mb N] [--max-sessions N] [--max-body-mb N]
-        [--max-connections N] [--quiet]
+        [--max-connections N] [--ctx-size N] [--chat-template-file FILE] [--quiet]
         run the daemon until SIGINT/SIGTERM (default socket: $MODELD_HOME/modeld.sock;
-        no --model: the built-in default model)
+        no --model: the built-in default model). With --port it also serves OpenAI's /v1 API
+        (docs/openai.md): --ctx-size is a conversation's n_ctx, --chat-template-file a Jinja
+        template used instead of the models' own
   describe [--json] PATH
         print a model's facts, read from its header alone
   make-model --preset NAME --out PATH [--seed N] [--type f16|q8_0|q4_0] [--arch A] [--vocab FILE]
              [--n-embd N --n-layer N --n-head N --n-head-kv N --n-ff N --n-ctx-train N --n-vocab N]
+             [--chat-template FILE]
         write a GGUF with random weights for a real architecture (presets: %s)
 %s  help
 )";
@@ -106,6 +109,11 @@ int CmdMakeModel(Args& a) {
   if (auto v = a.Value("--vocab")) spec->vocab_path = *v;
   if (auto v = a.Value("--type")) spec->weight_type = *v;
   if (auto v = a.Value("--pooling")) spec->pooling = *v;
+  if (auto v = a.Value("--chat-template")) {
+    auto t = ReadSmallFile(*v, kMaxChatTemplateBytes);
+    if (!t) return Fatal("--chat-template: " + t.error().message());
+    spec->chat_template = std::move(*t);
+  }
   spec->seed = static_cast<uint64_t>(a.Int("--seed", static_cast<long long>(spec->seed)));
   spec->n_embd = static_cast<uint32_t>(a.Int("--n-embd", spec->n_embd));
   spec->n_layer = static_cast<uint32_t>(a.Int("--n-layer", spec->n_layer));
@@ -161,6 +169,8 @@ int CmdServe(Args& a) {
   o.kv_budget_mb = a.Int("--kv-budget-mb", 0);
   o.max_sessions = static_cast<int>(a.Int("--max-sessions", o.max_sessions));
   o.max_body_mb = a.Int("--max-body-mb", o.max_body_mb);
+  o.chat_template_file = a.Value("--chat-template-file").value_or("");
+  o.ctx_size = static_cast<int32_t>(a.Int("--ctx-size", a.Int("-c", 0)));
   o.verbose = !a.Flag("--quiet");
   if (!a.error().empty()) return Fatal(a.error());
   if (!a.rest().empty()) return Usage(stderr);

@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #ifdef MODELD_WITH_LLAMA
 #include "llama/model_writer.h"
@@ -42,6 +44,21 @@ Result<std::string> EnsureDefaultModel(bool verbose) {
   (void)verbose;
   return Fail(ErrorCode::kSessionUnavailable, "this build has no llama.cpp backend to make the default model with");
 #endif
+}
+
+Result<std::string> ReadSmallFile(const std::string& path, int64_t max_bytes) {
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(path, ec);
+  if (ec) return Fail(ErrorCode::kNotFound, path + ": " + ec.message());
+  if (size > static_cast<uint64_t>(max_bytes)) {
+    return Fail(ErrorCode::kInvalidArgument,
+                path + " is " + std::to_string(size) + " bytes; at most " + std::to_string(max_bytes) + " are read");
+  }
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return Fail(ErrorCode::kIoError, "cannot read " + path);
+  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  if (text.size() > static_cast<size_t>(max_bytes)) return Fail(ErrorCode::kInvalidArgument, path + " grew while read");
+  return text;
 }
 
 }  // namespace modeld::cli

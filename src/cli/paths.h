@@ -13,5 +13,7 @@ std::string HomeDir();
 std::string VocabDir();
 // Path of the built-in default model, generating it (once) if missing.
 Result<std::string> EnsureDefaultModel(bool verbose);
+// A whole text file of at most `max_bytes` (checked before it is read).
+Result<std::string> ReadSmallFile(const std::string& path, int64_t max_bytes);
 
 }  // namespace modeld::cli

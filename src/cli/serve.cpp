@@ -46,6 +46,15 @@ int RunServe(const ServeOptions& o) {
   opt.max_sessions = o.max_sessions;
   opt.max_body_bytes = o.max_body_mb << 20;
   opt.log_requests = o.verbose;
+  opt.chat_ctx = o.ctx_size;
+  if (!o.chat_template_file.empty()) {
+    auto t = ReadSmallFile(o.chat_template_file, kMaxChatTemplateBytes);
+    if (!t) {
+      std::fprintf(stderr, "modeld serve: --chat-template-file: %s\n", t.error().message().c_str());
+      return 2;
+    }
+    opt.chat_template = std::move(*t);
+  }
   if (o.port != 0) {
     if (o.token_file.empty()) {
       std::fprintf(stderr, "modeld serve: --port needs --token-file FILE (its first line is the bearer token)\n");

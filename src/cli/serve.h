@@ -20,8 +20,13 @@ struct ServeOptions {
   int64_t kv_budget_mb = 0;
   int max_sessions = 64;
   int64_t max_body_mb = 32;
-  bool verbose = true;  // request and progress log lines on stderr (--quiet turns them off)
+  bool verbose = true;             // request and progress log lines on stderr (--quiet turns them off)
+  std::string chat_template_file;  // llama-server's --chat-template-file: overrides the models' templates
+  int32_t ctx_size = 0;            // llama-server's --ctx-size: n_ctx of an OpenAI conversation; 0 = default
 };
+
+// The largest chat template file read (real templates are under 40 KiB).
+inline constexpr int64_t kMaxChatTemplateBytes = 1 << 20;
 
 // After SIGTERM/SIGINT the daemon exits within this many seconds, whatever it was doing.
 inline constexpr int kStopDeadlineSeconds = 4;

@@ -105,4 +105,12 @@ Result<Embedding> Service::Embed(const EmbedRequest& req) const {
   return backend->Embed(req, *info);
 }
 
+Result<std::shared_ptr<const ChatFormat>> Service::OpenChatFormat(const OpenSessionRequest& req) const {
+  auto backend = SessionBackend(req.backend);
+  if (!backend) return Fail(backend.error());
+  auto info = CheckedModel(req.model_path, req.backend, req.model_digest);
+  if (!info) return Fail(info.error());
+  return (*backend)->OpenChatFormat(req, *info);
+}
+
 }  // namespace modeld

@@ -75,6 +75,12 @@ Status ValidateDecodeConfig(const DecodeConfig& c) {
     return Fail(OutOfRange("repeat_last_n", "in [-1, " + std::to_string(kMaxRepeatLastN) + "] (-1: all)",
                            std::to_string(c.repeat_last_n)));
   }
+  for (const auto& [name, v] :
+       {std::pair{"presence_penalty", c.presence_penalty}, std::pair{"frequency_penalty", c.frequency_penalty}}) {
+    if (!(v >= -kMaxPresencePenalty && v <= kMaxPresencePenalty)) {
+      return Fail(OutOfRange(name, "in [-2, 2] (0: off)", Num(v)));
+    }
+  }
   if (c.stop.size() > kMaxStopStrings) {
     return Fail(OutOfRange("stop", "at most " + std::to_string(kMaxStopStrings) + " strings",
                            std::to_string(c.stop.size()) + " strings"));

@@ -25,7 +25,14 @@ struct ServerOptions {
   int64_t max_body_bytes = 32LL << 20;
   int max_connections = 1024;  // per listener, each served on a thread of its own; more wait in a queue
   bool log_requests = true;    // one log line per request on stderr
+  // OpenAI API (docs/openai.md):
+  std::string chat_template;  // --chat-template-file's text: used instead of every model's own template
+  int32_t chat_ctx = 0;       // --ctx-size: n_ctx of a conversation's session; 0 = kDefaultChatCtx or the model's
 };
+
+// n_ctx of an OpenAI conversation's session unless --ctx-size says otherwise (the model's
+// trained context when that is smaller).
+inline constexpr int32_t kDefaultChatCtx = 16384;
 
 // Bearer tokens shorter than this are refused (a token is a secret, not a password).
 inline constexpr size_t kMinTokenBytes = 16;

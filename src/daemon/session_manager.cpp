@@ -274,6 +274,11 @@ void SessionManager::SwapSession(Lease& lease, std::unique_ptr<Session> fresh) {
   (void)old->Close();
 }
 
+bool SessionManager::Contains(const std::string& workspace) {
+  std::lock_guard lock(mu_);
+  return sessions_.contains(workspace) || opening_.contains(workspace);
+}
+
 std::vector<SessionSummary> SessionManager::List() {
   std::lock_guard lock(mu_);
   std::vector<SessionSummary> out;

@@ -129,6 +129,8 @@ class SessionManager {
   // Take it before forking or opening a spare.
   Result<KvReservation> ReserveSpare(Lease& lease);
   std::vector<SessionSummary> List();
+  // The workspace has a session, or one being opened.
+  bool Contains(const std::string& workspace);
   void CloseAll();
   int64_t TotalBytes();  // what the budget counts: the sessions' memory and the reservations'
 

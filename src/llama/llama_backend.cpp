@@ -4,6 +4,7 @@
 #include <optional>
 #include <thread>
 
+#include "llama/llama_chat.h"
 #include "llama/llama_session.h"
 
 namespace modeld::llama {
@@ -38,6 +39,11 @@ Result<std::unique_ptr<Session>> LlamaBackend::OpenSession(const OpenSessionRequ
   auto s = LlamaSession::Open(std::move(*model), req.workspace_id, req.config, req.gate);
   if (!s) return Fail(s.error());
   return std::unique_ptr<Session>(std::move(*s));
+}
+
+Result<std::shared_ptr<const ChatFormat>> LlamaBackend::OpenChatFormat(const OpenSessionRequest& req,
+                                                                       const ModelInfo& info) {
+  return OpenLlamaChatFormat(info, req.chat_template);
 }
 
 Result<Embedding> LlamaBackend::Embed(const EmbedRequest& req, const ModelInfo& info) {

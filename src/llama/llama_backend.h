@@ -20,6 +20,8 @@ class LlamaBackend final : public Backend {
   Result<std::unique_ptr<Session>> OpenSession(const OpenSessionRequest& req, const ModelInfo& info) override;
   bool CanEmbed() const override { return true; }
   Result<Embedding> Embed(const EmbedRequest& req, const ModelInfo& info) override;
+  Result<std::shared_ptr<const ChatFormat>> OpenChatFormat(const OpenSessionRequest& req,
+                                                           const ModelInfo& info) override;
 
   // The loaded model for (path, digest), loading it on first use. A model
   // stays loaded while a session (or a caller) holds it.

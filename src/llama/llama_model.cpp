@@ -37,8 +37,16 @@ std::string TakeLastLlamaError() {
 
 Result<std::shared_ptr<LlamaModel>> LlamaModel::Load(const ModelInfo& info, const ProgressFunc& progress,
                                                      std::stop_token cancel) {
+  return Make(info, progress, std::move(cancel), false);
+}
+
+Result<std::shared_ptr<LlamaModel>> LlamaModel::LoadVocab(const ModelInfo& info) { return Make(info, {}, {}, true); }
+
+Result<std::shared_ptr<LlamaModel>> LlamaModel::Make(const ModelInfo& info, const ProgressFunc& progress,
+                                                     std::stop_token cancel, bool vocab_only) {
   InitLlamaOnce();
   llama_model_params mp = llama_model_default_params();
+  mp.vocab_only = vocab_only;
   struct LoadProgress {
     const ProgressFunc* fn;
     std::stop_token cancel;
@@ -71,18 +79,19 @@ Result<std::shared_ptr<LlamaModel>> LlamaModel::Load(const ModelInfo& info, cons
   return m;
 }
 
-Result<std::vector<llama_token>> LlamaModel::Tokenize(std::string_view text, bool parse_special) const {
+Result<std::vector<llama_token>> LlamaModel::Tokenize(std::string_view text, bool parse_special,
+                                                      bool add_special) const {
   if (text.size() > static_cast<size_t>(INT32_MAX / 2)) {
     return Fail(ErrorCode::kInvalidArgument, "text too long to tokenize");
   }
   // A token covers at least one byte, except specials; +16 covers those.
   std::vector<llama_token> tokens(text.size() + 16);
   int32_t n = llama_tokenize(vocab_, text.data(), static_cast<int32_t>(text.size()), tokens.data(),
-                             static_cast<int32_t>(tokens.size()), /*add_special=*/false, parse_special);
+                             static_cast<int32_t>(tokens.size()), add_special, parse_special);
   if (n < 0) {
     tokens.resize(static_cast<size_t>(-n));
     n = llama_tokenize(vocab_, text.data(), static_cast<int32_t>(text.size()), tokens.data(),
-                       static_cast<int32_t>(tokens.size()), false, parse_special);
+                       static_cast<int32_t>(tokens.size()), add_special, parse_special);
     if (n < 0) return Fail(ErrorCode::kInternal, "tokenizer failed");
   }
   tokens.resize(static_cast<size_t>(n));

@@ -67,6 +67,9 @@ class LlamaModel {
   // A requested stop aborts the load at its next progress step (kCancelled).
   static Result<std::shared_ptr<LlamaModel>> Load(const ModelInfo& info, const ProgressFunc& progress,
                                                   std::stop_token cancel = {});
+  // The tokenizer and metadata only (llama.cpp's vocab_only): for chat templates and token
+  // counts, without the weights. get() can make no context.
+  static Result<std::shared_ptr<LlamaModel>> LoadVocab(const ModelInfo& info);
 
   llama_model* get() const { return model_.get(); }
   const llama_vocab* vocab() const { return vocab_; }
@@ -77,10 +80,12 @@ class LlamaModel {
   bool partial_trim() const { return partial_trim_; }
 
   // Tokens of one segment: no BOS/EOS added; specials parsed only if asked.
-  Result<std::vector<llama_token>> Tokenize(std::string_view text, bool parse_special) const;
+  Result<std::vector<llama_token>> Tokenize(std::string_view text, bool parse_special, bool add_special = false) const;
   std::string Piece(llama_token token) const;
 
  private:
+  static Result<std::shared_ptr<LlamaModel>> Make(const ModelInfo& info, const ProgressFunc& progress,
+                                                  std::stop_token cancel, bool vocab_only);
   ModelPtr model_;
   const llama_vocab* vocab_ = nullptr;
   ModelInfo info_;

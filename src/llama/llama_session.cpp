@@ -1,5 +1,7 @@
 #include "llama/llama_session.h"
 
+#include <sampling.h>
+
 #include <algorithm>
 #include <chrono>
 #include <optional>
@@ -7,9 +9,14 @@
 #include <utility>
 
 #include "core/text_stream.h"
+#include "llama/llama_chat.h"
 
 namespace modeld::llama {
 namespace {
+
+struct CommonSamplerDeleter {
+  void operator()(common_sampler* s) const { common_sampler_free(s); }
+};
 
 using Clock = std::chrono::steady_clock;
 
@@ -394,22 +401,41 @@ Result<DecodeResult> LlamaSession::Decode(const DecodeConfig& dc, const ChunkCal
   const auto t0 = Clock::now();
   if (auto ok = EnsureLogits(); !ok) return Fail(ok.error());
 
-  SamplerPtr chain(llama_sampler_chain_init(llama_sampler_chain_default_params()));
-  if (dc.repeat_penalty != 1.0f && dc.repeat_last_n != 0) {
-    llama_sampler_chain_add(
-        chain.get(), llama_sampler_init_penalties(model_->n_vocab(), dc.repeat_last_n, dc.repeat_penalty, 0.0f, 0.0f));
-    const int64_t last_n = dc.repeat_last_n < 0 ? resident : std::min<int64_t>(resident, dc.repeat_last_n);
-    for (int64_t i = resident - last_n; i < resident; ++i) llama_sampler_accept(chain.get(), tokens_[i]);
+  // llama.cpp's common sampler, as llama-server samples: penalties, top-k/p, min-p, temperature,
+  // and a constraint's grammar (lazy ones wake on their trigger).
+  common_params_sampling sp;
+  sp.no_perf = true;
+  sp.seed = static_cast<uint32_t>(dc.seed);
+  sp.temp = dc.temperature;
+  sp.top_k = dc.top_k;
+  sp.top_p = dc.top_p;
+  sp.min_p = dc.min_p;
+  sp.penalty_repeat = dc.repeat_penalty;
+  sp.penalty_freq = dc.frequency_penalty;
+  sp.penalty_present = dc.presence_penalty;
+  const int64_t last_n = dc.repeat_last_n < 0 ? resident : std::min<int64_t>(resident, dc.repeat_last_n);
+  sp.penalty_last_n = static_cast<int32_t>(last_n);
+  if (dc.constraint) {
+    const auto* c = dynamic_cast<const LlamaConstraint*>(dc.constraint.get());
+    if (c == nullptr)
+      return Fail(Error(ErrorCode::kInvalidArgument, "a decode constraint of another backend").WithField("constraint"));
+    if (c->model_digest != model_->info().digest) {
+      return Fail(
+          Error(ErrorCode::kInvalidArgument, "a decode constraint made for another model").WithField("constraint"));
+    }
+    c->ApplyTo(sp);
   }
-  if (dc.temperature <= 0.0f) {
-    llama_sampler_chain_add(chain.get(), llama_sampler_init_greedy());
-  } else {
-    if (dc.top_k > 0) llama_sampler_chain_add(chain.get(), llama_sampler_init_top_k(dc.top_k));
-    llama_sampler_chain_add(chain.get(), llama_sampler_init_top_p(dc.top_p, 1));
-    llama_sampler_chain_add(chain.get(), llama_sampler_init_min_p(dc.min_p, 1));
-    llama_sampler_chain_add(chain.get(), llama_sampler_init_temp(dc.temperature));
-    llama_sampler_chain_add(chain.get(), llama_sampler_init_dist(static_cast<uint32_t>(dc.seed)));
+  std::unique_ptr<common_sampler, CommonSamplerDeleter> sampler;
+  try {
+    sampler.reset(common_sampler_init(model_->get(), sp));
+  } catch (const std::exception& e) {
+    return Fail(
+        Error(ErrorCode::kInvalidArgument, std::string("the decode's grammar: ") + e.what()).WithField("constraint"));
   }
+  if (!sampler)
+    return Fail(Error(ErrorCode::kInvalidArgument, "the decode's grammar does not parse").WithField("constraint"));
+  // The penalties see the resident tail as llama-server's see the prompt.
+  for (int64_t i = resident - last_n; i < resident; ++i) common_sampler_accept(sampler.get(), tokens_[i], false);
 
   DecodeResult res;
   TextStream stream(dc.stop);
@@ -427,7 +453,13 @@ Result<DecodeResult> LlamaSession::Decode(const DecodeConfig& dc, const ChunkCal
       res.finish = FinishReason::kCancelled;
       break;
     }
-    const llama_token tok = llama_sampler_sample(chain.get(), ctx_.get(), -1);
+    llama_token tok = LLAMA_TOKEN_NULL;
+    try {
+      tok = common_sampler_sample(sampler.get(), ctx_.get(), -1);
+      common_sampler_accept(sampler.get(), tok, true);
+    } catch (const std::exception& e) {  // a grammar with no way on
+      return Fail(ErrorCode::kInternal, std::string("sampling: ") + e.what());
+    }
     if (res.tokens_generated == 0) {
       first = Clock::now();
       res.first_token_ms = MsSince(t0);

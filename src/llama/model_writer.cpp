@@ -418,6 +418,7 @@ Result<Header> BuildHeader(const ModelSpec& s, const gguf_context* vocab, uint32
       if (auto st = CopyTokenizerKv(g, vocab, id, n_vocab); !st) return std::unexpected(st.error());
     }
   }
+  if (!s.chat_template.empty()) gguf_set_val_str(g, "tokenizer.chat_template", s.chat_template.c_str());
   if (s.arch == "bert" && gguf_find_key(g, "tokenizer.ggml.token_type_count") < 0) {
     gguf_set_val_u32(g, "tokenizer.ggml.token_type_count", kDefaultTokenTypes);
   }

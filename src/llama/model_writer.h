@@ -39,6 +39,9 @@ struct ModelSpec {
   // Qwen2.5-Coder sizes do). With random weights a tied model greedily repeats its input token, so
   // the test presets write a separate output.weight to get varied continuations.
   bool tie_output = true;
+  // Written as tokenizer.chat_template, replacing the vocab file's (e.g. a template with tool
+  // support from the llama.cpp tree's models/templates/); "" keeps the vocab file's.
+  std::string chat_template;
 };
 
 // Presets:

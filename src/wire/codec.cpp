@@ -327,6 +327,8 @@ Json ToJson(const DecodeConfig& c) {
           {"min_p", c.min_p},
           {"repeat_penalty", c.repeat_penalty},
           {"repeat_last_n", c.repeat_last_n},
+          {"presence_penalty", c.presence_penalty},
+          {"frequency_penalty", c.frequency_penalty},
           {"seed", c.seed},
           {"stop", c.stop}};
 }
@@ -341,6 +343,8 @@ Result<DecodeConfig> DecodeConfigFromJson(const Json& j) {
   f.Get("min_p", &c.min_p);
   f.Get("repeat_penalty", &c.repeat_penalty);
   f.Get("repeat_last_n", &c.repeat_last_n);
+  f.Get("presence_penalty", &c.presence_penalty);
+  f.Get("frequency_penalty", &c.frequency_penalty);
   f.Get("seed", &c.seed);
   f.Get("stop", &c.stop);
   if (auto ok = f.Finish(); !ok) return Fail(ok.error());

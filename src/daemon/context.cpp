@@ -1,0 +1,60 @@
+#include "daemon/context.h"
+
+namespace modeld::daemon {
+
+OpenSessionRequest ServerContext::Request(const ServedModel& m, const SessionConfig& cfg) const {
+  OpenSessionRequest req;
+  req.model_path = m.info.path;
+  req.model_digest = m.info.digest;
+  req.config = cfg;
+  req.max_ctx = opt.max_ctx;
+  req.gate = gate;
+  req.cancel = stop.get_token();
+  return req;
+}
+
+Result<SessionPlan> ServerContext::Plan(const ServedModel& m, const SessionConfig& cfg) const {
+  return Service().PlanSession(Request(m, cfg));
+}
+
+const ServedModel* ServerContext::FindModel(const std::string& name) const {
+  if (name.empty()) return models.empty() ? nullptr : &models.front();
+  for (const auto& m : models) {
+    if (m.name == name || m.info.path == name) return &m;
+  }
+  return nullptr;
+}
+
+Result<const ServedModel*> ServerContext::ModelOrError(const std::string& name) const {
+  const ServedModel* m = FindModel(name);
+  if (!m) return Fail(ErrorCode::kNotFound, "model '" + name + "' is not served by this daemon (see /v1/models)");
+  return m;
+}
+
+Result<std::shared_ptr<const ChatFormat>> ServerContext::ChatFormatFor(const ServedModel& m) {
+  // Made under the lock: concurrent first requests for one model read its tokenizer once.
+  std::lock_guard lock(formats_mu_);
+  for (const auto& [name, format] : formats_) {
+    if (name == m.name) return format;
+  }
+  OpenSessionRequest req = Request(m, SessionConfig{});
+  req.chat_template = opt.chat_template;
+  auto format = Service().OpenChatFormat(req);
+  if (!format) return Fail(format.error());  // not cached: a later request tries again
+  formats_.emplace_back(m.name, *format);
+  return *format;
+}
+
+ProgressFunc ServerContext::LoggedProgress(const std::string& ws, ProgressFunc inner) const {
+  return [this, ws, inner = std::move(inner), last = int64_t{-1}](const Progress& p) mutable {
+    if (inner) inner(p);
+    const int64_t quarter = p.total > 0 ? 4 * p.done / p.total : 4;
+    if (opt.log_requests && p.total >= 2048 && quarter != last) {
+      last = quarter;
+      std::fprintf(stderr, "modeld: %s %s: %lld/%lld tokens\n", ws.c_str(), p.stage.c_str(),
+                   static_cast<long long>(p.done), static_cast<long long>(p.total));
+    }
+  };
+}
+
+}  // namespace modeld::daemon

@@ -1,0 +1,61 @@
+// What every API of the daemon works on: the served models, the session table, the background
+// workers, metrics and the stop signal. Owned by the Server; the APIs (native/, openai/) hold a
+// reference for as long as their routes are mounted.
+#pragma once
+
+#include <atomic>
+#include <cstdio>
+#include <memory>
+#include <mutex>
+#include <stop_token>
+#include <string>
+#include <vector>
+
+#include "daemon/metrics.h"
+#include "daemon/server.h"
+#include "daemon/session_manager.h"
+#include "daemon/workspace_workers.h"
+#include "modeld/chat.h"
+#include "modeld/compute_gate.h"
+#include "modeld/model_info.h"
+#include "modeld/service.h"
+
+namespace modeld::daemon {
+
+struct ServedModel {
+  std::string name;  // the file's stem: what requests name
+  ModelInfo info;
+};
+
+class ServerContext {
+ public:
+  ServerOptions opt;
+  Metrics metrics;
+  std::shared_ptr<ComputeGate> gate = std::make_shared<ComputeGate>();
+  std::vector<ServedModel> models;
+  std::unique_ptr<SessionManager> sessions;
+  std::unique_ptr<WorkspaceWorkers> workers;  // eager prefills and compactions
+  std::atomic<bool> stopping{false};
+  std::stop_source stop;  // requested by Stop(): model loads and prefills under way end
+
+  // A request to open a session of `m` with the daemon's gate, limits and stop token.
+  OpenSessionRequest Request(const ServedModel& m, const SessionConfig& cfg) const;
+  Result<SessionPlan> Plan(const ServedModel& m, const SessionConfig& cfg) const;
+  // "" names the first model; a name or a path.
+  const ServedModel* FindModel(const std::string& name) const;
+  Result<const ServedModel*> ModelOrError(const std::string& name) const;
+  // The model's chat format (its template, or the operator's --chat-template-file), made once.
+  Result<std::shared_ptr<const ChatFormat>> ChatFormatFor(const ServedModel& m);
+
+  // Long prefills show progress in the log (every quarter); `inner` gets all of it.
+  ProgressFunc LoggedProgress(const std::string& ws, ProgressFunc inner) const;
+  void Log(const char* fmt, const std::string& a, const std::string& b = "") const {
+    if (opt.log_requests) std::fprintf(stderr, fmt, a.c_str(), b.c_str());
+  }
+
+ private:
+  std::mutex formats_mu_;
+  std::vector<std::pair<std::string, std::shared_ptr<const ChatFormat>>> formats_;  // model name -> format
+};
+
+}  // namespace modeld::daemon

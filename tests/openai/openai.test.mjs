@@ -1,0 +1,272 @@
+// modeld's OpenAI-compatible API driven by the official `openai` npm client against a real daemon
+// (run by ctest as openai_client_test; scripts/setup.sh installs the client). Models are
+// generated: random weights, real tokenizers and real chat templates, so the assertions are about
+// the protocol and the reuse, not the words.
+//
+// Env: MODELD_BIN (the modeld binary), MODELD_TEMPLATES (llama.cpp's models/templates),
+// MODELD_TEST_TMP (a scratch folder).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, chmodSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+
+let OpenAI;
+try {
+  ({ default: OpenAI } = await import('openai'));
+} catch (e) {
+  throw new Error('the openai npm package is missing: run scripts/setup.sh (it installs tests/openai)');
+}
+
+const BIN = process.env.MODELD_BIN;
+const TEMPLATES = process.env.MODELD_TEMPLATES;
+assert.ok(BIN && TEMPLATES, 'MODELD_BIN and MODELD_TEMPLATES must be set (ctest sets them)');
+
+const dir = mkdtempSync(join(process.env.MODELD_TEST_TMP || '/tmp', 'openai-'));
+let daemon;
+let client;
+let stderrText = '';
+
+// Starts `modeld serve` and waits for its "serving ... and 127.0.0.1:PORT" line (state, not time).
+function startDaemon(args) {
+  return new Promise((resolve, reject) => {
+    const p = spawn(BIN, ['serve', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const timer = setTimeout(() => reject(new Error('daemon did not start within 120 s:\n' + stderrText)), 120000);
+    p.stderr.on('data', (d) => {
+      stderrText += d.toString();
+      const m = stderrText.match(/serving .* and 127\.0\.0\.1:(\d+)/);
+      if (m) {
+        clearTimeout(timer);
+        resolve({ proc: p, port: Number(m[1]) });
+      }
+    });
+    p.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`daemon exited with ${code}:\n${stderrText}`));
+    });
+  });
+}
+
+before(async () => {
+  const chat = join(dir, 'chat-tiny.gguf');
+  const embed = join(dir, 'embed-tiny.gguf');
+  execFileSync(BIN, ['make-model', '--preset', 'tiny', '--out', chat, '--chat-template',
+    join(TEMPLATES, 'Qwen-Qwen2.5-7B-Instruct.jinja')]);
+  execFileSync(BIN, ['make-model', '--preset', 'tiny-embed', '--out', embed]);
+  const token = randomBytes(24).toString('hex');
+  const tokenFile = join(dir, 'token');
+  writeFileSync(tokenFile, token + '\n');
+  chmodSync(tokenFile, 0o600);
+  const d = await startDaemon(['--socket', join(dir, 'sock'), '--port', '-1', '--token-file', tokenFile,
+    '--model', chat, '--model', embed, '--ctx-size', '2048', '--threads', '2']);
+  daemon = d.proc;
+  client = new OpenAI({ apiKey: token, baseURL: `http://127.0.0.1:${d.port}/v1`, maxRetries: 0, timeout: 120000 });
+});
+
+after(() => {
+  if (daemon) daemon.kill('SIGTERM');
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const SYSTEM = 'You are a careful coding assistant. ' + 'Answer briefly and precisely. '.repeat(20);
+const greedy = { temperature: 0, seed: 1 };
+
+test('models: the OpenAI list shape, retrieve, and a missing model', async () => {
+  const list = await client.models.list();
+  const ids = list.data.map((m) => m.id).sort();
+  assert.deepEqual(ids, ['chat-tiny', 'embed-tiny']);
+  for (const m of list.data) {
+    assert.equal(m.object, 'model');
+    assert.equal(typeof m.created, 'number');
+    assert.equal(m.owned_by, 'modeld');
+  }
+  const one = await client.models.retrieve('chat-tiny');
+  assert.equal(one.id, 'chat-tiny');
+  await assert.rejects(client.models.retrieve('nope'), (e) => e.status === 404 && e.code === 'model_not_found');
+});
+
+test('chat: whole and streamed answers agree, usage and finish_reason', async () => {
+  const messages = [{ role: 'system', content: SYSTEM }, { role: 'user', content: 'Name a sorting algorithm.' }];
+  // Distinct cache keys: both start cold, so both compute exactly the same thing.
+  const whole = await client.chat.completions.create({
+    model: 'chat-tiny', messages, max_tokens: 12, ...greedy, prompt_cache_key: 'whole',
+  });
+  assert.equal(whole.object, 'chat.completion');
+  const choice = whole.choices[0];
+  assert.equal(choice.message.role, 'assistant');
+  assert.ok(['stop', 'length'].includes(choice.finish_reason));
+  assert.ok(whole.usage.prompt_tokens > 100);
+  assert.equal(whole.usage.prompt_tokens_details.cached_tokens, 0);
+  assert.ok(whole.usage.completion_tokens >= 1 && whole.usage.completion_tokens <= 12);
+
+  const stream = await client.chat.completions.create({
+    model: 'chat-tiny', messages, max_tokens: 12, ...greedy, prompt_cache_key: 'streamed', stream: true,
+    stream_options: { include_usage: true },
+  });
+  let text = '';
+  let first = true;
+  let finish = null;
+  let usage = null;
+  for await (const chunk of stream) {
+    assert.equal(chunk.object, 'chat.completion.chunk');
+    if (chunk.usage) {
+      usage = chunk.usage;
+      assert.equal(chunk.choices.length, 0);
+      continue;
+    }
+    const c = chunk.choices[0];
+    if (first) assert.equal(c.delta.role, 'assistant');
+    first = false;
+    text += c.delta.content ?? '';
+    if (c.finish_reason) finish = c.finish_reason;
+  }
+  assert.equal(text, choice.message.content ?? '');
+  assert.equal(finish, choice.finish_reason);
+  assert.ok(usage, 'include_usage: a last chunk with usage');
+  assert.equal(usage.prompt_tokens, whole.usage.prompt_tokens);
+  assert.equal(usage.prompt_tokens_details.cached_tokens, 0);
+
+  // The same prompt again on the first conversation: all of it is reused (the last token may be
+  // evaluated again for its logits).
+  const again = await client.chat.completions.create({
+    model: 'chat-tiny', messages, max_tokens: 1, ...greedy, prompt_cache_key: 'whole',
+  });
+  assert.ok(again.usage.prompt_tokens_details.cached_tokens >= again.usage.prompt_tokens - 1,
+    JSON.stringify(again.usage));
+});
+
+// One turn: sends the conversation, appends the answer to it.
+async function turn(messages, user, extra = {}) {
+  messages.push({ role: 'user', content: user });
+  const r = await client.chat.completions.create({ model: 'chat-tiny', messages, max_tokens: 8, ...greedy, ...extra });
+  messages.push({ role: 'assistant', content: r.choices[0].message.content ?? '' });
+  return r;
+}
+
+test('multi-turn: cached_tokens grows and later turns prefill only their new messages', async () => {
+  const messages = [{ role: 'system', content: SYSTEM + ' Conversation M.' }];
+  const t1 = await turn(messages, 'First question about hash maps?');
+  const t2 = await turn(messages, 'Second question about trees?');
+  const t3 = await turn(messages, 'Third question about graphs?');
+  assert.ok(t2.usage.prompt_tokens_details.cached_tokens >= t1.usage.prompt_tokens,
+    `turn 2 reuses turn 1's prompt: ${JSON.stringify(t2.usage)} vs ${t1.usage.prompt_tokens}`);
+  assert.ok(t3.usage.prompt_tokens_details.cached_tokens >= t2.usage.prompt_tokens);
+  assert.ok(t3.usage.prompt_tokens_details.cached_tokens > t2.usage.prompt_tokens_details.cached_tokens);
+  // What a turn prefills is its new messages (the answer, the question, the template's markers).
+  const prefilled = t3.usage.prompt_tokens - t3.usage.prompt_tokens_details.cached_tokens;
+  assert.ok(prefilled < 60, `turn 3 prefilled ${prefilled} tokens`);
+  assert.equal(t3.timings.prompt_n, prefilled);
+});
+
+test('two interleaved conversations both stay warm', async () => {
+  const a = [{ role: 'system', content: SYSTEM + ' You are assistant A.' }];
+  const b = [{ role: 'system', content: 'You review code for bugs. '.repeat(30) }];
+  const a1 = await turn(a, 'A first?');
+  const b1 = await turn(b, 'B first?');
+  const a2 = await turn(a, 'A second?');
+  const b2 = await turn(b, 'B second?');
+  assert.ok(a2.usage.prompt_tokens_details.cached_tokens >= a1.usage.prompt_tokens, JSON.stringify(a2.usage));
+  assert.ok(b2.usage.prompt_tokens_details.cached_tokens >= b1.usage.prompt_tokens, JSON.stringify(b2.usage));
+});
+
+const weatherTool = {
+  type: 'function',
+  function: {
+    name: 'get_weather',
+    description: 'The weather in a city',
+    parameters: {
+      type: 'object',
+      properties: { city: { type: 'string', enum: ['Paris', 'Tokyo'] }, unit: { type: 'string', enum: ['C', 'F'] } },
+      required: ['city', 'unit'],
+      additionalProperties: false,
+    },
+  },
+};
+
+test('tool_choice required: a random-weight model still answers with a parsed call; then a tool round trip', async () => {
+  const messages = [{ role: 'system', content: 'You can call tools.' }, { role: 'user', content: 'Weather in Paris?' }];
+  const r = await client.chat.completions.create({
+    model: 'chat-tiny', messages, tools: [weatherTool], tool_choice: 'required', max_tokens: 200, ...greedy,
+  });
+  const msg = r.choices[0].message;
+  assert.ok(msg.tool_calls && msg.tool_calls.length >= 1, JSON.stringify(r));
+  const call = msg.tool_calls[0];
+  assert.equal(call.type, 'function');
+  assert.equal(call.function.name, 'get_weather');
+  assert.match(call.id, /^call_/);
+  const args = JSON.parse(call.function.arguments);
+  assert.ok(['Paris', 'Tokyo'].includes(args.city) && ['C', 'F'].includes(args.unit), call.function.arguments);
+  if (r.choices[0].finish_reason !== 'length') assert.equal(r.choices[0].finish_reason, 'tool_calls');
+
+  assert.equal(msg.tool_calls.length, 1, 'parallel_tool_calls defaults to false: one call');
+  messages.push({ role: 'assistant', content: null, tool_calls: [call] });
+  messages.push({ role: 'tool', tool_call_id: call.id, content: '{"temperature": 21}' });
+  const after = await client.chat.completions.create({
+    model: 'chat-tiny', messages, tools: [weatherTool], max_tokens: 6, ...greedy,
+  });
+  assert.equal(after.choices[0].message.role, 'assistant');
+  assert.ok(after.usage.prompt_tokens > r.usage.prompt_tokens);
+});
+
+test('tool calls stream as deltas by index, id and name first', async () => {
+  const stream = await client.chat.completions.create({
+    model: 'chat-tiny', stream: true, max_tokens: 200, ...greedy,
+    messages: [{ role: 'user', content: 'Weather in Tokyo?' }],
+    tools: [weatherTool], tool_choice: { type: 'function', function: { name: 'get_weather' } },
+  });
+  const calls = [];
+  for await (const chunk of stream) {
+    for (const tc of chunk.choices[0]?.delta?.tool_calls ?? []) {
+      if (!calls[tc.index]) {
+        assert.ok(tc.id && tc.function.name, 'the first delta of a call carries its id and name');
+        calls[tc.index] = { id: tc.id, name: tc.function.name, args: '' };
+      }
+      calls[tc.index].args += tc.function.arguments ?? '';
+    }
+  }
+  assert.ok(calls.length >= 1);
+  assert.equal(calls[0].name, 'get_weather');
+  const args = JSON.parse(calls[0].args);
+  assert.ok(['Paris', 'Tokyo'].includes(args.city), calls[0].args);
+});
+
+test('errors: OpenAI shape, status and code', async () => {
+  await assert.rejects(
+    client.chat.completions.create({ model: 'chat-tiny', messages: [{ role: 'user', content: 'hi' }], n: 2 }),
+    (e) => e.status === 400 && e.param === 'n' && e.type === 'invalid_request_error');
+  const long = 'word '.repeat(5000);
+  await assert.rejects(
+    client.chat.completions.create({ model: 'chat-tiny', messages: [{ role: 'user', content: long }] }),
+    (e) => e.status === 400 && e.code === 'context_length_exceeded' && /maximum context length/.test(e.message));
+  await assert.rejects(
+    client.chat.completions.create({ model: 'missing', messages: [{ role: 'user', content: 'hi' }] }),
+    (e) => e.status === 404 && e.code === 'model_not_found');
+  const noKey = new OpenAI({ apiKey: 'wrong-key-wrong-key', baseURL: client.baseURL, maxRetries: 0 });
+  await assert.rejects(noKey.models.list(), (e) => e.status === 401);
+});
+
+test('embeddings: float and base64 (the client default) agree', async () => {
+  const b64 = await client.embeddings.create({ model: 'embed-tiny', input: ['int main() {}', 'def f(): pass'] });
+  assert.equal(b64.object, 'list');
+  assert.equal(b64.data.length, 2);
+  assert.equal(b64.data[0].embedding.length, 64);
+  const floats = await client.embeddings.create({ model: 'embed-tiny', input: 'int main() {}', encoding_format: 'float' });
+  const a = floats.data[0].embedding;
+  const b = b64.data[0].embedding;
+  for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i] - b[i]) < 1e-6);
+  assert.ok(b64.usage.prompt_tokens > 0);
+});
+
+test('completions: raw prompt, whole and streamed', async () => {
+  const r = await client.completions.create({ model: 'chat-tiny', prompt: 'def fibonacci(n):', max_tokens: 6, ...greedy });
+  assert.equal(r.object, 'text_completion');
+  assert.equal(typeof r.choices[0].text, 'string');
+  assert.ok(r.usage.completion_tokens >= 1);
+  const s = await client.completions.create({
+    model: 'chat-tiny', prompt: 'def fibonacci(n):', max_tokens: 6, ...greedy, stream: true,
+  });
+  let text = '';
+  for await (const c of s) text += c.choices[0]?.text ?? '';
+  assert.equal(text, r.choices[0].text);
+});
