@@ -109,4 +109,28 @@ class ChatFormat {
   virtual bool supports_tools() const = 0;        // the template renders tool definitions
 };
 
+// How a template wraps one role's message, as literal text (special tokens as text).
+struct RoleMarkers {
+  std::string open;
+  std::string close;
+};
+
+// A template read as markers around each message: what a prompt built of separate segments (the
+// workspace layer's) uses to read as the template renders the same conversation, which always
+// begins with a system message: start + system.open + SYSTEM + system.close, then each turn as
+// role.open + TEXT + role.close, and an answer opens with assistant.open. system.open holds what
+// the template writes before the system text (a BOS the model adds, a preamble).
+struct ChatMarkers {
+  std::string start;  // "" unless system_as_user: then what precedes the first user message
+  RoleMarkers system, user, assistant;
+  // The template has no system role of its own (Gemma, Mistral, Phi-3 fold it into the first user
+  // message): `system` then holds the user markers and the system text is a user turn of its own.
+  bool system_as_user = false;
+};
+
+// Derives a template's markers by rendering short conversations of sentinel messages with
+// `format` (its own engine, not a second one). kUnsupportedFeature for a template that is not a
+// sequence of messages: one that reorders them, merges consecutive ones or refuses them.
+Result<ChatMarkers> DeriveChatMarkers(const ChatFormat& format);
+
 }  // namespace modeld

@@ -13,10 +13,12 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <stop_token>
 #include <string>
 #include <vector>
 
+#include "modeld/chat.h"
 #include "modeld/error.h"
 #include "modeld/manifest.h"
 #include "modeld/session.h"
@@ -49,6 +51,9 @@ struct WorkspaceOptions {
   // A requested stop ends the workspace's prefills between batches (kCancelled): the daemon's
   // shutdown.
   std::stop_token cancel;
+  // The model's chat template as markers (DeriveChatMarkers): the prompt reads as the template
+  // renders it. Unset: ChatML when the vocabulary has its tokens, else plain "### role" lines.
+  std::optional<ChatMarkers> markers;
 };
 
 struct PutResult {
@@ -177,9 +182,10 @@ class Workspace {
 
   Session* session_;
   WorkspaceOptions opt_;
-  bool prefilled_ = false;  // edits of prefilled files go to the log as notes
-  bool asked_ = false;      // after the first ask, new files go to the log too
-  bool chatml_ = false;
+  bool prefilled_ = false;        // edits of prefilled files go to the log as notes
+  bool asked_ = false;            // after the first ask, new files go to the log too
+  ChatMarkers markers_;           // from the options, or ChatML / plain lines
+  bool markers_special_ = false;  // the markers hold special tokens as text
   std::string system_, tools_, repo_map_;
   std::vector<std::pair<std::string, std::string>> base_;  // the stable part's files, in order
   std::map<std::string, std::string> files_;               // current content

@@ -32,11 +32,11 @@ commands:
         `modeld serve` on a private socket and run the loop through the wire protocol)
   serve [--socket PATH] [--model PATH]... [--port N --token-file FILE] [--host ADDR --allow-remote]
         [--threads N] [--max-ctx N] [--kv-budget-mb N] [--max-sessions N] [--max-body-mb N]
-        [--max-connections N] [--ctx-size N] [--chat-template-file FILE] [--quiet]
+        [--max-connections N] [--ctx-size N] [--flash-attn on|off] [--chat-template-file FILE] [--quiet]
         run the daemon until SIGINT/SIGTERM (default socket: $MODELD_HOME/modeld.sock;
         no --model: the built-in default model). With --port it also serves OpenAI's /v1 API
-        (docs/openai.md): --ctx-size is a conversation's n_ctx, --chat-template-file a Jinja
-        template used instead of the models' own
+        (docs/openai.md): --ctx-size is a conversation's n_ctx, --flash-attn its attention path
+        (default off), --chat-template-file a Jinja template used instead of the models' own
   describe [--json] PATH
         print a model's facts, read from its header alone
   make-model --preset NAME --out PATH [--seed N] [--type f16|q8_0|q4_0] [--arch A] [--vocab FILE]
@@ -171,6 +171,10 @@ int CmdServe(Args& a) {
   o.max_body_mb = a.Int("--max-body-mb", o.max_body_mb);
   o.chat_template_file = a.Value("--chat-template-file").value_or("");
   o.ctx_size = static_cast<int32_t>(a.Int("--ctx-size", a.Int("-c", 0)));
+  if (auto fa = a.Value("--flash-attn")) {
+    if (*fa != "on" && *fa != "off") return Fatal("--flash-attn is on or off");
+    o.flash_attn = *fa == "on";
+  }
   o.verbose = !a.Flag("--quiet");
   if (!a.error().empty()) return Fatal(a.error());
   if (!a.rest().empty()) return Usage(stderr);

@@ -47,6 +47,7 @@ int RunServe(const ServeOptions& o) {
   opt.max_body_bytes = o.max_body_mb << 20;
   opt.log_requests = o.verbose;
   opt.chat_ctx = o.ctx_size;
+  opt.chat_flash_attn = o.flash_attn;
   if (!o.chat_template_file.empty()) {
     auto t = ReadSmallFile(o.chat_template_file, kMaxChatTemplateBytes);
     if (!t) {

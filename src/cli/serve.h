@@ -23,6 +23,7 @@ struct ServeOptions {
   bool verbose = true;             // request and progress log lines on stderr (--quiet turns them off)
   std::string chat_template_file;  // llama-server's --chat-template-file: overrides the models' templates
   int32_t ctx_size = 0;            // llama-server's --ctx-size: n_ctx of an OpenAI conversation; 0 = default
+  bool flash_attn = false;         // llama-server's --flash-attn on|off, for OpenAI conversations
 };
 
 // The largest chat template file read (real templates are under 40 KiB).

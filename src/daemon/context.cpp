@@ -45,6 +45,22 @@ Result<std::shared_ptr<const ChatFormat>> ServerContext::ChatFormatFor(const Ser
   return *format;
 }
 
+std::optional<ChatMarkers> ServerContext::MarkersFor(const ServedModel& m) {
+  std::lock_guard lock(markers_mu_);
+  if (auto it = markers_.find(m.name); it != markers_.end()) return it->second;
+  auto format = ChatFormatFor(m);
+  if (!format) {
+    Log("modeld: %s: no chat template for workspaces (%s); using ChatML or plain markers\n", m.name,
+        format.error().message());
+    return std::nullopt;  // not cached: a later open tries again
+  }
+  auto markers = DeriveChatMarkers(**format);
+  if (!markers) {
+    Log("modeld: %s: workspaces use ChatML or plain markers: %s\n", m.name, markers.error().message());
+  }
+  return markers_[m.name] = markers ? std::optional<ChatMarkers>(*markers) : std::nullopt;
+}
+
 ProgressFunc ServerContext::LoggedProgress(const std::string& ws, ProgressFunc inner) const {
   return [this, ws, inner = std::move(inner), last = int64_t{-1}](const Progress& p) mutable {
     if (inner) inner(p);

@@ -5,8 +5,10 @@
 
 #include <atomic>
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stop_token>
 #include <string>
 #include <vector>
@@ -46,6 +48,9 @@ class ServerContext {
   Result<const ServedModel*> ModelOrError(const std::string& name) const;
   // The model's chat format (its template, or the operator's --chat-template-file), made once.
   Result<std::shared_ptr<const ChatFormat>> ChatFormatFor(const ServedModel& m);
+  // That template as markers for the workspace layer; nullopt (ChatML or plain lines) when the
+  // template is not a plain sequence of messages (logged once per model).
+  std::optional<ChatMarkers> MarkersFor(const ServedModel& m);
 
   // Long prefills show progress in the log (every quarter); `inner` gets all of it.
   ProgressFunc LoggedProgress(const std::string& ws, ProgressFunc inner) const;
@@ -56,6 +61,8 @@ class ServerContext {
  private:
   std::mutex formats_mu_;
   std::vector<std::pair<std::string, std::shared_ptr<const ChatFormat>>> formats_;  // model name -> format
+  std::mutex markers_mu_;
+  std::map<std::string, std::optional<ChatMarkers>> markers_;  // model name -> markers, once derived
 };
 
 }  // namespace modeld::daemon

@@ -26,8 +26,9 @@ struct ServerOptions {
   int max_connections = 1024;  // per listener, each served on a thread of its own; more wait in a queue
   bool log_requests = true;    // one log line per request on stderr
   // OpenAI API (docs/openai.md):
-  std::string chat_template;  // --chat-template-file's text: used instead of every model's own template
-  int32_t chat_ctx = 0;       // --ctx-size: n_ctx of a conversation's session; 0 = kDefaultChatCtx or the model's
+  std::string chat_template;     // --chat-template-file's text: used instead of every model's own template
+  int32_t chat_ctx = 0;          // --ctx-size: n_ctx of a conversation's session; 0 = kDefaultChatCtx or the model's
+  bool chat_flash_attn = false;  // --flash-attn on: conversations' sessions use flash attention
 };
 
 // n_ctx of an OpenAI conversation's session unless --ctx-size says otherwise (the model's

@@ -262,3 +262,70 @@ TEST_F(ToolsTest, AConstraintFromAnotherModelIsRefused) {
 
 }  // namespace
 }  // namespace modeld::llama
+
+namespace modeld::llama {
+namespace {
+
+struct MarkersCase {
+  const char* vocab;
+  const char* tmpl;
+  enum { kExact, kFolded, kUnsupported } expect;  // kFolded: the template has no system role of its own
+};
+void PrintTo(const MarkersCase& c, std::ostream* os) { *os << c.vocab << " + " << (c.tmpl[0] ? c.tmpl : "own"); }
+
+class MarkersTest : public ::testing::TestWithParam<MarkersCase> {};
+
+// Markers derived from the template rebuild exactly what the template renders for a conversation
+// of real text (the workspace layer's prompt is made of them).
+TEST_P(MarkersTest, RebuildTheTemplatesRendering) {
+  const MarkersCase c = GetParam();
+  const ModelInfo info = Info(Model(c.vocab, c.tmpl, std::string("markers-") + c.vocab));
+  auto format = OpenLlamaChatFormat(info, "");
+  ASSERT_TRUE(format.has_value());
+  auto m = DeriveChatMarkers(**format);
+  if (c.expect == MarkersCase::kUnsupported) {  // the workspace then keeps its ChatML/plain markers
+    ASSERT_FALSE(m.has_value());
+    EXPECT_EQ(m.error().code(), ErrorCode::kUnsupportedFeature);
+    return;
+  }
+  ASSERT_TRUE(m.has_value()) << m.error().ToString();
+  EXPECT_EQ(m->system_as_user, c.expect == MarkersCase::kFolded);
+  ChatRequest req = Conversation();
+  auto rendered = (*format)->Apply(req);
+  ASSERT_TRUE(rendered.has_value());
+  std::string text = m->start + m->system.open + req.messages[0].content + m->system.close;
+  for (size_t i = 1; i < req.messages.size(); ++i) {
+    const RoleMarkers& r = req.messages[i].role == ChatRole::kUser ? m->user : m->assistant;
+    text += r.open + req.messages[i].content + r.close;
+  }
+  text += m->assistant.open;
+  if (c.expect == MarkersCase::kExact) {
+    EXPECT_EQ(text, rendered->text);
+  } else {  // the system text is a turn of its own; the rest reads as the template renders it
+    ChatRequest no_system = req;
+    no_system.messages.erase(no_system.messages.begin());
+    auto tail = (*format)->Apply(no_system);
+    ASSERT_TRUE(tail.has_value());
+    const std::string own_turn = m->start + m->user.open + req.messages[0].content + m->user.close;
+    ASSERT_EQ(text.rfind(own_turn, 0), 0u);
+    EXPECT_EQ(m->start + text.substr(own_turn.size()), tail->text);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Templates, MarkersTest,
+    ::testing::Values(MarkersCase{"qwen2", "", MarkersCase::kExact},
+                      MarkersCase{"qwen2", "Qwen-Qwen2.5-7B-Instruct.jinja", MarkersCase::kExact},
+                      MarkersCase{"qwen2", "Qwen3-Coder.jinja", MarkersCase::kExact},
+                      MarkersCase{"llama-bpe", "meta-llama-Llama-3.2-3B-Instruct.jinja", MarkersCase::kExact},
+                      MarkersCase{"gemma-4", "", MarkersCase::kExact}, MarkersCase{"phi-3", "", MarkersCase::kFolded},
+                      MarkersCase{"llama-spm", "mistralai-Mistral-Nemo-Instruct-2407.jinja",
+                                  MarkersCase::kUnsupported}),
+    [](const auto& p) {
+      std::string s = std::string(p.param.vocab) + "_" + (p.param.tmpl[0] ? p.param.tmpl : "own");
+      for (char& ch : s) ch = std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
+      return s;
+    });
+
+}  // namespace
+}  // namespace modeld::llama

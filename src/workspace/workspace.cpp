@@ -15,9 +15,18 @@ using workspace::NoteKind;
 std::string_view AssemblyModeName(AssemblyMode m) { return m == AssemblyMode::kEditAware ? "edit_aware" : "in_place"; }
 
 Workspace::Workspace(Session* session, WorkspaceOptions opt) : session_(session), opt_(opt) {
-  // The template decides the manifest's markers, so it is known before any manifest is built.
-  auto t = session_->Tokenize("<|im_start|>", true);
-  chatml_ = t && t->size() == 1;
+  // The template decides the manifest's markers, so they are known before any manifest is built.
+  if (opt_.markers) {
+    markers_ = *opt_.markers;
+    markers_special_ = true;
+  } else if (auto t = session_->Tokenize("<|im_start|>", true); t && t->size() == 1) {
+    const auto role = [](const std::string& r) { return RoleMarkers{"<|im_start|>" + r + "\n", "<|im_end|>\n"}; };
+    markers_ = ChatMarkers{"", role("system"), role("user"), role("assistant"), false};
+    markers_special_ = true;
+  } else {
+    const auto role = [](const std::string& r) { return RoleMarkers{"### " + r + "\n", "\n"}; };
+    markers_ = ChatMarkers{"", role("system"), role("user"), role("assistant"), false};
+  }
   if (auto rep = session_->Report()) n_ctx_ = rep->n_ctx;
 }
 
@@ -166,14 +175,10 @@ Status Workspace::AddTurn(const std::string& role, std::string text) {
 // Appends role markers (special tokens, their own segments) around `text`.
 void Workspace::Append(std::vector<ManifestSegment>* out, const std::string& id, SegmentKind kind,
                        const std::string& role, const std::string& text) const {
-  if (chatml_) {
-    out->push_back(ManifestSegment::Make(id + ":open", SegmentKind::kTemplate, "<|im_start|>" + role + "\n", true));
-  } else {
-    out->push_back(ManifestSegment::Make(id + ":open", SegmentKind::kTemplate, "### " + role + "\n"));
-  }
+  const RoleMarkers& m = role == "assistant" ? markers_.assistant : markers_.user;
+  out->push_back(ManifestSegment::Make(id + ":open", SegmentKind::kTemplate, m.open, markers_special_));
   out->push_back(ManifestSegment::Make(id, kind, text));
-  out->push_back(
-      ManifestSegment::Make(id + ":close", SegmentKind::kTemplate, chatml_ ? "<|im_end|>\n" : "\n", chatml_));
+  out->push_back(ManifestSegment::Make(id + ":close", SegmentKind::kTemplate, m.close, markers_special_));
 }
 
 ContextManifest Workspace::Manifest() const {
@@ -187,11 +192,8 @@ ContextManifest Workspace::Manifest() const {
   };
   // The stable part is one system message; its pieces are separate segments
   // so an edit to one never re-tokenizes another.
-  if (chatml_) {
-    segs.push_back(ManifestSegment::Make("system:open", SegmentKind::kTemplate, "<|im_start|>system\n", true));
-  } else {
-    segs.push_back(ManifestSegment::Make("system:open", SegmentKind::kTemplate, "### system\n"));
-  }
+  segs.push_back(ManifestSegment::Make("system:open", SegmentKind::kTemplate, markers_.start + markers_.system.open,
+                                       markers_special_));
   if (!system_.empty()) segs.push_back(ManifestSegment::Make("system", SegmentKind::kSystem, free_text(system_)));
   if (!tools_.empty()) segs.push_back(ManifestSegment::Make("tools", SegmentKind::kTools, free_text(tools_)));
   if (!repo_map_.empty())
@@ -200,7 +202,7 @@ ContextManifest Workspace::Manifest() const {
     segs.push_back(ManifestSegment::Make("file:" + path, SegmentKind::kFile, workspace::RenderFile(path, content)));
   }
   segs.push_back(
-      ManifestSegment::Make("system:close", SegmentKind::kTemplate, chatml_ ? "<|im_end|>\n" : "\n", chatml_));
+      ManifestSegment::Make("system:close", SegmentKind::kTemplate, markers_.system.close, markers_special_));
   for (size_t i = 0; i < log_.size(); ++i) {
     const Entry& e = log_[i];
     const std::string id = "log:" + std::to_string(i);

@@ -7,10 +7,13 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <optional>
 #include <random>
 
 #include "llama/llama_session.h"
+#include "llama/model_writer.h"
 #include "llama/test_models.h"
 #include "modeld/service.h"
 #include "workspace/text_format.h"
@@ -190,6 +193,97 @@ TEST(Workspace, WarmEqualsColdAndEditsCostTheirNotesNotTheRest) {
     ASSERT_TRUE(wl.has_value() && cl.has_value());
     EXPECT_LE(MaxAbsDiff(*wl, *cl), 1e-4f) << "turn " << turn;
   }
+}
+
+// With the model's own template (Llama 3.2's here, markers derived from it), the workspace's
+// prompt is what that template renders for the same conversation, and stays exact (warm == cold).
+TEST(Workspace, TheModelsOwnTemplateRendersTheWorkspace) {
+  auto spec = llama::PresetSpec("tiny-llama", MODELD_VOCAB_DIR);
+  ASSERT_TRUE(spec.has_value());
+  spec->vocab_path = std::string(MODELD_VOCAB_DIR) + "/ggml-vocab-llama-bpe.gguf";
+  std::ifstream tf(std::string(MODELD_VOCAB_DIR) + "/templates/meta-llama-Llama-3.2-3B-Instruct.jinja");
+  spec->chat_template.assign(std::istreambuf_iterator<char>(tf), std::istreambuf_iterator<char>());
+  ASSERT_FALSE(spec->chat_template.empty());
+  const std::string path = std::string(MODELD_TEST_TMP) + "/workspace-llama3.gguf";
+  fs::create_directories(MODELD_TEST_TMP);
+  ASSERT_TRUE(llama::WriteRandomModel(*spec, path).has_value());
+  OpenSessionRequest req;
+  req.model_path = path;
+  req.config.n_ctx = 4096;
+  req.config.threads = 2;
+  auto format = Service().OpenChatFormat(req);
+  ASSERT_TRUE(format.has_value()) << format.error().ToString();
+  auto markers = DeriveChatMarkers(**format);
+  ASSERT_TRUE(markers.has_value()) << markers.error().ToString();
+  auto warm_session = Service().OpenSession(req);
+  ASSERT_TRUE(warm_session.has_value());
+  WorkspaceOptions opt;
+  opt.markers = *markers;
+  Workspace w(warm_session->get(), opt);
+  std::mt19937 rng(3);
+  ASSERT_TRUE(w.SetSystem("You are a coding assistant.").has_value());
+  ASSERT_TRUE(w.PutFile("src/a.cc", RandomCode(rng, 12)).has_value());
+  DecodeConfig dc;
+  dc.max_tokens = 6;
+  auto first = w.Ask("What does a.cc do?", dc, {});
+  ASSERT_TRUE(first.has_value()) << first.error().ToString();
+  ASSERT_TRUE(w.PutFile("src/a.cc", EditLines(rng, w.files().at("src/a.cc"))).has_value());
+
+  // The template's own rendering: the system message holds the stable part, then the turns.
+  const std::string q2 = "And now?";
+  std::string full = w.AssembledText();
+  for (const auto& s : w.QuestionSegments(q2)) full += s.content;
+  ChatRequest chat;
+  std::string system;
+  const ContextManifest manifest = w.Manifest();  // named: a range-for over a temporary's member dangles
+  for (const auto& s : manifest.segments()) {
+    if (s.kind == SegmentKind::kSystem || s.kind == SegmentKind::kFile) system += s.content;
+  }
+  const auto msg = [](ChatRole r, std::string text) {
+    ChatMessage m;
+    m.role = r;
+    m.content = std::move(text);
+    return m;
+  };
+  chat.messages.push_back(msg(ChatRole::kSystem, system));
+  for (const auto& s : manifest.segments()) {
+    if (s.kind == SegmentKind::kUser || s.kind == SegmentKind::kChangeNote)
+      chat.messages.push_back(msg(ChatRole::kUser, s.content));
+    if (s.kind == SegmentKind::kConversation) {
+      const bool answer = chat.messages.back().role == ChatRole::kUser;
+      chat.messages.push_back(msg(answer ? ChatRole::kAssistant : ChatRole::kUser, s.content));
+    }
+  }
+  chat.messages.push_back(msg(ChatRole::kUser, q2));
+  auto rendered = (*format)->Apply(chat);
+  ASSERT_TRUE(rendered.has_value());
+  // Llama 3's template trims each message; the workspace keeps a message's text as it is (its
+  // format ends every block with a newline), the one difference.
+  std::string trimmed = full;
+  for (const std::string& close : {markers->system.close, markers->user.close, markers->assistant.close}) {
+    for (size_t at = 0; (at = trimmed.find(close, at)) != std::string::npos; at += close.size() - 1) {
+      while (at > 0 && std::isspace(static_cast<unsigned char>(trimmed[at - 1]))) trimmed.erase(--at, 1);
+      ++at;
+    }
+  }
+  for (const std::string& open : {markers->user.open, markers->assistant.open}) {
+    for (size_t at = 0; (at = trimmed.find(open, at)) != std::string::npos;) {
+      at += open.size();
+      while (at < trimmed.size() && std::isspace(static_cast<unsigned char>(trimmed[at]))) trimmed.erase(at, 1);
+    }
+  }
+  EXPECT_EQ(trimmed, rendered->text);
+  EXPECT_EQ(full.rfind("<|begin_of_text|><|start_header_id|>system<|end_header_id|>", 0), 0u) << full;
+
+  // Exact: the warm session after the edit holds what a cold prefill of the same context holds.
+  ASSERT_TRUE(w.Prefill().has_value());
+  auto cold = Service().OpenSession(req);
+  ASSERT_TRUE(cold.has_value());
+  ASSERT_TRUE((*cold)->EnsurePrefix({w.Manifest(), {}}).has_value());
+  auto wl = dynamic_cast<llama::LlamaSession&>(**warm_session).LastLogits();
+  auto cl = dynamic_cast<llama::LlamaSession&>(**cold).LastLogits();
+  ASSERT_TRUE(wl.has_value() && cl.has_value());
+  EXPECT_LE(MaxAbsDiff(*wl, *cl), 1e-4f);
 }
 
 TEST(Workspace, BadInputIsRefusedAndChangesNothing) {

@@ -307,6 +307,8 @@ void OpenSession(ServerContext& c, const http::Request& req, http::Response& res
   auto m = c.ModelOrError(model);
   if (!m) return ReplyError(res, m.error());
   const std::string name = (*m)->name;
+  // The workspace's prompt reads as the model's own chat template renders it.
+  wopt.markers = c.MarkersFor(**m);
   if (stream) {
     // Errors found before the stream starts are plain HTTP errors (Open plans again, cheaply).
     if (auto plan = c.Plan(**m, cfg); !plan) return ReplyError(res, plan.error());

@@ -88,6 +88,7 @@ Result<LeasePtr> OpenAiApi::Place(Generation& g, Conversations::Placement* where
   SessionConfig cfg;
   cfg.n_ctx = n_ctx;
   cfg.threads = ctx_.opt.threads;
+  cfg.flash_attn = ctx_.opt.chat_flash_attn;
   auto lease = convs_.Acquire(g.model->name, g.tokens, g.hint, cfg, {}, where);
   if (!lease) return Fail(lease.error());
   return std::make_shared<SessionManager::Lease>(std::move(*lease));
