@@ -60,7 +60,8 @@ def system_prompt():
 def first_message(c):
     files = [SOURCES[(2 * c + i) % len(SOURCES)] for i in range(2)]
     parts = [f"File {p}:\n```cpp\n{read_source(p, 2500)}\n```" for p in files]
-    return "Here are the files I am working on.\n\n" + "\n\n".join(parts) + "\n\nWhat does the first file do?"
+    return (f"Task {c}: here are the files I am working on.\n\n" + "\n\n".join(parts) +
+            "\n\nWhat does the first file do?")
 
 
 def turn_message(c, t):

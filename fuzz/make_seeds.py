@@ -7,6 +7,8 @@
                       array cut to a few elements, so the real key sets stay but the files are small
   wire_codec_fuzzer   a selector byte (see wire_codec_fuzzer.cpp) + request bodies of docs/protocol.md
                       and the daemon's replies the client decodes
+  openai_codec_fuzzer a selector byte (c chat, t completion, e embeddings) + OpenAI request bodies as
+                      the tools send them (docs/openai.md)
   text_format_fuzzer  assembled contexts (docs/context-assembly.md's example and others), and round-trip
                       inputs: a byte 0x00..0x07 (context + 1), then old \\0 new \\0 path \\0 pre \\0 mid \\0 post
 """
@@ -264,6 +266,40 @@ def text_seeds():
     return seeds
 
 
+def openai_seeds():
+    tool = {"type": "function", "function": {"name": "get_weather", "description": "weather",
+                                             "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                                            "required": ["city"]}}}
+    chats = [
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+        {"model": "m", "stream": True, "stream_options": {"include_usage": True}, "max_tokens": 16,
+         "temperature": 0.2, "top_p": 0.9, "seed": 1, "stop": ["\n\n"], "user": "u", "prompt_cache_key": "k",
+         "messages": [{"role": "system", "content": "You are a coding agent."},
+                      {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+                      {"role": "assistant", "content": None, "tool_calls": [
+                          {"id": "call_1", "type": "function", "function": {"name": "get_weather",
+                                                                             "arguments": "{\"city\":\"Paris\"}"}}]},
+                      {"role": "tool", "tool_call_id": "call_1", "content": "21C"}],
+         "tools": [tool], "tool_choice": "auto", "parallel_tool_calls": False},
+        {"messages": [{"role": "user", "content": "x"}], "tools": [tool],
+         "tool_choice": {"type": "function", "function": {"name": "get_weather"}}},
+        {"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_schema", "json_schema": {
+            "name": "n", "schema": {"type": "object"}}}, "max_completion_tokens": 5},
+        {"messages": [{"role": "user", "content": "x"}], "n": 2, "logprobs": True, "logit_bias": {"1": 2}},
+        {"messages": [{"role": "developer", "content": "x"}], "reasoning_effort": "none",
+         "chat_template_kwargs": {"enable_thinking": False}, "presence_penalty": -2, "frequency_penalty": 2},
+    ]
+    completions = [{"model": "m", "prompt": "def f(", "max_tokens": 8, "stream": True},
+                   {"prompt": ["one"], "suffix": "x"}, {"prompt": 5}]
+    embeddings = [{"model": "e", "input": "int main"}, {"input": ["a", "b"], "encoding_format": "base64"},
+                  {"input": [], "dimensions": 3}]
+    seeds = {}
+    for sel, bodies in (("c", chats), ("t", completions), ("e", embeddings)):
+        for i, b in enumerate(bodies):
+            seeds[f"{sel}{i}.json"] = sel.encode() + json.dumps(b).encode()
+    return seeds
+
+
 def write(target, seeds):
     d = os.path.join(OUT, target)
     os.makedirs(d, exist_ok=True)
@@ -278,6 +314,7 @@ def main():
     write("gguf_header_fuzzer", gguf_seeds())
     write("wire_codec_fuzzer", wire_seeds())
     write("text_format_fuzzer", text_seeds())
+    write("openai_codec_fuzzer", openai_seeds())
 
 
 if __name__ == "__main__":

@@ -18,6 +18,9 @@ namespace modeld::daemon {
 inline constexpr char kConversationPrefix[] = "~chat-";
 // Tokens at the end of a conversation's last prompt that a continuation may render differently.
 inline constexpr int64_t kTailSlack = 32;
+// A new conversation sharing at least this many tokens with a resident one starts from a copy of
+// its KV (Session::Fork): a shared system prompt costs memory, not compute.
+inline constexpr int64_t kMinForkTokens = 256;
 
 class Conversations {
  public:
@@ -25,16 +28,19 @@ class Conversations {
 
   struct Placement {
     std::string id;
-    int64_t matched = 0;  // tokens of the request shared with the conversation's last prompt
-    bool fresh = false;   // a new conversation
+    int64_t matched = 0;      // tokens of the request shared with the conversation's last prompt
+    bool fresh = false;       // a new conversation
+    std::string forked_from;  // a new conversation started from a copy of this one's KV
   };
   // Length of the common prefix of two token lists.
   static int64_t CommonPrefix(const std::vector<int32_t>& a, const std::vector<int32_t>& b);
 
   // The conversation to serve `tokens` on model `model`: the one whose last prompt they continue
   // (all of it but at most kTailSlack tokens), with the longest match, waiting while it is busy;
-  // else a new one opened with `cfg`. So a side request or a second conversation that shares only
-  // a system prompt starts its own instead of cutting a long conversation short. A non-empty `hint` (a client's
+  // else a new one: a Fork of the idle conversation sharing the longest prefix with them when that
+  // is at least kMinForkTokens (the backend permitting), else opened with `cfg`. So a side request
+  // or a second conversation that shares only a system prompt starts its own instead of cutting a
+  // long conversation short, and does not prefill the shared part again. A non-empty `hint` (a client's
   // cache key) narrows the candidates to conversations with that hint; it never makes a token
   // mismatch count as a match.
   Result<SessionManager::Lease> Acquire(const std::string& model, const std::vector<int32_t>& tokens,
@@ -49,10 +55,20 @@ class Conversations {
     std::string model;
     std::string hint;
     std::vector<int32_t> tokens;  // the last prompt prefilled
+    bool opening = false;         // its session is being made: not pruned meanwhile
   };
   // The best continuation candidate, or "" when none qualifies. With mu_ held.
   std::string BestLocked(const std::string& model, const std::vector<int32_t>& tokens, const std::string& hint,
                          int64_t* matched) const;
+  // The conversation sharing the longest prefix with `tokens`, whatever its hint. With mu_ held.
+  std::string LongestSharedLocked(const std::string& model, const std::vector<int32_t>& tokens, int64_t* shared) const;
+  // A new conversation from a copy of `donor`'s session; an error when it cannot be made now
+  // (the donor busy or gone, no room, a backend without Fork).
+  Result<SessionManager::Lease> ForkNew(const std::string& donor, const std::string& model, const std::string& hint,
+                                        Placement* out);
+  // A new conversation's id and record (pruning those whose sessions left). With mu_ held.
+  std::string NewIdLocked(const std::string& model, const std::string& hint);
+  void Opened(const std::string& id);  // its session is in the table
 
   SessionManager* sessions_;
   std::mutex mu_;

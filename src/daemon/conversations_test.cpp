@@ -23,6 +23,11 @@ class FakeSession final : public Session {
     return std::vector<int32_t>(text.size(), 1);
   }
   Status Close() override { return {}; }
+  Result<std::unique_ptr<Session>> Fork() override {
+    if (!forkable) return Fail(Error::UnsupportedFeature("fork"));
+    return std::unique_ptr<Session>(std::make_unique<FakeSession>());
+  }
+  static inline std::atomic<bool> forkable{true};
 };
 
 struct Fixture {
@@ -140,6 +145,43 @@ TEST(Conversations, AnEvictedConversationIsForgottenAndANewOneOpened) {
   EXPECT_TRUE(a2.fresh);
   EXPECT_NE(a2.id, a.id);
   EXPECT_LE(f.convs.size(), 2u);  // records follow the session table
+}
+
+TEST(Conversations, ANewConversationSharingALongPrefixStartsFromACopy) {
+  Fixture f;
+  const auto sys = Seq(1, 400);  // >= kMinForkTokens
+  const auto a1 = f.Turn(Cat(sys, Seq(10000, 100)));
+  const auto b1 = f.Turn(Cat(sys, Seq(30000, 100)));
+  EXPECT_TRUE(b1.fresh);
+  EXPECT_EQ(b1.forked_from, a1.id);
+  EXPECT_EQ(b1.matched, 400);
+  EXPECT_EQ(f.opens, 1);  // the copy opened nothing
+  // Both go on warm, each in its own session.
+  EXPECT_EQ(f.Turn(Cat(Cat(sys, Seq(10000, 100)), Seq(40000, 5))).id, a1.id);
+  EXPECT_EQ(f.Turn(Cat(Cat(sys, Seq(30000, 100)), Seq(50000, 5))).id, b1.id);
+  // A short shared prefix is not worth a copy.
+  const auto c1 = f.Turn(Cat(Seq(1, 100), Seq(60000, 100)));
+  EXPECT_TRUE(c1.forked_from.empty());
+  EXPECT_EQ(f.opens, 2);
+}
+
+TEST(Conversations, ABusyDonorOrABackendWithoutForkMeansAColdOpenNotAWait) {
+  Fixture f;
+  const auto sys = Seq(1, 400);
+  const auto a1 = f.Turn(Cat(sys, Seq(10000, 100)));
+  {
+    auto held = f.sessions.Acquire(a1.id);
+    ASSERT_TRUE(held.has_value());
+    const auto b1 = f.Turn(Cat(sys, Seq(30000, 100)));  // would deadlock if it waited for a1
+    EXPECT_TRUE(b1.forked_from.empty());
+    EXPECT_EQ(f.opens, 2);
+  }
+  FakeSession::forkable = false;
+  const auto c1 = f.Turn(Cat(sys, Seq(50000, 100)));
+  FakeSession::forkable = true;
+  EXPECT_TRUE(c1.fresh);
+  EXPECT_TRUE(c1.forked_from.empty());
+  EXPECT_EQ(f.opens, 3);
 }
 
 }  // namespace

@@ -69,16 +69,36 @@ Result<SessionManager::Opened> SessionManager::Open(const std::string& workspace
   }
   auto s = opener_(workspace, model, plan->config, progress);
   if (!s) return Fail(s.error());
+  return Insert(workspace, model, plan->config, plan->bytes(), std::move(*s), std::move(room), wopt);
+}
+
+Result<SessionManager::Opened> SessionManager::Adopt(const std::string& workspace, const std::string& model,
+                                                     const SessionConfig& cfg, int64_t memory_bytes,
+                                                     std::unique_ptr<Session> session, KvReservation room,
+                                                     const WorkspaceOptions& wopt) {
+  {
+    std::lock_guard lock(mu_);
+    if (sessions_.contains(workspace) || opening_.contains(workspace)) {
+      return Fail(ErrorCode::kInvalidArgument, "workspace '" + workspace + "' already has a session");
+    }
+  }
+  return Insert(workspace, model, cfg, memory_bytes, std::move(session), std::move(room), wopt);
+}
+
+Result<SessionManager::Opened> SessionManager::Insert(const std::string& workspace, const std::string& model,
+                                                      const SessionConfig& cfg, int64_t memory_bytes,
+                                                      std::unique_ptr<Session> session, KvReservation room,
+                                                      const WorkspaceOptions& wopt) {
   auto e = std::make_shared<SessionEntry>();
   e->workspace = workspace;
   e->model = model;
-  e->session = std::move(*s);
+  e->session = std::move(session);
   e->assembly = std::make_unique<Workspace>(e->session.get(), wopt);
   auto rep = e->session->Report();
   if (!rep) return Fail(rep.error());
-  e->config = plan->config;
+  e->config = cfg;
   e->config.n_ctx = static_cast<int32_t>(rep->n_ctx);
-  e->memory_bytes = plan->bytes();
+  e->memory_bytes = memory_bytes;
   e->report = *rep;
   e->stats = e->assembly->Stats();
   e->last_used = Clock::now();

@@ -84,6 +84,12 @@ class SessionManager {
   Result<Opened> Open(const std::string& workspace, const std::string& model, const SessionConfig& cfg,
                       const WorkspaceOptions& wopt, const ProgressFunc& progress);
 
+  // Puts a session made elsewhere (a Fork of another's) in the table under `workspace`, its memory
+  // counted from `room` (taken with ReserveSpare) on. kInvalidArgument when the workspace has one.
+  Result<Opened> Adopt(const std::string& workspace, const std::string& model, const SessionConfig& cfg,
+                       int64_t memory_bytes, std::unique_ptr<Session> session, KvReservation room,
+                       const WorkspaceOptions& wopt);
+
   // Exclusive use of a session for one call. Release() after the call
   // refreshes the cached report and evicts the session if it turned fatal.
   class Lease {
@@ -136,6 +142,10 @@ class SessionManager {
 
  private:
   void Release(SessionEntry& e);  // with e.call_mu held
+  // Makes the entry of a session just opened or adopted and puts it in the table.
+  Result<Opened> Insert(const std::string& workspace, const std::string& model, const SessionConfig& cfg,
+                        int64_t memory_bytes, std::unique_ptr<Session> session, KvReservation room,
+                        const WorkspaceOptions& wopt);
   // The live entry, or why there is none (never opened, closed, evicted). With mu_ held.
   Result<std::shared_ptr<SessionEntry>> FindLocked(const std::string& workspace);
   // Evicts idle sessions (never `keep`) until within the limits. With mu_ held.

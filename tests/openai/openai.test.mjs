@@ -88,7 +88,9 @@ test('models: the OpenAI list shape, retrieve, and a missing model', async () =>
 
 test('chat: whole and streamed answers agree, usage and finish_reason', async () => {
   const messages = [{ role: 'system', content: SYSTEM }, { role: 'user', content: 'Name a sorting algorithm.' }];
-  // Distinct cache keys: both start cold, so both compute exactly the same thing.
+  // Distinct cache keys: two conversations. The second starts cold or from a copy of the first's
+  // KV (a fork, when the prompt is long enough), which holds what a cold prefill would: the same
+  // greedy answer either way.
   const whole = await client.chat.completions.create({
     model: 'chat-tiny', messages, max_tokens: 12, ...greedy, prompt_cache_key: 'whole',
   });
@@ -125,7 +127,6 @@ test('chat: whole and streamed answers agree, usage and finish_reason', async ()
   assert.equal(finish, choice.finish_reason);
   assert.ok(usage, 'include_usage: a last chunk with usage');
   assert.equal(usage.prompt_tokens, whole.usage.prompt_tokens);
-  assert.equal(usage.prompt_tokens_details.cached_tokens, 0);
 
   // The same prompt again on the first conversation: all of it is reused (the last token may be
   // evaluated again for its logits).

@@ -13,6 +13,12 @@ Error Bad(std::string param, std::string message) {
   return Error(ErrorCode::kInvalidArgument, std::move(message)).WithField(std::move(param));
 }
 
+// A string member of an object, "" when it is absent or not a string (nlohmann's value() throws).
+std::string StrOr(const Json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
 // A number parameter, or the error naming it.
 Status Number(const Json& body, const char* key, float lo, float hi, float* out) {
   auto it = body.find(key);
@@ -209,8 +215,7 @@ Status ReadTools(const Json& body, ChatRequest* chat) {
     for (size_t i = 0; i < it->size(); ++i) {
       const auto& t = (*it)[i];
       const std::string p = "tools[" + std::to_string(i) + "]";
-      if (!t.is_object() || t.value("type", "") != "function" || !t.contains("function") ||
-          !t["function"].is_object()) {
+      if (!t.is_object() || StrOr(t, "type") != "function" || !t.contains("function") || !t["function"].is_object()) {
         return Fail(
             Bad(p, "a tool is {\"type\": \"function\", \"function\": {\"name\", \"description\", \"parameters\"}}"));
       }
@@ -248,7 +253,7 @@ Status ReadTools(const Json& body, ChatRequest* chat) {
     } else {
       return Fail(Bad("tool_choice", "'tool_choice' is \"auto\", \"none\", \"required\" or a named function"));
     }
-  } else if (tc->is_object() && tc->value("type", "") == "function" && tc->contains("function") &&
+  } else if (tc->is_object() && StrOr(*tc, "type") == "function" && tc->contains("function") &&
              (*tc)["function"].is_object() && (*tc)["function"].contains("name") &&
              (*tc)["function"]["name"].is_string()) {
     // A named function: the answer is a call of it, so it is the only tool offered.
@@ -336,7 +341,7 @@ Result<ChatCompletionRequest> ParseChatCompletion(const Json& body) {
   if (auto k = body.find("chat_template_kwargs"); k != body.end() && k->is_object()) {
     if (auto e = k->find("enable_thinking"); e != k->end() && e->is_boolean()) r.chat.enable_thinking = *e;
   }
-  if (body.value("reasoning_effort", "") == "none") r.chat.enable_thinking = false;
+  if (StrOr(body, "reasoning_effort") == "none") r.chat.enable_thinking = false;
   r.cache_key = CacheKey(body);
   return r;
 }

@@ -91,6 +91,9 @@ Result<LeasePtr> OpenAiApi::Place(Generation& g, Conversations::Placement* where
   cfg.flash_attn = ctx_.opt.chat_flash_attn;
   auto lease = convs_.Acquire(g.model->name, g.tokens, g.hint, cfg, {}, where);
   if (!lease) return Fail(lease.error());
+  if (!where->forked_from.empty()) {
+    ctx_.Log("modeld: %s starts from a copy of %s's KV\n", where->id, where->forked_from);
+  }
   return std::make_shared<SessionManager::Lease>(std::move(*lease));
 }
 
