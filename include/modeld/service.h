@@ -62,7 +62,8 @@ class Service {
   Result<Embedding> Embed(const EmbedRequest& req) const;
   // The model's chat template (or req.chat_template), ready to render requests for sessions of
   // this model. Reads the tokenizer, not the weights. kInvalidArgument for a template that does
-  // not parse; kNotFound when the model has none and no override is given.
+  // not parse. A model without a template gets ChatML, as llama-server gives it. The prompt's
+  // special-token text is read as special tokens, message text included (llama-server does the same).
   Result<std::shared_ptr<const ChatFormat>> OpenChatFormat(const OpenSessionRequest& req) const;
 };
 

@@ -39,8 +39,12 @@ Result<std::shared_ptr<const ChatFormat>> ServerContext::ChatFormatFor(const Ser
   }
   OpenSessionRequest req = Request(m, SessionConfig{});
   req.chat_template = opt.chat_template;
+  if (auto it = format_errors_.find(m.name); it != format_errors_.end()) return Fail(it->second);
   auto format = Service().OpenChatFormat(req);
-  if (!format) return Fail(format.error());  // not cached: a later request tries again
+  if (!format) {  // a template that does not parse will not parse next time either
+    format_errors_.emplace(m.name, format.error());
+    return Fail(format.error());
+  }
   formats_.emplace_back(m.name, *format);
   return *format;
 }

@@ -61,6 +61,7 @@ class ServerContext {
  private:
   std::mutex formats_mu_;
   std::vector<std::pair<std::string, std::shared_ptr<const ChatFormat>>> formats_;  // model name -> format
+  std::map<std::string, Error> format_errors_;                                      // model name -> why none
   std::mutex markers_mu_;
   std::map<std::string, std::optional<ChatMarkers>> markers_;  // model name -> markers, once derived
 };

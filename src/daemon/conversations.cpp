@@ -142,6 +142,11 @@ void Conversations::Opened(const std::string& id) {
   if (auto it = convs_.find(id); it != convs_.end()) it->second.opening = false;
 }
 
+void Conversations::Forget(const std::string& id) {
+  std::lock_guard lock(mu_);
+  convs_.erase(id);
+}
+
 void Conversations::Record(const std::string& id, std::vector<int32_t> tokens) {
   std::lock_guard lock(mu_);
   if (auto it = convs_.find(id); it != convs_.end()) it->second.tokens = std::move(tokens);

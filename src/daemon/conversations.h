@@ -16,8 +16,10 @@ namespace modeld::daemon {
 
 // Conversation ids: '~' is outside the native protocol's workspace names, so none collides.
 inline constexpr char kConversationPrefix[] = "~chat-";
-// Tokens at the end of a conversation's last prompt that a continuation may render differently.
-inline constexpr int64_t kTailSlack = 32;
+// Tokens at the end of a conversation's last prompt that a continuation may render differently
+// (a generation prompt: Qwen3's with its empty think block is 8). Small, so that a new
+// conversation whose first message is short is not taken for the continuation of another.
+inline constexpr int64_t kTailSlack = 8;
 // A new conversation sharing at least this many tokens with a resident one starts from a copy of
 // its KV (Session::Fork): a shared system prompt costs memory, not compute.
 inline constexpr int64_t kMinForkTokens = 256;
@@ -48,6 +50,7 @@ class Conversations {
                                         Placement* out);
   // After a prefill on `id`: the prompt it now holds.
   void Record(const std::string& id, std::vector<int32_t> tokens);
+  void Forget(const std::string& id);  // its session was closed
   size_t size();
 
  private:

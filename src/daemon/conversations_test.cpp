@@ -103,14 +103,23 @@ TEST(Conversations, ATailTheTemplateRendersAnewStillMatches) {
   Fixture f;
   const auto prompt = Seq(1, 300);
   const auto t1 = f.Turn(prompt);
-  auto next = Seq(1, 290);  // the last 10 tokens differ (within kTailSlack)
+  auto next = Seq(1, 294);  // the last 6 tokens differ (within kTailSlack)
   next = Cat(next, Seq(900, 40));
   const auto t2 = f.Turn(next);
   EXPECT_EQ(t2.id, t1.id);
-  EXPECT_EQ(t2.matched, 290);
+  EXPECT_EQ(t2.matched, 294);
   auto far = Seq(1, 200);  // 100 tokens of its prompt gone: a different conversation
   far = Cat(far, Seq(700, 5));
   EXPECT_NE(f.Turn(far).id, t1.id);
+}
+
+TEST(Conversations, ANewConversationWithAShortFirstMessageIsNotTakenForAnother) {
+  Fixture f;
+  const auto sys = Seq(1, 100);                                     // below kMinForkTokens: no copy either
+  const auto a = f.Turn(Cat(Cat(sys, Seq(7000, 12)), Seq(50, 3)));  // system, a short message, a generation prompt
+  const auto b = f.Turn(Cat(Cat(sys, Seq(8000, 12)), Seq(50, 3)));  // another short first message
+  EXPECT_NE(a.id, b.id);
+  EXPECT_TRUE(b.fresh);
 }
 
 TEST(Conversations, AHintNarrowsButNeverMakesAMismatchAHit) {

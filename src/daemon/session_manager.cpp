@@ -103,6 +103,9 @@ Result<SessionManager::Opened> SessionManager::Insert(const std::string& workspa
   e->stats = e->assembly->Stats();
   e->last_used = Clock::now();
   std::lock_guard lock(mu_);
+  if (sessions_.contains(workspace)) {  // never replace a live entry: its memory would go uncounted
+    return Fail(ErrorCode::kInvalidArgument, "workspace '" + workspace + "' already has a session");
+  }
   sessions_[workspace] = e;
   tombstones_.erase(workspace);
   room.Drop();  // the entry counts itself now

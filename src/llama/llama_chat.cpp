@@ -67,12 +67,10 @@ class LlamaChatParser final : public ChatParser {
 
   Result<std::vector<ChatDelta>> Update(std::string_view text, bool partial) override {
     common_chat_msg now;
-    try {
-      now = common_chat_parse(std::string(text), partial, params_);
-    } catch (const std::exception& e) {
-      if (partial) return std::vector<ChatDelta>{};  // not readable yet: wait for more text
-      // The whole answer does not follow the template's syntax: it is plain content.
-      now = common_chat_msg{};
+    if (!Parse(text, partial, &now) && !(!partial && Parse(text, /*partial=*/true, &now))) {
+      // Not readable yet, or (a final text) not even as a cut-off answer: what was read stands.
+      if (partial || !prev_.empty()) return std::vector<ChatDelta>{};
+      now = common_chat_msg{};  // nothing read at all: the answer is plain content
       now.role = "assistant";
       now.content = std::string(text);
     }
@@ -80,9 +78,10 @@ class LlamaChatParser final : public ChatParser {
     std::vector<common_chat_msg_diff> diffs;
     try {
       diffs = common_chat_msg_diff::compute_diffs(prev_, now);
-    } catch (const std::exception& e) {
-      if (partial) return std::vector<ChatDelta>{};  // a partial read that a later one revises
-      return Fail(ErrorCode::kInternal, std::string("reading the answer: ") + e.what());
+    } catch (const std::exception&) {
+      // A read that takes back what was streamed (fewer calls, another name): what was streamed
+      // stands, since a client cannot unread a delta.
+      return std::vector<ChatDelta>{};
     }
     std::vector<ChatDelta> out;
     for (const auto& d : diffs) {
@@ -104,6 +103,15 @@ class LlamaChatParser final : public ChatParser {
   const ChatMessage& message() const override { return message_; }
 
  private:
+  bool Parse(std::string_view text, bool partial, common_chat_msg* out) const {
+    try {
+      *out = common_chat_parse(std::string(text), partial, params_);
+      return true;
+    } catch (const std::exception&) {
+      return false;
+    }
+  }
+
   common_chat_parser_params params_;
   common_chat_msg prev_;
   std::vector<std::string> ids_;

@@ -236,6 +236,23 @@ TEST_F(ToolsTest, StreamedDeltasAddUpToTheFinalMessage) {
   EXPECT_EQ(nlohmann::json::parse(args), nlohmann::json::parse(msg.tool_calls[0].arguments));
 }
 
+// An answer cut short inside a call (max_tokens, a stop string) ends as what was read: never an
+// error after deltas went out, never a call taken back.
+TEST_F(ToolsTest, AnAnswerCutShortInsideACallKeepsWhatWasStreamed) {
+  auto format = OpenLlamaChatFormat(*info_, "");
+  ASSERT_TRUE(format.has_value());
+  auto prompt = (*format)->Apply(Weather(ToolChoice::kRequired));
+  ASSERT_TRUE(prompt.has_value());
+  const std::string cut = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Tok";
+  auto partial = prompt->parser->Update(cut, /*partial=*/true);
+  ASSERT_TRUE(partial.has_value());
+  ASSERT_EQ(prompt->parser->message().tool_calls.size(), 1u);
+  auto final = prompt->parser->Update(cut, /*partial=*/false);
+  ASSERT_TRUE(final.has_value()) << final.error().ToString();
+  ASSERT_EQ(prompt->parser->message().tool_calls.size(), 1u);
+  EXPECT_EQ(prompt->parser->message().tool_calls[0].name, "get_weather");
+}
+
 TEST_F(ToolsTest, ABrokenOverrideTemplateIsATypedError) {
   auto format = OpenLlamaChatFormat(*info_, "{% for m in messages %}{{ m.content ");
   ASSERT_FALSE(format.has_value());

@@ -413,8 +413,9 @@ Result<DecodeResult> LlamaSession::Decode(const DecodeConfig& dc, const ChunkCal
   sp.penalty_repeat = dc.repeat_penalty;
   sp.penalty_freq = dc.frequency_penalty;
   sp.penalty_present = dc.presence_penalty;
-  const int64_t last_n = dc.repeat_last_n < 0 ? resident : std::min<int64_t>(resident, dc.repeat_last_n);
-  sp.penalty_last_n = static_cast<int32_t>(last_n);
+  // The penalties' window (-1: the whole context), primed with the resident tail.
+  sp.penalty_last_n = dc.repeat_last_n < 0 ? cfg_.n_ctx : dc.repeat_last_n;
+  const int64_t last_n = std::min<int64_t>(resident, sp.penalty_last_n);
   if (dc.constraint) {
     const auto* c = dynamic_cast<const LlamaConstraint*>(dc.constraint.get());
     if (c == nullptr)

@@ -448,7 +448,18 @@ int64_t IntOr(const Json& j, const char* key, int64_t def) {
 }
 
 Result<Json> ParseObject(std::string_view body) {
-  Json j = Json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+  // Nesting is bounded before anything recurses on it (dump(), schema-to-grammar, templates): the
+  // parser itself is iterative, but those are not, and a deep body would overflow a thread's stack.
+  bool too_deep = false;
+  const Json::parser_callback_t depth_guard = [&too_deep](int depth, Json::parse_event_t, Json&) {
+    if (depth > kMaxJsonDepth) too_deep = true;
+    return !too_deep;
+  };
+  Json j = Json::parse(body.begin(), body.end(), depth_guard, /*allow_exceptions=*/false);
+  if (too_deep) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "request body nests deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+  }
   if (j.is_discarded()) return Fail(ErrorCode::kInvalidArgument, "request body is not valid JSON");
   if (!j.is_object()) return Fail(ErrorCode::kInvalidArgument, "request body must be a JSON object");
   return j;

@@ -48,7 +48,10 @@ Result<ContextReport> ContextReportFromJson(const Json& j);
 
 Json ToJson(const Progress& p);
 
-// Parses a request body; malformed JSON or a non-object is invalid_argument.
+// The deepest nesting of arrays and objects a request body may have.
+inline constexpr int kMaxJsonDepth = 64;
+// Parses a request body; malformed JSON, a non-object or nesting past kMaxJsonDepth is
+// invalid_argument.
 Result<Json> ParseObject(std::string_view body);
 
 // Serializes a reply. Strings that are not UTF-8 (a GGUF's metadata is bytes) become U+FFFD

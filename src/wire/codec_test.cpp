@@ -90,6 +90,19 @@ TEST(Codec, StatusesAndReportsRoundTrip) {
   EXPECT_EQ(db->finish, FinishReason::kStop);
 }
 
+TEST(Codec, ParseObjectRefusesDeepNestingBeforeAnythingRecursesOnIt) {
+  const auto nested = [](int depth) {
+    return "{\"a\":" + std::string(static_cast<size_t>(depth - 1), '[') +
+           std::string(static_cast<size_t>(depth - 1), ']') + "}";
+  };
+  auto ok = ParseObject(nested(kMaxJsonDepth));
+  ASSERT_TRUE(ok.has_value()) << ok.error().ToString();
+  (void)Dump(*ok);
+  auto deep = ParseObject(nested(1 << 20));  // would overflow dump()'s recursion
+  ASSERT_FALSE(deep.has_value());
+  EXPECT_EQ(deep.error().code(), ErrorCode::kInvalidArgument);
+}
+
 TEST(Codec, ParseObjectRefusesNonObjects) {
   EXPECT_TRUE(ParseObject("{}").has_value());
   EXPECT_FALSE(ParseObject("{").has_value());

@@ -20,6 +20,8 @@ struct Request {
   std::string body;
   std::map<std::string, std::string> params;   // path parameters: ":ws" in the pattern -> "ws"
   std::map<std::string, std::string> headers;  // names in lower case
+  // Whether the client has closed the connection (checked on a non-streamed reply's long work).
+  std::function<bool()> closed = [] { return false; };
   // The header's value, "" when absent; `name` in lower case.
   std::string Header(const std::string& name) const {
     auto it = headers.find(name);

@@ -50,6 +50,7 @@ Request FromHttplib(Method method, const httplib::Request& req) {
   out.method = method;
   out.path = req.path;
   out.body = req.body;
+  out.closed = req.is_connection_closed;
   for (const auto& [k, v] : req.path_params) out.params[k] = v;
   for (const auto& [k, v] : req.headers) {
     std::string name = k;
@@ -68,8 +69,17 @@ void ToHttplib(Response&& out, httplib::Response& res) {
     res.set_chunked_content_provider(out.content_type,
                                      [stream = std::move(out.stream)](size_t, httplib::DataSink& sink) {
                                        DataSinkAdapter adapter(sink);
-                                       if (!stream(adapter))
-                                         return false;  // drops the connection: the body is not ended
+                                       // httplib calls this outside its exception handler: an
+                                       // escape would end the process, so it ends the reply.
+                                       bool finished = false;
+                                       try {
+                                         finished = stream(adapter);
+                                       } catch (const std::exception& e) {
+                                         std::fprintf(stderr, "modeld: a streamed reply failed: %s\n", e.what());
+                                       } catch (...) {
+                                         std::fprintf(stderr, "modeld: a streamed reply failed\n");
+                                       }
+                                       if (!finished) return false;  // drops the connection: the body is not ended
                                        sink.done();
                                        return true;
                                      });

@@ -246,19 +246,6 @@ void Health(ServerContext& c, http::Response& res) {
              {"models", c.models.size()}});
 }
 
-void Models(ServerContext& c, http::Response& res) {
-  Json list = Json::array();
-  for (const auto& m : c.models) {
-    list.push_back({{"model", m.name},
-                    {"path", m.info.path},
-                    {"digest", m.info.digest},
-                    {"architecture", m.info.architecture},
-                    {"context_length", m.info.context_length},
-                    {"pooling", m.info.pooling}});
-  }
-  Reply(res, 200, Json{{"models", list}});
-}
-
 void Describe(ServerContext& c, const http::Request& req, http::Response& res) {
   auto body = wire::ParseObject(req.body);
   if (!body) return ReplyError(res, body.error());
@@ -544,32 +531,47 @@ void MetricsText(ServerContext& c, http::Response& res) {
 
 }  // namespace
 
+// A session's calls are its owner's: OpenAI conversations ("~chat-N", a name the native protocol
+// cannot open) can be read and closed here, not prefilled, decoded or used as a workspace.
+static http::Handler NotAConversation(http::Handler h) {
+  return [h = std::move(h)](const http::Request& req, http::Response& res) {
+    if (auto it = req.params.find("ws"); it != req.params.end() && it->second.starts_with('~')) {
+      return ReplyError(res, Error(ErrorCode::kInvalidArgument,
+                                   "'" + it->second + "' is an OpenAI conversation: use /v1/chat/completions"));
+    }
+    h(req, res);
+  };
+}
+
 void RegisterNativeApi(http::Router& router, ServerContext& c) {
   using Req = const http::Request&;
   using Res = http::Response&;
+  const auto own = NotAConversation;
   router.Get("/v1/health", [&c](Req, Res res) { Health(c, res); });
-  router.Get("/v1/models", [&c](Req, Res res) { Models(c, res); });
   router.Post("/v1/describe", [&c](Req req, Res res) { Describe(c, req, res); });
   router.Post("/v1/sessions", [&c](Req req, Res res) { OpenSession(c, req, res); });
   router.Get("/v1/sessions", [&c](Req, Res res) { ListSessions(c, res); });
   router.Get("/v1/sessions/:ws", [&c](Req req, Res res) { GetReport(c, req.params.at("ws"), res); });
   router.Delete("/v1/sessions/:ws", [&c](Req req, Res res) { CloseSession(c, req.params.at("ws"), res); });
-  router.Post("/v1/sessions/:ws/prefix", [&c](Req req, Res res) { Prefill(c, req.params.at("ws"), false, req, res); });
-  router.Post("/v1/sessions/:ws/suffix", [&c](Req req, Res res) { Prefill(c, req.params.at("ws"), true, req, res); });
-  router.Post("/v1/sessions/:ws/decode", [&c](Req req, Res res) { Decode(c, req.params.at("ws"), req, res); });
-  router.Post("/v1/sessions/:ws/tokenize", [&c](Req req, Res res) { Tokenize(c, req.params.at("ws"), req, res); });
+  router.Post("/v1/sessions/:ws/prefix",
+              own([&c](Req req, Res res) { Prefill(c, req.params.at("ws"), false, req, res); }));
+  router.Post("/v1/sessions/:ws/suffix",
+              own([&c](Req req, Res res) { Prefill(c, req.params.at("ws"), true, req, res); }));
+  router.Post("/v1/sessions/:ws/decode", own([&c](Req req, Res res) { Decode(c, req.params.at("ws"), req, res); }));
+  router.Post("/v1/sessions/:ws/tokenize", own([&c](Req req, Res res) { Tokenize(c, req.params.at("ws"), req, res); }));
   router.Post("/v1/embed", [&c](Req req, Res res) { Embed(c, req, res); });
   router.Get("/metrics", [&c](Req, Res res) { MetricsText(c, res); });
 
   for (const char* op : {"files", "files/remove", "files/rename", "stable", "turns", "prefill", "compact"}) {
     const std::string name = op;
     router.Post("/v1/workspaces/:ws/" + name,
-                [&c, name](Req req, Res res) { WorkspaceOp(c, req.params.at("ws"), name, req, res); });
+                own([&c, name](Req req, Res res) { WorkspaceOp(c, req.params.at("ws"), name, req, res); }));
   }
-  router.Post("/v1/workspaces/:ws/ask", [&c](Req req, Res res) { WorkspaceAsk(c, req.params.at("ws"), req, res); });
+  router.Post("/v1/workspaces/:ws/ask",
+              own([&c](Req req, Res res) { WorkspaceAsk(c, req.params.at("ws"), req, res); }));
   router.Get("/v1/workspaces/:ws", [&c](Req req, Res res) { WorkspaceInfo(c, req.params.at("ws"), false, res); });
   router.Get("/v1/workspaces/:ws/context",
-             [&c](Req req, Res res) { WorkspaceInfo(c, req.params.at("ws"), true, res); });
+             own([&c](Req req, Res res) { WorkspaceInfo(c, req.params.at("ws"), true, res); }));
 }
 
 }  // namespace modeld::daemon

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <ctime>
 #include <memory>
+#include <stop_token>
 
 #include "daemon/conversations.h"
 #include "daemon/openai/codec.h"
@@ -21,8 +22,9 @@ struct Generation {
   const ServedModel* model = nullptr;
   std::string text;             // the prompt as one parse_special segment
   std::vector<int32_t> tokens;  // its tokens (what the conversation is matched on)
-  DecodeConfig decode;
+  DecodeConfig decode;          // max_tokens 0: to the end of the context
   std::string hint;
+  const char* prompt_param = "messages";  // the request field a prompt that does not fit is blamed on
 };
 
 struct Outcome {
@@ -30,6 +32,26 @@ struct Outcome {
   DecodeResult decode;
   Usage usage;
 };
+
+// A request's own stop: the daemon's, or the client leaving. Shared with a streamed reply.
+class RequestStop {
+ public:
+  explicit RequestStop(std::stop_token daemon) : link_(std::move(daemon), Requester{&source_}) {}
+  void Request() { source_.request_stop(); }
+  std::stop_token token() const { return source_.get_token(); }
+
+ private:
+  struct Requester {
+    std::stop_source* s;
+    void operator()() const { s->request_stop(); }
+  };
+  std::stop_source source_;
+  std::stop_callback<Requester> link_;
+};
+
+// A prompt longer than this many bytes per token of the context cannot fit (real text averages
+// 3-5): refused before the template or the tokenizer sees it.
+constexpr int64_t kMaxPromptBytesPerToken = 32;
 
 int64_t Now() { return static_cast<int64_t>(std::time(nullptr)); }
 
@@ -49,13 +71,22 @@ class OpenAiApi {
   std::vector<ModelEntry> Entries() const;
   // n_ctx of a conversation's session on `m`.
   int32_t ChatCtx(const ServedModel& m) const;
+  // kContextOverflow when `bytes` of prompt text cannot fit in a conversation's context.
+  Status CheckPromptBytes(const ServedModel& m, int64_t bytes, const char* param) const;
   // Checks the prompt against the context, then takes the conversation to serve it on.
   Result<LeasePtr> Place(Generation& g, Conversations::Placement* where);
-  // Prefills the prompt (reusing what the conversation holds) and decodes.
-  Result<Outcome> Run(SessionManager::Lease& lease, const std::string& id, const Generation& g,
-                      const ProgressFunc& progress, const ChunkCallback& on_chunk);
-  // Keep-alive comments on a stream during a long prefill (at most one a second).
-  ProgressFunc PrefillComments(http::EventStream& es, const std::string& id) const;
+  // Prefills the prompt (reusing what the conversation holds) and decodes. A new conversation
+  // whose prefill did not finish is closed: it holds nothing worth its memory.
+  Result<Outcome> Run(SessionManager::Lease& lease, const Conversations::Placement& where, const Generation& g,
+                      std::stop_token cancel, const ProgressFunc& progress, const ChunkCallback& on_chunk);
+  // Keep-alive comments on a stream during a long prefill (at most one a second); a failed write
+  // (the client left) stops the request.
+  static ProgressFunc PrefillComments(http::EventStream& es, const std::string& id, std::shared_ptr<RequestStop> stop);
+  // Serves `g` (the chat or completion already parsed and placed) as a whole reply or a stream.
+  // `chat`: answers go through `parser` into chat deltas; else raw text chunks.
+  void Reply(const http::Request& req, http::Response& res, LeasePtr lease, Conversations::Placement where,
+             Generation g, std::shared_ptr<ChatParser> parser, const ReplyHeader& header, bool stream,
+             bool include_usage);
 
   ServerContext& ctx_;
   Conversations convs_;
@@ -76,12 +107,24 @@ int32_t OpenAiApi::ChatCtx(const ServedModel& m) const {
   return trained > 0 ? std::min(kDefaultChatCtx, trained) : kDefaultCtx;
 }
 
+Status OpenAiApi::CheckPromptBytes(const ServedModel& m, int64_t bytes, const char* param) const {
+  const int64_t n_ctx = ChatCtx(m);
+  if (bytes <= n_ctx * kMaxPromptBytesPerToken) return {};
+  return Fail(Error(ErrorCode::kContextOverflow,
+                    "This model's maximum context length is " + std::to_string(n_ctx) + " tokens. However, your " +
+                        param + " are " + std::to_string(bytes) + " bytes, far more than fits (at most " +
+                        std::to_string(kMaxPromptBytesPerToken) + " bytes per token are read).")
+                  .WithField(param));
+}
+
 Result<LeasePtr> OpenAiApi::Place(Generation& g, Conversations::Placement* where) {
   const int32_t n_ctx = ChatCtx(*g.model);
   const auto n_prompt = static_cast<int64_t>(g.tokens.size());
   const int64_t want = g.decode.max_tokens > 0 ? g.decode.max_tokens : 1;
   if (n_prompt + want > n_ctx) {
-    return Fail(Error::ContextOverflow("prompt", n_prompt, want, n_ctx).WithField("messages"));
+    // Blame max_tokens when the prompt alone would fit.
+    const char* param = g.decode.max_tokens > 0 && n_prompt < n_ctx ? "max_tokens" : g.prompt_param;
+    return Fail(Error::ContextOverflow("prompt", n_prompt, want, n_ctx).WithField(param));
   }
   if (g.decode.max_tokens <= 0) g.decode.max_tokens = static_cast<int32_t>(n_ctx - n_prompt);  // to the end
   if (auto ok = ValidateDecodeConfig(g.decode); !ok) return Fail(ok.error());
@@ -90,26 +133,41 @@ Result<LeasePtr> OpenAiApi::Place(Generation& g, Conversations::Placement* where
   cfg.threads = ctx_.opt.threads;
   cfg.flash_attn = ctx_.opt.chat_flash_attn;
   auto lease = convs_.Acquire(g.model->name, g.tokens, g.hint, cfg, {}, where);
-  if (!lease) return Fail(lease.error());
+  if (!lease) {
+    // The operator's settings, not the request, when the context size or budget cannot be had.
+    if (lease.error().field() == "config.n_ctx") {
+      return Fail(Error(ErrorCode::kSessionUnavailable,
+                        "a conversation's session cannot be made with this daemon's --ctx-size or --kv-budget-mb: " +
+                            lease.error().message()));
+    }
+    return Fail(lease.error());
+  }
   if (!where->forked_from.empty()) {
     ctx_.Log("modeld: %s starts from a copy of %s's KV\n", where->id, where->forked_from);
   }
   return std::make_shared<SessionManager::Lease>(std::move(*lease));
 }
 
-Result<Outcome> OpenAiApi::Run(SessionManager::Lease& lease, const std::string& id, const Generation& g,
-                               const ProgressFunc& progress, const ChunkCallback& on_chunk) {
+Result<Outcome> OpenAiApi::Run(SessionManager::Lease& lease, const Conversations::Placement& where, const Generation& g,
+                               std::stop_token cancel, const ProgressFunc& progress, const ChunkCallback& on_chunk) {
   Session& s = lease.session();
   ContextManifest m;
   m.Add("conversation", SegmentKind::kConversation, g.text, /*parse_special=*/true);
   const auto t0 = Clock::now();
-  auto prefix = s.EnsurePrefix(PrefixInput{std::move(m), ctx_.LoggedProgress(id, progress), 0, ctx_.stop.get_token()});
-  if (!prefix) return Fail(prefix.error());
-  convs_.Record(id, g.tokens);
+  auto prefix = s.EnsurePrefix(PrefixInput{std::move(m), ctx_.LoggedProgress(where.id, progress), 0, cancel});
+  if (!prefix) {
+    if (where.fresh) {
+      lease.Release();
+      (void)ctx_.sessions->Close(where.id);
+      convs_.Forget(where.id);
+    }
+    return Fail(prefix.error());
+  }
+  convs_.Record(where.id, g.tokens);
   ctx_.metrics.AddTokens(prefix->tokens_reused, prefix->tokens_prefilled, 0);
   ctx_.metrics.prefill_seconds.Observe(std::chrono::duration<double>(Clock::now() - t0).count());
   DecodeConfig dc = g.decode;
-  dc.cancel = ctx_.stop.get_token();
+  dc.cancel = cancel;
   const auto t1 = Clock::now();
   auto r = s.Decode(dc, on_chunk);
   if (!r) return Fail(r.error());
@@ -125,11 +183,97 @@ Result<Outcome> OpenAiApi::Run(SessionManager::Lease& lease, const std::string& 
   return out;
 }
 
-ProgressFunc OpenAiApi::PrefillComments(http::EventStream& es, const std::string& id) const {
-  return [&es, id, last = Clock::now()](const Progress& p) mutable {
+ProgressFunc OpenAiApi::PrefillComments(http::EventStream& es, const std::string& id,
+                                        std::shared_ptr<RequestStop> stop) {
+  return [&es, id, stop, last = Clock::now()](const Progress& p) mutable {
     if (Clock::now() - last < std::chrono::seconds(1)) return;
     last = Clock::now();
-    es.Comment(id + " " + p.stage + " " + std::to_string(p.done) + "/" + std::to_string(p.total));
+    if (!es.Comment(id + " " + p.stage + " " + std::to_string(p.done) + "/" + std::to_string(p.total))) {
+      stop->Request();
+    }
+  };
+}
+
+Error Stopping() { return Error(ErrorCode::kCancelled, "the daemon is stopping; the answer was cut short"); }
+
+void OpenAiApi::Reply(const http::Request& req, http::Response& res, LeasePtr lease, Conversations::Placement where,
+                      Generation g, std::shared_ptr<ChatParser> parser, const ReplyHeader& header, bool stream,
+                      bool include_usage) {
+  auto stop = std::make_shared<RequestStop>(ctx_.stop.get_token());
+  const bool chat = parser != nullptr;
+  if (!stream) {
+    // No stream to notice a departed client on: ask the connection between batches and tokens.
+    const auto closed = req.closed;
+    auto out = Run(
+        *lease, where, g, stop->token(),
+        [&](const Progress&) {
+          if (closed()) stop->Request();
+        },
+        [&](const StreamChunk&) { return !closed(); });
+    lease->Release();
+    if (!out) return ReplyError(res, out.error());
+    if (out->decode.finish == FinishReason::kCancelled) return ReplyError(res, Stopping());
+    if (!chat) {
+      return res.SetJson(
+          200, CompletionJson(header, out->decode.text, FinishReasonFor(out->decode.finish, false), out->usage));
+    }
+    (void)parser->Update(out->decode.text, /*partial=*/false);
+    const ChatMessage& msg = parser->message();
+    return res.SetJson(
+        200, ChatCompletionJson(header, msg, FinishReasonFor(out->decode.finish, !msg.tool_calls.empty()), out->usage));
+  }
+  res.content_type = "text/event-stream";
+  res.headers.push_back({"Cache-Control", "no-cache"});
+  res.stream = [this, lease, where, g = std::move(g), parser, header, include_usage, chat, stop](http::Sink& sink) {
+    http::EventStream es(sink, http::EventStream::Framing::kSse);
+    std::string generated;
+    bool role_sent = false;
+    bool gone = false;
+    auto send = [&](const std::vector<ChatDelta>& deltas) {
+      for (const auto& d : deltas) {
+        if (!es.Send(ChatChunkJson(header, d, !role_sent))) return false;
+        role_sent = true;
+      }
+      return true;
+    };
+    auto on_chunk = [&](const StreamChunk& c) {
+      if (!sink.Open()) {
+        gone = true;
+        return false;
+      }
+      if (c.text.empty()) return true;
+      bool sent = true;
+      if (chat) {
+        generated += c.text;
+        if (auto deltas = parser->Update(generated, /*partial=*/true)) sent = send(*deltas);
+      } else {
+        sent = es.Send(CompletionChunkJson(header, c.text, nullptr));
+      }
+      gone = !sent;
+      return sent;
+    };
+    auto out = Run(*lease, where, g, stop->token(), PrefillComments(es, where.id, stop), on_chunk);
+    lease->Release();
+    if (gone || !sink.Open()) return false;
+    // An error once the stream started is an SSE error event (the clients raise it); so is an
+    // answer the daemon's stop cut short, which must not read as complete.
+    if (!out || out->decode.finish == FinishReason::kCancelled) {
+      es.Send(ErrorJson(out ? Stopping() : out.error()));
+      return true;
+    }
+    bool tool_calls = false;
+    if (chat) {
+      auto final = parser->Update(out->decode.text, /*partial=*/false);
+      if (final && !send(*final)) return false;
+      if (!role_sent && !send({ChatDelta{}})) return false;
+      tool_calls = !parser->message().tool_calls.empty();
+      es.Send(ChatFinishChunkJson(header, FinishReasonFor(out->decode.finish, tool_calls)));
+    } else {
+      es.Send(CompletionChunkJson(header, "", FinishReasonFor(out->decode.finish, false).c_str()));
+    }
+    if (include_usage) es.Send(UsageChunkJson(header, chat ? "chat.completion.chunk" : "text_completion", out->usage));
+    es.SendData("[DONE]");
+    return true;
   };
 }
 
@@ -140,6 +284,10 @@ void OpenAiApi::ChatCompletions(const http::Request& req, http::Response& res) {
   if (!parsed) return ReplyError(res, parsed.error());
   auto model = FindModel(parsed->model);
   if (!model) return ReplyError(res, model.error());
+  int64_t bytes = 0;
+  for (const auto& m : parsed->chat.messages) bytes += static_cast<int64_t>(m.content.size());
+  for (const auto& t : parsed->chat.tools) bytes += static_cast<int64_t>(t.description.size() + t.parameters.size());
+  if (auto ok = CheckPromptBytes(**model, bytes, "messages"); !ok) return ReplyError(res, ok.error());
   auto format = ctx_.ChatFormatFor(**model);
   if (!format) return ReplyError(res, format.error());
   auto prompt = (*format)->Apply(parsed->chat);
@@ -155,75 +303,20 @@ void OpenAiApi::ChatCompletions(const http::Request& req, http::Response& res) {
   for (const auto& s : prompt->stops) {
     if (std::find(g.decode.stop.begin(), g.decode.stop.end(), s) == g.decode.stop.end()) g.decode.stop.push_back(s);
   }
+  if (g.decode.stop.size() > kMaxStopStrings) {
+    return ReplyError(
+        res, Error(ErrorCode::kInvalidArgument, "at most " + std::to_string(kMaxStopStrings - prompt->stops.size()) +
+                                                    " stop strings with this model's template (it adds its own)")
+                 .WithField("stop"));
+  }
   g.decode.constraint = prompt->constraint;
   g.hint = req.Header("x-modeld-workspace");
   if (g.hint.empty()) g.hint = parsed->cache_key;
   Conversations::Placement where;
   auto lease = Place(g, &where);
   if (!lease) return ReplyError(res, lease.error());
-
-  const ReplyHeader header{NewId("chatcmpl-"), Now(), (*model)->name};
-  auto parser = prompt->parser;
-  if (!parsed->stream) {
-    auto out = Run(**lease, where.id, g, {}, {});
-    (*lease)->Release();
-    if (!out) return ReplyError(res, out.error());
-    auto final = parser->Update(out->decode.text, /*partial=*/false);
-    if (!final) return ReplyError(res, final.error());
-    const ChatMessage& msg = parser->message();
-    return res.SetJson(
-        200, ChatCompletionJson(header, msg, FinishReasonFor(out->decode.finish, !msg.tool_calls.empty()), out->usage));
-  }
-  res.content_type = "text/event-stream";
-  res.headers.push_back({"Cache-Control", "no-cache"});
-  res.stream = [this, lease = *lease, g = std::move(g), parser, header, id = where.id,
-                include_usage = parsed->include_usage](http::Sink& sink) {
-    http::EventStream es(sink, http::EventStream::Framing::kSse);
-    std::string generated;
-    bool role_sent = false;
-    bool gone = false;
-    auto send = [&](const std::vector<ChatDelta>& deltas) {
-      for (const auto& d : deltas) {
-        if (!es.Send(ChatChunkJson(header, d, !role_sent))) return false;
-        role_sent = true;
-      }
-      return true;
-    };
-    auto on_chunk = [&](const StreamChunk& c) {
-      if (ctx_.stopping) return false;
-      if (!sink.Open()) {
-        gone = true;
-        return false;
-      }
-      if (c.text.empty()) return true;
-      generated += c.text;
-      auto deltas = parser->Update(generated, /*partial=*/true);
-      if (deltas && !send(*deltas)) {
-        gone = true;
-        return false;
-      }
-      return true;
-    };
-    auto out = Run(*lease, id, g, PrefillComments(es, id), on_chunk);
-    lease->Release();
-    if (gone) return false;
-    if (!out) {
-      es.Send(ErrorJson(out.error()));
-      return true;
-    }
-    auto final = parser->Update(out->decode.text, /*partial=*/false);
-    if (!final) {
-      es.Send(ErrorJson(final.error()));
-      return true;
-    }
-    if (!send(*final)) return false;
-    if (!role_sent) send({ChatDelta{}});
-    const ChatMessage& msg = parser->message();
-    es.Send(ChatFinishChunkJson(header, FinishReasonFor(out->decode.finish, !msg.tool_calls.empty())));
-    if (include_usage) es.Send(UsageChunkJson(header, "chat.completion.chunk", out->usage));
-    es.SendData("[DONE]");
-    return true;
-  };
+  Reply(req, res, *lease, where, std::move(g), prompt->parser, ReplyHeader{NewId("chatcmpl-"), Now(), (*model)->name},
+        parsed->stream, parsed->include_usage);
 }
 
 void OpenAiApi::Completions(const http::Request& req, http::Response& res) {
@@ -233,15 +326,20 @@ void OpenAiApi::Completions(const http::Request& req, http::Response& res) {
   if (!parsed) return ReplyError(res, parsed.error());
   auto model = FindModel(parsed->model);
   if (!model) return ReplyError(res, model.error());
+  if (auto ok = CheckPromptBytes(**model, static_cast<int64_t>(parsed->prompt.size()), "prompt"); !ok) {
+    return ReplyError(res, ok.error());
+  }
   auto format = ctx_.ChatFormatFor(**model);
   if (!format) return ReplyError(res, format.error());
   Generation g;
   g.model = *model;
+  g.prompt_param = "prompt";
   g.text = (*format)->RawPrompt(parsed->prompt);
   auto tokens = (*format)->Tokenize(g.text);
   if (!tokens) return ReplyError(res, tokens.error());
-  if (tokens->empty())
+  if (tokens->empty()) {
     return ReplyError(res, Error(ErrorCode::kInvalidArgument, "the prompt is empty").WithField("prompt"));
+  }
   g.tokens = std::move(*tokens);
   g.decode = parsed->decode;
   g.hint = req.Header("x-modeld-workspace");
@@ -249,45 +347,8 @@ void OpenAiApi::Completions(const http::Request& req, http::Response& res) {
   Conversations::Placement where;
   auto lease = Place(g, &where);
   if (!lease) return ReplyError(res, lease.error());
-  const ReplyHeader header{NewId("cmpl-"), Now(), (*model)->name};
-  if (!parsed->stream) {
-    auto out = Run(**lease, where.id, g, {}, {});
-    (*lease)->Release();
-    if (!out) return ReplyError(res, out.error());
-    return res.SetJson(
-        200, CompletionJson(header, out->decode.text, FinishReasonFor(out->decode.finish, false), out->usage));
-  }
-  res.content_type = "text/event-stream";
-  res.headers.push_back({"Cache-Control", "no-cache"});
-  res.stream = [this, lease = *lease, g = std::move(g), header, id = where.id,
-                include_usage = parsed->include_usage](http::Sink& sink) {
-    http::EventStream es(sink, http::EventStream::Framing::kSse);
-    bool gone = false;
-    auto on_chunk = [&](const StreamChunk& c) {
-      if (ctx_.stopping) return false;
-      if (!sink.Open()) {
-        gone = true;
-        return false;
-      }
-      if (!c.text.empty() && !es.Send(CompletionChunkJson(header, c.text, nullptr))) {
-        gone = true;
-        return false;
-      }
-      return true;
-    };
-    auto out = Run(*lease, id, g, PrefillComments(es, id), on_chunk);
-    lease->Release();
-    if (gone) return false;
-    if (!out) {
-      es.Send(ErrorJson(out.error()));
-      return true;
-    }
-    const std::string finish = FinishReasonFor(out->decode.finish, false);
-    es.Send(CompletionChunkJson(header, "", finish.c_str()));
-    if (include_usage) es.Send(UsageChunkJson(header, "text_completion", out->usage));
-    es.SendData("[DONE]");
-    return true;
-  };
+  Reply(req, res, *lease, where, std::move(g), nullptr, ReplyHeader{NewId("cmpl-"), Now(), (*model)->name},
+        parsed->stream, parsed->include_usage);
 }
 
 void OpenAiApi::Embeddings(const http::Request& req, http::Response& res) {
