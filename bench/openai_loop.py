@@ -9,7 +9,8 @@ messages (each its own answers sent back, as a tool does) and the same attention
 
 Per turn it records the prompt tokens, the tokens prefilled (the reply's `timings.prompt_n`, which
 both servers report), the time to the first streamed token at the client, and at the end the
-server's peak RSS (VmHWM). Conversations are interleaved turn by turn.
+server's peak RSS (VmHWM). Conversations are interleaved turn by turn; both servers run at once,
+each request going to one and then to the other, the first alternating turn by turn.
 
   python3 bench/openai_loop.py --modeld build/bin/modeld \\
       --llama-server build-bench/llama.cpp/bin/llama-server --model coder-0.5b.gguf \\
@@ -161,25 +162,31 @@ class Server:
                 "prompt_ms": timings.get("prompt_ms") if timings else None}
 
 
-def run(kind, args, workdir):
-    server = Server(kind, args, args.conversations, workdir)
-    convs = [[{"role": "system", "content": system_prompt()}] for _ in range(args.conversations)]
-    rows = []
+def run(kinds, args, workdir):
+    """Both servers up at once; each request goes to one, then the same to the other, the first of
+    them alternating turn by turn, so drift over the run hits both alike."""
+    servers = {k: Server(k, args, args.conversations, workdir) for k in kinds}
+    convs = {k: [[{"role": "system", "content": system_prompt()}] for _ in range(args.conversations)] for k in kinds}
+    rows = {k: [] for k in kinds}
     try:
         for t in range(args.turns):
-            for c, msgs in enumerate(convs):
-                msgs.append({"role": "user", "content": first_message(c) if t == 0 else turn_message(c, t)})
-                r = server.chat(msgs, args.decode)
-                msgs.append({"role": "assistant", "content": r["text"]})
-                r.update({"conversation": c, "turn": t})
-                del r["text"]
-                rows.append(r)
-                print(f"  {kind:12s} conv {c} turn {t}: prompt {r['prompt_tokens']:5d}  prefilled "
-                      f"{r['prefilled']:5d}  ttft {1000 * r['ttft_s']:8.1f} ms", file=sys.stderr)
-        rss = server.peak_rss_mib()
+            order = kinds if t % 2 == 0 else list(reversed(kinds))
+            for c in range(args.conversations):
+                for kind in order:
+                    msgs = convs[kind][c]
+                    msgs.append({"role": "user", "content": first_message(c) if t == 0 else turn_message(c, t)})
+                    r = servers[kind].chat(msgs, args.decode)
+                    msgs.append({"role": "assistant", "content": r["text"]})
+                    r.update({"conversation": c, "turn": t})
+                    del r["text"]
+                    rows[kind].append(r)
+                    print(f"  {kind:12s} conv {c} turn {t}: prompt {r['prompt_tokens']:5d}  prefilled "
+                          f"{r['prefilled']:5d}  ttft {1000 * r['ttft_s']:8.1f} ms", file=sys.stderr)
+        rss = {k: s.peak_rss_mib() for k, s in servers.items()}
     finally:
-        server.stop()
-    return {"server": kind, "command": server.cmd, "peak_rss_mib": rss, "turns": rows}
+        for s in servers.values():
+            s.stop()
+    return [{"server": k, "command": servers[k].cmd, "peak_rss_mib": rss[k], "turns": rows[k]} for k in kinds]
 
 
 def summary(res):
@@ -208,10 +215,8 @@ def main():
     ap.add_argument("--out")
     args = ap.parse_args()
     workdir = tempfile.mkdtemp(prefix="openai-loop-")
-    results = []
     print(f"load before: {open('/proc/loadavg').read().split()[:3]}", file=sys.stderr)
-    for kind in args.servers.split(","):
-        results.append(run(kind, args, workdir))
+    results = run(args.servers.split(","), args, workdir)
     out = {"args": vars(args), "results": results, "summary": {r["server"]: summary(r) for r in results}}
     print(json.dumps(out["summary"], indent=2))
     if args.out:
