@@ -37,8 +37,6 @@ inline constexpr int32_t kDefaultChatCtx = 16384;
 
 // Bearer tokens shorter than this are refused (a token is a secret, not a password).
 inline constexpr size_t kMinTokenBytes = 16;
-// How long a connection may take to send a request (headers and body) before it is closed.
-inline constexpr int kReadTimeoutSeconds = 10;
 
 class Server {
  public:

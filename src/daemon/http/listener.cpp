@@ -11,7 +11,6 @@
 #include <thread>
 
 #include "daemon/connection_threads.h"
-#include "daemon/server.h"
 #include "wire/codec.h"
 
 namespace modeld::daemon::http {

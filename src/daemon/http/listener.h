@@ -13,6 +13,9 @@
 
 namespace modeld::daemon::http {
 
+// How long a connection may take to send a request (headers and body) before it is closed.
+inline constexpr int kReadTimeoutSeconds = 10;
+
 struct ListenerOptions {
   int64_t max_body_bytes = 32LL << 20;
   int max_connections = 1024;  // served on threads of their own; as many more wait in a queue
