@@ -245,6 +245,23 @@ test('errors: OpenAI shape, status and code', async () => {
     (e) => e.status === 404 && e.code === 'model_not_found');
   const noKey = new OpenAI({ apiKey: 'wrong-key-wrong-key', baseURL: client.baseURL, maxRetries: 0 });
   await assert.rejects(noKey.models.list(), (e) => e.status === 401);
+  // A body nested past the limit is a 400 before anything recurses on it.
+  const deep = await fetch(`${client.baseURL}/chat/completions`, {
+    method: 'POST', headers: { Authorization: `Bearer ${client.apiKey}`, 'Content-Type': 'application/json' },
+    body: `{"model":"chat-tiny","messages":${'['.repeat(100000)}${']'.repeat(100000)}}`,
+  });
+  assert.equal(deep.status, 400);
+  // The conversations are the OpenAI API's: the native protocol may read them, not drive them.
+  const sessions = await (await fetch(`${client.baseURL}/sessions`, {
+    headers: { Authorization: `Bearer ${client.apiKey}` },
+  })).json();
+  const conv = sessions.sessions.map((s) => s.workspace).find((w) => w.startsWith('~chat-'));
+  assert.ok(conv, JSON.stringify(sessions));
+  const decode = await fetch(`${client.baseURL}/sessions/${conv}/decode`, {
+    method: 'POST', headers: { Authorization: `Bearer ${client.apiKey}`, 'Content-Type': 'application/json' },
+    body: '{"max_tokens": 1}',
+  });
+  assert.equal(decode.status, 400);
 });
 
 test('embeddings: float and base64 (the client default) agree', async () => {
