@@ -17,6 +17,16 @@ Result<SessionPlan> ServerContext::Plan(const ServedModel& m, const SessionConfi
   return Service().PlanSession(Request(m, cfg));
 }
 
+Result<Embedding> ServerContext::Embed(const ServedModel& m, std::string input) const {
+  EmbedRequest er;
+  er.model_path = m.info.path;
+  er.model_digest = m.info.digest;
+  er.input = std::move(input);
+  er.threads = opt.threads;
+  er.gate = gate;
+  return Service().Embed(er);
+}
+
 const ServedModel* ServerContext::FindModel(const std::string& name) const {
   if (name.empty()) return models.empty() ? nullptr : &models.front();
   for (const auto& m : models) {

@@ -43,6 +43,8 @@ class ServerContext {
   // A request to open a session of `m` with the daemon's gate, limits and stop token.
   OpenSessionRequest Request(const ServedModel& m, const SessionConfig& cfg) const;
   Result<SessionPlan> Plan(const ServedModel& m, const SessionConfig& cfg) const;
+  // One embedding of `input` on `m`, with the daemon's threads and gate.
+  Result<Embedding> Embed(const ServedModel& m, std::string input) const;
   // "" names the first model; a name or a path.
   const ServedModel* FindModel(const std::string& name) const;
   Result<const ServedModel*> ModelOrError(const std::string& name) const;

@@ -502,13 +502,7 @@ void Embed(ServerContext& c, const http::Request& req, http::Response& res) {
   if (!has_input) return ReplyError(res, Error(ErrorCode::kInvalidArgument, "missing 'input'"));
   auto m = c.ModelOrError(model);
   if (!m) return ReplyError(res, m.error());
-  EmbedRequest er;
-  er.model_path = (*m)->info.path;
-  er.model_digest = (*m)->info.digest;
-  er.input = input;
-  er.threads = c.opt.threads;
-  er.gate = c.gate;
-  auto e = Service().Embed(er);
+  auto e = c.Embed(**m, std::move(input));
   if (!e) return ReplyError(res, e.error());
   Reply(res, 200,
         Json{{"embedding", e->values},

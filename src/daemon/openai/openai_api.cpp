@@ -55,6 +55,12 @@ constexpr int64_t kMaxPromptBytesPerToken = 32;
 
 int64_t Now() { return static_cast<int64_t>(std::time(nullptr)); }
 
+// The conversation hint: the X-Modeld-Workspace header, else the body's cache key or user.
+std::string Hint(const http::Request& req, const std::string& cache_key) {
+  std::string h = req.Header("x-modeld-workspace");
+  return h.empty() ? cache_key : h;
+}
+
 class OpenAiApi {
  public:
   explicit OpenAiApi(ServerContext& ctx) : ctx_(ctx), convs_(ctx.sessions.get()) {}
@@ -310,8 +316,7 @@ void OpenAiApi::ChatCompletions(const http::Request& req, http::Response& res) {
                  .WithField("stop"));
   }
   g.decode.constraint = prompt->constraint;
-  g.hint = req.Header("x-modeld-workspace");
-  if (g.hint.empty()) g.hint = parsed->cache_key;
+  g.hint = Hint(req, parsed->cache_key);
   Conversations::Placement where;
   auto lease = Place(g, &where);
   if (!lease) return ReplyError(res, lease.error());
@@ -342,8 +347,7 @@ void OpenAiApi::Completions(const http::Request& req, http::Response& res) {
   }
   g.tokens = std::move(*tokens);
   g.decode = parsed->decode;
-  g.hint = req.Header("x-modeld-workspace");
-  if (g.hint.empty()) g.hint = parsed->cache_key;
+  g.hint = Hint(req, parsed->cache_key);
   Conversations::Placement where;
   auto lease = Place(g, &where);
   if (!lease) return ReplyError(res, lease.error());
@@ -361,13 +365,7 @@ void OpenAiApi::Embeddings(const http::Request& req, http::Response& res) {
   std::vector<std::vector<float>> vectors;
   int64_t n_tokens = 0;
   for (const auto& input : parsed->inputs) {
-    EmbedRequest er;
-    er.model_path = (*model)->info.path;
-    er.model_digest = (*model)->info.digest;
-    er.input = input;
-    er.threads = ctx_.opt.threads;
-    er.gate = ctx_.gate;
-    auto e = Service().Embed(er);
+    auto e = ctx_.Embed(**model, input);
     if (!e) return ReplyError(res, e.error());
     n_tokens += e->n_tokens;
     vectors.push_back(std::move(e->values));
