@@ -6,8 +6,10 @@
 // and an edit costs about its own tokens. docs/context-assembly.md has the
 // format and the rules.
 //
-// Backend-neutral (it talks to Session only). Not thread-safe: the owner
-// serializes calls (the daemon does, per workspace).
+// Backend-neutral (it talks to Session only). Changes (Set*, PutFile, RemoveFile, RenameFile,
+// AddTurn) and reads may come from any thread, also while a prefill runs: they never wait on
+// computation. The calls that compute (Prefill, Ask, Compact, AdoptCompaction, SetConversation)
+// are serialized by the owner (the daemon's per-workspace lease).
 #pragma once
 
 #include <cstdint>
@@ -21,6 +23,7 @@
 #include "modeld/chat.h"
 #include "modeld/error.h"
 #include "modeld/manifest.h"
+#include "modeld/mutex.h"
 #include "modeld/session.h"
 
 namespace modeld {
@@ -80,6 +83,7 @@ struct LogEntry {
 struct CompactionPlan {
   ContextManifest manifest;  // prefill this in the new session
   int64_t generation = 0;    // the stable part it was made from; a plan made before another compaction is stale
+  int64_t rewrites = 0;      // ... and the changes that were not appends: a plan made before one is stale too
   size_t log_size = 0;       // log entries folded in; later ones are carried over on adoption
   std::vector<std::pair<std::string, std::string>> base;
   std::vector<LogEntry> log;
@@ -96,6 +100,10 @@ struct PrefillHooks {
   // kContextOverflow (what came after the plan does not fit next to it): the workspace then
   // compacts in place. Any other error is the call's.
   std::function<Result<PrefixStatus>(const ProgressFunc& progress)> finish_compaction;
+  // An eager prefill: a change that makes what it prefills obsolete (anything but an append to the
+  // log: an edit in place, a new stable part) stops it between batches (kCancelled), keeping the
+  // KV computed so far, so the next one starts from the newest content.
+  bool yield_to_changes = false;
 };
 
 struct WorkspaceStats {
@@ -128,6 +136,17 @@ class Workspace {
   Status RenameFile(const std::string& from, const std::string& to);
   // A conversation turn; role "user" or "assistant".
   Status AddTurn(const std::string& role, std::string text);
+  // For a client that sends its whole conversation each time (an OpenAI chat): makes the log's
+  // turns equal `turns` (role "user" or "assistant"). Turns that extend the log are appended;
+  // from the first turn that differs, the log's turns are replaced and the change notes among
+  // them kept, in order, after the kept turns, so no file is re-prefilled. Serialized with the
+  // computing calls (the owner holds the workspace for the question that follows).
+  struct ConversationChange {
+    int64_t kept = 0;      // turns of the log that matched
+    int64_t replaced = 0;  // turns of the log dropped (the client rewrote its history)
+    int64_t appended = 0;
+  };
+  Result<ConversationChange> SetConversation(const std::vector<std::pair<std::string, std::string>>& turns);
 
   // Prefills the current context now (eager prefill), so an ask later only
   // has its question left to prefill.
@@ -157,46 +176,69 @@ class Workspace {
   ContextManifest Manifest() const;  // the prefix as it would be prefilled now
   // The suffix an ask of `question` sends after Manifest().
   std::vector<ManifestSegment> QuestionSegments(const std::string& question) const;
-  std::string AssembledText() const;  // its text, segments concatenated
-  const std::map<std::string, std::string>& files() const { return files_; }
+  std::string AssembledText() const;                 // its text, segments concatenated
+  std::map<std::string, std::string> files() const;  // current content, by path
   WorkspaceStats Stats() const;
+  // Changed since the last prefill: an eager prefill has work to do.
+  bool Stale() const;
 
  private:
   using Entry = LogEntry;
+  using Files = std::vector<std::pair<std::string, std::string>>;
+  // The manifest of the current stable text with these files and log.
+  ContextManifest ManifestOf(const Files& base, const std::vector<Entry>& log) const REQUIRES(mu_);
+  // The question's segments (and the answer's opening) as log entry `at` would be.
+  std::vector<ManifestSegment> QuestionSegmentsAt(const std::string& question, size_t at) const;
   // The compact state: files at their current content (stable order, then added files), turns only.
-  std::pair<std::vector<std::pair<std::string, std::string>>, std::vector<Entry>> CompactState(
-      int64_t keep_turns = -1) const;
-  // Prefills Manifest() on session_ and updates the token accounting.
-  Result<PrefixStatus> PrefillManifest(const ProgressFunc& progress = {});
+  std::pair<Files, std::vector<Entry>> CompactState(int64_t keep_turns = -1) const REQUIRES(mu_);
+  CompactionPlan PlanLocked(int64_t keep_turns) const REQUIRES(mu_);
+  bool PlanIsCurrent(const CompactionPlan& plan) const REQUIRES(mu_);
+  // Installs a plan whose manifest was prefilled: its files and log, then the entries added since.
+  void Install(const CompactionPlan& plan) REQUIRES(mu_);
+  // Prefills `m` (the first `log_size` log entries) on session_ and updates the token accounting.
+  Result<PrefixStatus> PrefillView(const ContextManifest& m, size_t log_size, const ProgressFunc& progress, bool yield)
+      EXCLUDES(mu_);
+  Result<PrefixStatus> PrefillManifest(const ProgressFunc& progress = {}, bool yield = false) EXCLUDES(mu_);
+  // A change that is not an append: plans made before it are stale, a yielding prefill stops.
+  void Rewrote() REQUIRES(mu_);
   Status CheckText(const std::string& what, const std::string& text) const;
   // kInvalidArgument when `adding` more bytes would take the workspace past max_workspace_bytes.
-  Status CheckRoom(int64_t adding) const;
+  Status CheckRoom(int64_t adding) const REQUIRES(mu_);
   void Append(std::vector<ManifestSegment>* out, const std::string& id, SegmentKind kind, const std::string& role,
               const std::string& text) const;
-  Result<PrefixStatus> EnsureCurrent(const PrefillHooks& hooks);
+  Result<PrefixStatus> EnsureCurrent(const PrefillHooks& hooks) EXCLUDES(mu_);
   // The context overflows: finish the owner's compaction under way, else compact in place.
-  Result<PrefixStatus> CompactForOverflow(const PrefillHooks& hooks);
-  bool NeedsCompaction(int64_t extra_tokens) const;
+  Result<PrefixStatus> CompactForOverflow(const PrefillHooks& hooks) EXCLUDES(mu_);
+  bool NeedsCompaction(int64_t extra_tokens) const REQUIRES(mu_);
   // An overflow where the conversation is a good part of the context: says how to go on.
-  Error OverflowHint(Error e) const;
+  Error OverflowHint(Error e) const EXCLUDES(mu_);
 
-  Session* session_;
+  // Fixed at construction.
   WorkspaceOptions opt_;
-  bool prefilled_ = false;        // edits of prefilled files go to the log as notes
-  bool asked_ = false;            // after the first ask, new files go to the log too
   ChatMarkers markers_;           // from the options, or ChatML / plain lines
   bool markers_special_ = false;  // the markers hold special tokens as text
-  std::string system_, tools_, repo_map_;
-  std::vector<std::pair<std::string, std::string>> base_;  // the stable part's files, in order
-  std::map<std::string, std::string> files_;               // current content
-  std::vector<Entry> log_;
-  int64_t compactions_ = 0;
-  int64_t compactions_in_place_ = 0;
-  int64_t generation_ = 0;  // bumped whenever the stable part's files are replaced
-  int64_t context_tokens_ = 0;
-  int64_t log_tokens_ = 0;
-  int64_t note_tokens_ = 0;
   int64_t n_ctx_ = 0;
+  // Used only by the computing calls, which the owner serializes.
+  Session* session_;
+
+  mutable Mutex mu_;
+  bool prefilled_ GUARDED_BY(mu_) = false;  // edits of prefilled files go to the log as notes
+  bool asked_ GUARDED_BY(mu_) = false;      // after the first ask, new files go to the log too
+  std::string system_ GUARDED_BY(mu_), tools_ GUARDED_BY(mu_), repo_map_ GUARDED_BY(mu_);
+  Files base_ GUARDED_BY(mu_);                                // the stable part's files, in order
+  std::map<std::string, std::string> files_ GUARDED_BY(mu_);  // current content
+  std::vector<Entry> log_ GUARDED_BY(mu_);
+  int64_t compactions_ GUARDED_BY(mu_) = 0;
+  int64_t compactions_in_place_ GUARDED_BY(mu_) = 0;
+  int64_t generation_ GUARDED_BY(mu_) = 0;  // bumped whenever the stable part's files are replaced
+  int64_t rewrites_ GUARDED_BY(mu_) = 0;    // changes that were not appends (Rewrote)
+  // As of the last prefill: the log entries it held and rewrites_ (Stale).
+  size_t prefilled_log_size_ GUARDED_BY(mu_) = 0;
+  int64_t prefilled_rewrites_ GUARDED_BY(mu_) = -1;
+  std::stop_source* yielding_ GUARDED_BY(mu_) = nullptr;  // the running prefill that yields to changes
+  int64_t context_tokens_ GUARDED_BY(mu_) = 0;
+  int64_t log_tokens_ GUARDED_BY(mu_) = 0;
+  int64_t note_tokens_ GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace modeld

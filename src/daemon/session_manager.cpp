@@ -166,20 +166,39 @@ Result<SessionManager::Snapshot> SessionManager::GetSnapshot(const std::string& 
   return Snapshot{(*e)->stats, (*e)->file_sizes};
 }
 
+Result<SessionManager::Hold> SessionManager::HoldWorkspace(const std::string& workspace) {
+  std::lock_guard lock(mu_);
+  auto e = FindLocked(workspace);
+  if (!e) return Fail(e.error());
+  if (!(*e)->assembly) return Fail(ErrorCode::kInvalidArgument, "'" + workspace + "' is not a workspace");
+  ++(*e)->holds;
+  (*e)->last_used = Clock::now();
+  return Hold(this, std::move(*e));
+}
+
+SessionManager::Hold::~Hold() {
+  if (!entry_) return;
+  manager_->RefreshWorkspace(*entry_);
+  --entry_->holds;
+}
+
+void SessionManager::RefreshWorkspace(SessionEntry& e) {
+  if (!e.assembly) return;
+  WorkspaceStats stats = e.assembly->Stats();
+  std::vector<std::pair<std::string, int64_t>> sizes;
+  for (const auto& [path, content] : e.assembly->files()) sizes.emplace_back(path, content.size());
+  std::lock_guard lock(mu_);
+  e.stats = std::move(stats);
+  e.file_sizes = std::move(sizes);
+}
+
 void SessionManager::Release(SessionEntry& e) {
   auto rep = e.session->Report();
-  WorkspaceStats stats;
-  std::vector<std::pair<std::string, int64_t>> sizes;
-  if (e.assembly) {
-    stats = e.assembly->Stats();
-    for (const auto& [path, content] : e.assembly->files()) sizes.emplace_back(path, content.size());
-  }
+  RefreshWorkspace(e);
   std::lock_guard lock(mu_);
   e.busy = false;
   e.last_used = Clock::now();
   if (rep) e.report = *rep;
-  e.stats = std::move(stats);
-  e.file_sizes = std::move(sizes);
   if (e.gone.empty() && rep && rep->fatal) {
     // A fatal session is never reused: evict it now.
     auto it = sessions_.find(e.workspace);
@@ -215,7 +234,7 @@ void SessionManager::EnforceLimits(const SessionEntry* keep) {
   while (OverLimits()) {
     std::shared_ptr<SessionEntry> victim;
     for (const auto& [_, e] : sessions_) {
-      if (e.get() == keep || e->busy) continue;
+      if (e.get() == keep || e->busy || e->holds > 0) continue;
       if (!victim || e->last_used < victim->last_used) victim = e;
     }
     if (!victim) return;  // everything else is busy: over the limit until a call ends

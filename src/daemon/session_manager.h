@@ -6,6 +6,7 @@
 // of different workspaces run side by side.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
@@ -30,6 +31,7 @@ struct SessionEntry {
   std::unique_ptr<Workspace> assembly;  // the workspace layer (edit-aware context) over `session`
   int64_t memory_bytes = 0;             // KV and compute, as planned: what the budget counts
   std::mutex call_mu;                   // held for the whole of a call on the session
+  std::atomic<int> holds{0};            // changes under way without the call lock (Hold): not evicted
   // Guarded by the manager's table mutex:
   ContextReport report;                                     // as of the end of the last call
   WorkspaceStats stats;                                     // the workspace's, as of the end of the last call
@@ -117,6 +119,25 @@ class SessionManager {
   // eager prefill it would otherwise redo).
   Result<Lease> Acquire(const std::string& workspace, bool wait = false);
 
+  // A workspace for a change that needs no computation (a put, a rename): the workspace takes it
+  // at once, also while a call holds the session (Workspace's own lock), so it never waits on a
+  // prefill or an ask. The session is not evicted while held; at the end the cached stats
+  // (GetSnapshot) are refreshed.
+  class Hold {
+   public:
+    Workspace& workspace() { return *entry_->assembly; }
+    ~Hold();
+    Hold(Hold&& o) noexcept : manager_(o.manager_), entry_(std::move(o.entry_)) {}
+    Hold& operator=(Hold&&) = delete;
+
+   private:
+    friend class SessionManager;
+    Hold(SessionManager* m, std::shared_ptr<SessionEntry> e) : manager_(m), entry_(std::move(e)) {}
+    SessionManager* manager_;
+    std::shared_ptr<SessionEntry> entry_;
+  };
+  Result<Hold> HoldWorkspace(const std::string& workspace);
+
   // The workspace's stats and files as of its last call, without waiting for a call in progress.
   struct Snapshot {
     WorkspaceStats stats;
@@ -142,6 +163,8 @@ class SessionManager {
 
  private:
   void Release(SessionEntry& e);  // with e.call_mu held
+  // Caches the workspace's stats and file sizes for GetSnapshot.
+  void RefreshWorkspace(SessionEntry& e);
   // Makes the entry of a session just opened or adopted and puts it in the table.
   Result<Opened> Insert(const std::string& workspace, const std::string& model, const SessionConfig& cfg,
                         int64_t memory_bytes, std::unique_ptr<Session> session, KvReservation room,

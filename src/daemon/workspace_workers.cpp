@@ -202,7 +202,9 @@ void WorkspaceWorkers::Loop(bool compactions) {
     auto lease = sessions_->Acquire(task.ws);  // busy: a foreground call is on it and will prefill anyway
     if (!lease) continue;
     const auto t0 = Clock::now();
-    auto st = lease->entry().assembly->Prefill(Hooks(&*lease, /*wait=*/false));
+    auto hooks = Hooks(&*lease, /*wait=*/false);
+    hooks.yield_to_changes = true;  // a newer change stops it: the task it scheduled has the newest
+    auto st = lease->entry().assembly->Prefill(hooks);
     if (st) {
       metrics_->AddTokens(st->tokens_reused, st->tokens_prefilled, 0);
       metrics_->prefill_seconds.Observe(SecondsSince(t0));

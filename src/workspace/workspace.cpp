@@ -14,7 +14,7 @@ using workspace::NoteKind;
 
 std::string_view AssemblyModeName(AssemblyMode m) { return m == AssemblyMode::kEditAware ? "edit_aware" : "in_place"; }
 
-Workspace::Workspace(Session* session, WorkspaceOptions opt) : session_(session), opt_(opt) {
+Workspace::Workspace(Session* session, WorkspaceOptions opt) : opt_(opt), session_(session) {
   // The template decides the manifest's markers, so they are known before any manifest is built.
   if (opt_.markers) {
     markers_ = *opt_.markers;
@@ -54,20 +54,31 @@ Status Workspace::CheckRoom(int64_t adding) const {
   return {};
 }
 
+void Workspace::Rewrote() {
+  ++rewrites_;
+  if (yielding_) yielding_->request_stop();
+}
+
 Status Workspace::SetSystem(std::string text) {
   if (auto ok = CheckText("system text", text); !ok) return ok;
+  MutexLock lock(&mu_);
+  if (system_ != text) Rewrote();
   system_ = std::move(text);
   return {};
 }
 
 Status Workspace::SetTools(std::string text) {
   if (auto ok = CheckText("tools text", text); !ok) return ok;
+  MutexLock lock(&mu_);
+  if (tools_ != text) Rewrote();
   tools_ = std::move(text);
   return {};
 }
 
 Status Workspace::SetRepoMap(std::string text) {
   if (auto ok = CheckText("repo map", text); !ok) return ok;
+  MutexLock lock(&mu_);
+  if (repo_map_ != text) Rewrote();
   repo_map_ = std::move(text);
   return {};
 }
@@ -79,6 +90,7 @@ Result<PutResult> Workspace::PutFile(const std::string& raw_path, std::string co
   if (!norm) return Fail(norm.error());
   const std::string& path = *norm;
   if (auto ok = CheckText("file '" + path + "'", content); !ok) return Fail(ok.error());
+  MutexLock lock(&mu_);
   if (auto ok = CheckRoom(static_cast<int64_t>(content.size())); !ok) return Fail(ok.error());
   PutResult r;
   auto it = files_.find(path);
@@ -93,6 +105,7 @@ Result<PutResult> Workspace::PutFile(const std::string& raw_path, std::string co
   const bool in_stable =
       opt_.mode == AssemblyMode::kInPlace || !prefilled_ || (it == files_.end() && !in_base && !asked_);
   if (in_stable) {
+    Rewrote();  // edits the stable part in place (or inserts into it)
     if (in_base) {
       for (auto& f : base_) {
         if (f.first == path) f.second = content;
@@ -124,8 +137,10 @@ Status Workspace::RemoveFile(const std::string& raw_path) {
   auto norm = workspace::NormalizePath(raw_path);
   if (!norm) return Fail(norm.error());
   const std::string& path = *norm;
+  MutexLock lock(&mu_);
   if (!files_.contains(path)) return Fail(ErrorCode::kNotFound, "no file '" + path + "' in the workspace");
   if (!prefilled_ || opt_.mode == AssemblyMode::kInPlace) {
+    Rewrote();
     std::erase_if(base_, [&](const auto& f) { return f.first == path; });
   } else {
     ChangeNote note;
@@ -143,10 +158,12 @@ Status Workspace::RenameFile(const std::string& raw_from, const std::string& raw
   auto norm_to = workspace::NormalizePath(raw_to);
   if (!norm_to) return Fail(norm_to.error());
   const std::string &from = *norm_from, &to = *norm_to;
+  MutexLock lock(&mu_);
   auto it = files_.find(from);
   if (it == files_.end()) return Fail(ErrorCode::kNotFound, "no file '" + from + "' in the workspace");
   if (files_.contains(to)) return Fail(ErrorCode::kInvalidArgument, "'" + to + "' already exists in the workspace");
   if (!prefilled_ || opt_.mode == AssemblyMode::kInPlace) {
+    Rewrote();
     for (auto& f : base_) {
       if (f.first == from) f.first = to;
     }
@@ -167,9 +184,55 @@ Status Workspace::AddTurn(const std::string& role, std::string text) {
     return Fail(ErrorCode::kInvalidArgument, "a turn's role is 'user' or 'assistant', not '" + role + "'");
   }
   if (auto ok = CheckText("turn", text); !ok) return ok;
+  MutexLock lock(&mu_);
   if (auto ok = CheckRoom(static_cast<int64_t>(text.size())); !ok) return ok;
   log_.push_back({Entry::kTurn, role, std::move(text)});
   return {};
+}
+
+Result<Workspace::ConversationChange> Workspace::SetConversation(
+    const std::vector<std::pair<std::string, std::string>>& turns) {
+  for (const auto& [role, text] : turns) {
+    if (role != "user" && role != "assistant") {
+      return Fail(ErrorCode::kInvalidArgument, "a turn's role is 'user' or 'assistant', not '" + role + "'");
+    }
+    if (auto ok = CheckText("turn", text); !ok) return Fail(ok.error());
+  }
+  MutexLock lock(&mu_);
+  ConversationChange c;
+  // Walk the log's turns along `turns`; `cut` is the log index of the first turn that differs.
+  size_t cut = log_.size(), next = 0;
+  int64_t old_turns = 0;
+  for (size_t i = 0; i < log_.size(); ++i) {
+    if (log_[i].kind != Entry::kTurn) continue;
+    ++old_turns;
+    if (cut == log_.size() && next < turns.size() && log_[i].role == turns[next].first &&
+        log_[i].text == turns[next].second) {
+      ++next;
+      continue;
+    }
+    if (cut == log_.size()) cut = i;
+  }
+  c.kept = static_cast<int64_t>(next);
+  c.replaced = old_turns - c.kept;
+  c.appended = static_cast<int64_t>(turns.size() - next);
+  int64_t dropped = 0;
+  for (size_t i = cut; i < log_.size(); ++i) {
+    if (log_[i].kind == Entry::kTurn) dropped += static_cast<int64_t>(log_[i].text.size());
+  }
+  int64_t added = 0;
+  for (size_t i = next; i < turns.size(); ++i) added += static_cast<int64_t>(turns[i].second.size());
+  if (auto ok = CheckRoom(added - dropped); !ok) return Fail(ok.error());
+  if (c.replaced > 0) {
+    // The notes after the cut stay, in order, ahead of the new turns: the files read the same.
+    std::vector<Entry> rest(log_.begin() + static_cast<long>(cut), log_.end());
+    log_.resize(cut);
+    std::copy_if(rest.begin(), rest.end(), std::back_inserter(log_),
+                 [](const Entry& e) { return e.kind == Entry::kNote; });
+    Rewrote();
+  }
+  for (size_t i = next; i < turns.size(); ++i) log_.push_back({Entry::kTurn, turns[i].first, turns[i].second});
+  return c;
 }
 
 // Appends role markers (special tokens, their own segments) around `text`.
@@ -181,7 +244,7 @@ void Workspace::Append(std::vector<ManifestSegment>* out, const std::string& id,
   out->push_back(ManifestSegment::Make(id + ":close", SegmentKind::kTemplate, m.close, markers_special_));
 }
 
-ContextManifest Workspace::Manifest() const {
+ContextManifest Workspace::ManifestOf(const Files& base, const std::vector<Entry>& log) const {
   std::vector<ManifestSegment> segs;
   // Free text is escaped and ends its line, so a file block after it always
   // starts a line and reconstruction stays exact (docs/context-assembly.md).
@@ -198,13 +261,13 @@ ContextManifest Workspace::Manifest() const {
   if (!tools_.empty()) segs.push_back(ManifestSegment::Make("tools", SegmentKind::kTools, free_text(tools_)));
   if (!repo_map_.empty())
     segs.push_back(ManifestSegment::Make("repo-map", SegmentKind::kRepoMap, free_text(repo_map_)));
-  for (const auto& [path, content] : base_) {
+  for (const auto& [path, content] : base) {
     segs.push_back(ManifestSegment::Make("file:" + path, SegmentKind::kFile, workspace::RenderFile(path, content)));
   }
   segs.push_back(
       ManifestSegment::Make("system:close", SegmentKind::kTemplate, markers_.system.close, markers_special_));
-  for (size_t i = 0; i < log_.size(); ++i) {
-    const Entry& e = log_[i];
+  for (size_t i = 0; i < log.size(); ++i) {
+    const Entry& e = log[i];
     const std::string id = "log:" + std::to_string(i);
     if (e.kind == Entry::kNote) {
       Append(&segs, id, SegmentKind::kChangeNote, "user", e.text);
@@ -215,19 +278,43 @@ ContextManifest Workspace::Manifest() const {
   return ContextManifest(std::move(segs));
 }
 
+ContextManifest Workspace::Manifest() const {
+  MutexLock lock(&mu_);
+  return ManifestOf(base_, log_);
+}
+
+std::map<std::string, std::string> Workspace::files() const {
+  MutexLock lock(&mu_);
+  return files_;
+}
+
+bool Workspace::Stale() const {
+  MutexLock lock(&mu_);
+  return prefilled_rewrites_ != rewrites_ || prefilled_log_size_ != log_.size();
+}
+
 std::string Workspace::AssembledText() const {
-  const ContextManifest m = Manifest();  // named: a range-for over a temporary's member dangles
+  const ContextManifest m = Manifest();  // (locks)  // named: a range-for over a temporary's member dangles
   std::string out;
   for (const auto& s : m.segments()) out += s.content;
   return out;
 }
 
 std::vector<ManifestSegment> Workspace::QuestionSegments(const std::string& question) const {
+  size_t at;
+  {
+    MutexLock lock(&mu_);
+    at = log_.size();
+  }
+  return QuestionSegmentsAt(question, at);
+}
+
+std::vector<ManifestSegment> Workspace::QuestionSegmentsAt(const std::string& question, size_t at) const {
   std::vector<ManifestSegment> segs;
-  Append(&segs, "log:" + std::to_string(log_.size()), SegmentKind::kUser, "user", workspace::EscapeFreeText(question));
+  Append(&segs, "log:" + std::to_string(at), SegmentKind::kUser, "user", workspace::EscapeFreeText(question));
   // Exactly the segments the answer's turn will have in the next prefix, so they are reused.
   std::vector<ManifestSegment> answer;
-  Append(&answer, "log:" + std::to_string(log_.size() + 1), SegmentKind::kConversation, "assistant", "");
+  Append(&answer, "log:" + std::to_string(at + 1), SegmentKind::kConversation, "assistant", "");
   segs.push_back(std::move(answer.front()));
   return segs;
 }
@@ -244,12 +331,28 @@ bool Workspace::NeedsCompaction(int64_t extra_tokens) const {
   return note_tokens_ > share(opt_.compact_notes_share) || short_of_room || context_tokens_ + extra_tokens > n_ctx_;
 }
 
-bool Workspace::CompactionDue() const { return NeedsCompaction(0); }
+bool Workspace::CompactionDue() const {
+  MutexLock lock(&mu_);
+  return NeedsCompaction(0);
+}
 
-Result<PrefixStatus> Workspace::PrefillManifest(const ProgressFunc& progress) {
-  const ContextManifest m = Manifest();
-  auto st = session_->EnsurePrefix({m, progress, 0, opt_.cancel});
+Result<PrefixStatus> Workspace::PrefillView(const ContextManifest& m, size_t log_size, const ProgressFunc& progress,
+                                            bool yield) {
+  // The daemon's stop, and for a yielding prefill a change that makes its work obsolete.
+  std::stop_source stop;
+  std::stop_callback on_cancel(opt_.cancel, [&stop] { stop.request_stop(); });
+  int64_t rewrites;
+  {
+    MutexLock lock(&mu_);
+    rewrites = rewrites_;
+    if (yield) yielding_ = &stop;
+  }
+  auto st = session_->EnsurePrefix({m, progress, 0, stop.get_token()});
+  MutexLock lock(&mu_);
+  if (yield) yielding_ = nullptr;
   if (!st) return st;
+  prefilled_log_size_ = log_size;
+  prefilled_rewrites_ = rewrites;
   context_tokens_ = st->tokens_resident;
   // The log starts after the stable part's segments.
   int64_t stable = 0;
@@ -265,10 +368,26 @@ Result<PrefixStatus> Workspace::PrefillManifest(const ProgressFunc& progress) {
   return st;
 }
 
+Result<PrefixStatus> Workspace::PrefillManifest(const ProgressFunc& progress, bool yield) {
+  ContextManifest m;
+  size_t log_size;
+  {
+    MutexLock lock(&mu_);
+    m = ManifestOf(base_, log_);
+    log_size = log_.size();
+  }
+  return PrefillView(m, log_size, progress, yield);
+}
+
 Result<PrefixStatus> Workspace::EnsureCurrent(const PrefillHooks& hooks) {
-  prefilled_ = true;
-  if (!opt_.compact_in_background && NeedsCompaction(0)) return Compact(hooks.progress);
-  auto st = PrefillManifest(hooks.progress);
+  bool compact;
+  {
+    MutexLock lock(&mu_);
+    prefilled_ = true;
+    compact = !opt_.compact_in_background && NeedsCompaction(0);
+  }
+  if (compact) return Compact(hooks.progress);
+  auto st = PrefillManifest(hooks.progress, hooks.yield_to_changes);
   if (!st && st.error().Is(ErrorCode::kContextOverflow) && opt_.mode == AssemblyMode::kEditAware) {
     // Folding the notes in may make it fit; if not, the caller gets the overflow with its counts.
     return CompactForOverflow(hooks);
@@ -289,12 +408,11 @@ Result<PrefixStatus> Workspace::CompactForOverflow(const PrefillHooks& hooks) {
 
 Result<PrefixStatus> Workspace::Prefill(const PrefillHooks& hooks) { return EnsureCurrent(hooks); }
 
-std::pair<std::vector<std::pair<std::string, std::string>>, std::vector<LogEntry>> Workspace::CompactState(
-    int64_t keep_turns) const {
+std::pair<Workspace::Files, std::vector<LogEntry>> Workspace::CompactState(int64_t keep_turns) const {
   // Unchanged files first, then the changed ones: a compaction re-prefills from the first file
   // that differs, and the files being worked on are the ones likely to change again, so at the next
   // compaction the KV of everything before them is kept.
-  std::vector<std::pair<std::string, std::string>> base;
+  Files base;
   for (bool changed : {false, true}) {
     for (const auto& [path, content] : base_) {
       auto it = files_.find(path);
@@ -317,62 +435,96 @@ std::pair<std::vector<std::pair<std::string, std::string>>, std::vector<LogEntry
   return {std::move(base), std::move(log)};
 }
 
-Result<PrefixStatus> Workspace::Compact(const ProgressFunc& progress, int64_t keep_turns) {
-  prefilled_ = true;
-  auto [base, log] = CompactState(keep_turns);
-  // Prefill the compact manifest before committing to it: on failure nothing changes.
-  auto saved_base = std::exchange(base_, std::move(base));
-  auto saved_log = std::exchange(log_, std::move(log));
-  auto st = PrefillManifest(progress);
-  if (!st) {
-    base_ = std::move(saved_base);
-    log_ = std::move(saved_log);
-    return keep_turns < 0 ? Fail(OverflowHint(st.error())) : st;
-  }
-  ++compactions_;
-  ++compactions_in_place_;
-  ++generation_;
-  return st;
-}
-
-CompactionPlan Workspace::PlanCompaction() const {
+CompactionPlan Workspace::PlanLocked(int64_t keep_turns) const {
   CompactionPlan plan;
-  std::tie(plan.base, plan.log) = CompactState();
+  std::tie(plan.base, plan.log) = CompactState(keep_turns);
   plan.generation = generation_;
+  plan.rewrites = rewrites_;
   plan.log_size = log_.size();
-  // The manifest of the compact state, built with this workspace's own assembly.
-  Workspace view(*this);
-  view.base_ = plan.base;
-  view.log_ = plan.log;
-  plan.manifest = view.Manifest();
+  plan.manifest = ManifestOf(plan.base, plan.log);
   return plan;
 }
 
-Result<PrefixStatus> Workspace::AdoptCompaction(const CompactionPlan& plan, Session* fresh) {
-  if (plan.generation != generation_ || plan.log_size > log_.size()) {
-    return Fail(ErrorCode::kCancelled, "compaction plan is stale: the workspace was compacted since");
-  }
+CompactionPlan Workspace::PlanCompaction() const {
+  MutexLock lock(&mu_);
+  return PlanLocked(-1);
+}
+
+bool Workspace::PlanIsCurrent(const CompactionPlan& plan) const {
+  return plan.generation == generation_ && plan.rewrites == rewrites_ && plan.log_size <= log_.size();
+}
+
+void Workspace::Install(const CompactionPlan& plan) {
   std::vector<Entry> log = plan.log;
   log.insert(log.end(), log_.begin() + static_cast<long>(plan.log_size), log_.end());
-  auto saved_base = std::exchange(base_, plan.base);
-  auto saved_log = std::exchange(log_, std::move(log));
-  Session* saved_session = std::exchange(session_, fresh);
-  // The fresh session holds the plan's manifest; this prefills only what came after it.
-  auto st = PrefillManifest();
-  if (!st) {
-    base_ = std::move(saved_base);
-    log_ = std::move(saved_log);
-    session_ = saved_session;
-    return st;
-  }
+  base_ = plan.base;
+  log_ = std::move(log);
   ++compactions_;
   ++generation_;
+}
+
+// Changes during the prefill go on: appends are carried over; a change that is not an append
+// (the stable part, or in place) makes the plan stale, and it is made again from the new state
+// (the KV before the change is kept).
+Result<PrefixStatus> Workspace::Compact(const ProgressFunc& progress, int64_t keep_turns) {
+  constexpr int kAttempts = 3;
+  for (int attempt = 1;; ++attempt) {
+    CompactionPlan plan;
+    {
+      MutexLock lock(&mu_);
+      prefilled_ = true;
+      plan = PlanLocked(keep_turns);
+    }
+    // Prefilled before it is installed: on failure nothing changes.
+    auto st = PrefillView(plan.manifest, plan.log.size(), progress, false);
+    if (!st) return keep_turns < 0 ? Fail(OverflowHint(st.error())) : st;
+    MutexLock lock(&mu_);
+    if (PlanIsCurrent(plan)) {
+      Install(plan);
+      ++compactions_in_place_;
+      return st;
+    }
+    if (attempt == kAttempts) {
+      return Fail(ErrorCode::kBusy, "the workspace kept changing while it was compacted; retry");
+    }
+  }
+}
+
+Result<PrefixStatus> Workspace::AdoptCompaction(const CompactionPlan& plan, Session* fresh) {
+  ContextManifest m;
+  size_t log_size;
+  {
+    MutexLock lock(&mu_);
+    if (!PlanIsCurrent(plan)) {
+      return Fail(ErrorCode::kCancelled, "compaction plan is stale: the workspace changed since");
+    }
+    std::vector<Entry> log = plan.log;
+    log.insert(log.end(), log_.begin() + static_cast<long>(plan.log_size), log_.end());
+    m = ManifestOf(plan.base, log);
+    log_size = log.size();
+  }
+  // The fresh session holds the plan's manifest; this prefills only what came after it.
+  Session* saved_session = std::exchange(session_, fresh);
+  auto st = PrefillView(m, log_size, {}, false);
+  MutexLock lock(&mu_);
+  if (st && !PlanIsCurrent(plan)) {
+    st = Fail(ErrorCode::kCancelled, "compaction plan is stale: the workspace changed since");
+  }
+  if (!st) {
+    session_ = saved_session;
+    prefilled_rewrites_ = -1;  // the accounting described the fresh session
+    return st;
+  }
+  Install(plan);
   return st;
 }
 
 Status Workspace::CheckAsk(const std::string& question, const DecodeConfig& cfg) const {
   if (auto ok = CheckText("question", question); !ok) return ok;
-  if (auto ok = CheckRoom(static_cast<int64_t>(question.size())); !ok) return ok;
+  {
+    MutexLock lock(&mu_);
+    if (auto ok = CheckRoom(static_cast<int64_t>(question.size())); !ok) return ok;
+  }
   // No compaction makes room for an answer as long as the whole context.
   if (n_ctx_ > 0 && cfg.max_tokens >= n_ctx_) return Fail(Error::ContextOverflow("decode", 0, cfg.max_tokens, n_ctx_));
   return {};
@@ -382,19 +534,37 @@ Result<AskResult> Workspace::Ask(const std::string& question, const DecodeConfig
                                  const PrefillHooks& hooks) {
   if (auto ok = CheckAsk(question, cfg); !ok) return Fail(ok.error());
   AskResult r;
-  const int64_t before = compactions_;
+  const auto compactions = [this] {
+    MutexLock lock(&mu_);
+    return compactions_;
+  };
+  // Where the question goes in the log: right after what was prefilled. Changes that arrive
+  // while it is answered come after its turns, as the model saw none of them.
+  const auto prefilled_at = [this] {
+    MutexLock lock(&mu_);
+    return prefilled_log_size_;
+  };
+  const int64_t before = compactions();
   auto ps = EnsureCurrent(hooks);
   if (!ps) return Fail(OverflowHint(ps.error()));
-  SuffixInput suffix{ps->manifest_digest, QuestionSegments(question), {}, opt_.cancel};
+  size_t at = prefilled_at();
+  SuffixInput suffix{ps->manifest_digest, QuestionSegmentsAt(question, at), {}, opt_.cancel};
   auto ss = session_->PrefillSuffix(suffix);
   Result<DecodeResult> dr = Fail(ErrorCode::kInternal, "not decoded");
   if (ss) dr = session_->Decode(cfg, on_chunk);
   // The question or the answer's room (max_tokens) overflows: folding the notes in may make room.
   const auto overflowed = [](const auto& x) { return !x && x.error().Is(ErrorCode::kContextOverflow); };
-  if ((overflowed(ss) || (ss && overflowed(dr))) && NeedsCompaction(1 << 30)) {
+  bool retry;
+  {
+    MutexLock lock(&mu_);
+    retry = (overflowed(ss) || (ss && overflowed(dr))) && NeedsCompaction(1 << 30);
+  }
+  if (retry) {
     ps = CompactForOverflow(hooks);
     if (!ps) return Fail(OverflowHint(ps.error()));
+    at = prefilled_at();
     suffix.prefix_digest = ps->manifest_digest;
+    suffix.segments = QuestionSegmentsAt(question, at);
     ss = session_->PrefillSuffix(suffix);
     if (ss) dr = session_->Decode(cfg, on_chunk);
   }
@@ -403,13 +573,15 @@ Result<AskResult> Workspace::Ask(const std::string& question, const DecodeConfig
   r.prefix = *ps;
   r.suffix = *ss;
   r.decode = *dr;
+  MutexLock lock(&mu_);
   r.compacted = compactions_ != before;
   asked_ = true;
   // A cancelled ask leaves no trace in the log: a client that retries the
   // question must not find it (and a partial answer) twice.
   if (dr->finish != FinishReason::kCancelled) {
-    log_.push_back({Entry::kTurn, "user", question});
-    log_.push_back({Entry::kTurn, "assistant", dr->text});
+    const auto pos = log_.begin() + static_cast<long>(std::min(at, log_.size()));
+    log_.insert(pos, {{Entry::kTurn, "user", question}, {Entry::kTurn, "assistant", dr->text}});
+    if (at == prefilled_log_size_) prefilled_log_size_ += 2;  // the KV holds them: not a change to prefill
   }
   return r;
 }
@@ -417,7 +589,11 @@ Result<AskResult> Workspace::Ask(const std::string& question, const DecodeConfig
 Error Workspace::OverflowHint(Error e) const {
   // The conversation's tokens as of the last prefill; the hint only where they are a real part of
   // the context (an oversized file is not fixed by dropping turns).
-  const int64_t conversation = log_tokens_ - note_tokens_;
+  int64_t conversation;
+  {
+    MutexLock lock(&mu_);
+    conversation = log_tokens_ - note_tokens_;
+  }
   if (!e.Is(ErrorCode::kContextOverflow) || conversation * 4 < n_ctx_ ||
       e.message().find("keep_turns") != std::string::npos) {
     return e;
@@ -428,6 +604,7 @@ Error Workspace::OverflowHint(Error e) const {
 }
 
 WorkspaceStats Workspace::Stats() const {
+  MutexLock lock(&mu_);
   WorkspaceStats s;
   s.mode = opt_.mode;
   s.files = static_cast<int64_t>(files_.size());

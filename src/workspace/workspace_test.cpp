@@ -8,9 +8,11 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <iterator>
 #include <optional>
 #include <random>
+#include <thread>
 
 #include "llama/llama_session.h"
 #include "llama/model_writer.h"
@@ -675,6 +677,190 @@ TEST(Workspace, AnAnswerThatWouldOverflowCompactsFirst) {
   EXPECT_TRUE(r->compacted);
   EXPECT_EQ(w.Stats().compactions, 1);
   EXPECT_EQ(w.Stats().notes, 0);
+}
+
+// Runs `change` on another thread and waits for it up to 60 s: a change never waits for a prefill,
+// so from inside one (its progress callback) it must finish. Joined by the destructor.
+class OtherThread {
+ public:
+  template <class F>
+  bool Run(F change) {
+    auto done = std::make_shared<std::promise<void>>();
+    auto f = done->get_future();
+    thread_ = std::thread([change, done]() mutable {
+      change();
+      done->set_value();
+    });
+    return f.wait_for(std::chrono::seconds(60)) == std::future_status::ready;
+  }
+  ~OtherThread() {
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  std::thread thread_;
+};
+
+TEST(Workspace, ChangesDuringAPrefillNeverWaitAndAppendsLetItFinish) {
+  std::mt19937 rng(21);
+  auto session = Open("changes-during-prefill");
+  Workspace w(session.get());
+  for (const char* p : {"src/a.cc", "src/b.cc", "src/c.cc"})
+    ASSERT_TRUE(w.PutFile(p, RandomCode(rng, 150)).has_value());
+  ASSERT_TRUE(w.Prefill().has_value());
+  const std::string edited = EditLines(rng, w.files().at("src/a.cc"));
+  ASSERT_TRUE(w.PutFile("src/b.cc", EditLines(rng, w.files().at("src/b.cc"))).has_value());
+  ASSERT_TRUE(w.PutFile("src/d.cc", RandomCode(rng, 150)).has_value());  // a note of several batches
+
+  OtherThread other;
+  bool finished = false, asked = false;
+  PrefillHooks hooks;
+  hooks.yield_to_changes = true;
+  hooks.progress = [&](const Progress&) {
+    if (asked) return;
+    asked = true;
+    finished = other.Run([&] {
+      EXPECT_TRUE(w.PutFile("src/a.cc", edited).has_value());
+      EXPECT_TRUE(w.AddTurn("user", "a turn while it prefills").has_value());
+      EXPECT_FALSE(w.AssembledText().empty());
+      EXPECT_EQ(w.Stats().files, 4);
+    });
+  };
+  auto st = w.Prefill(hooks);
+  EXPECT_TRUE(finished) << "a change waited for the prefill";
+  // Appends leave what it prefills valid: it finishes, and the next prefill adds only them.
+  ASSERT_TRUE(st.has_value()) << st.error().ToString();
+  EXPECT_TRUE(w.Stale());
+  auto next = w.Prefill();
+  ASSERT_TRUE(next.has_value());
+  EXPECT_EQ(next->tokens_reused, st->tokens_resident);
+  EXPECT_FALSE(w.Stale());
+  EXPECT_EQ(w.files().at("src/a.cc"), edited);
+  EXPECT_EQ(*workspace::ReconstructFiles(w.AssembledText()), w.files());
+}
+
+TEST(Workspace, AChangeInPlaceStopsAYieldingPrefillWhichKeepsItsKv) {
+  std::mt19937 rng(22);
+  auto session = Open("in-place-yield");
+  WorkspaceOptions opt;
+  opt.mode = AssemblyMode::kInPlace;
+  Workspace w(session.get(), opt);
+  for (const char* p : {"src/a.cc", "src/b.cc", "src/c.cc"})
+    ASSERT_TRUE(w.PutFile(p, RandomCode(rng, 150)).has_value());
+  const std::string edited = EditLines(rng, w.files().at("src/c.cc"));
+
+  OtherThread other;
+  bool finished = false;
+  int64_t done_when_changed = -1;
+  PrefillHooks hooks;
+  hooks.yield_to_changes = true;
+  hooks.progress = [&](const Progress& p) {
+    if (done_when_changed >= 0) return;
+    done_when_changed = p.done;
+    finished = other.Run([&] { EXPECT_TRUE(w.PutFile("src/c.cc", edited).has_value()); });
+  };
+  auto st = w.Prefill(hooks);
+  EXPECT_TRUE(finished) << "a change waited for the prefill";
+  ASSERT_FALSE(st.has_value()) << "an obsolete eager prefill ran to its end";
+  EXPECT_TRUE(st.error().Is(ErrorCode::kCancelled)) << st.error().ToString();
+  EXPECT_TRUE(w.Stale());
+  // The next one has the newest content and keeps what the stopped one computed before the edit.
+  auto next = w.Prefill();
+  ASSERT_TRUE(next.has_value()) << next.error().ToString();
+  EXPECT_GE(next->tokens_reused, done_when_changed);
+  EXPECT_EQ(workspace::ReconstructFiles(w.AssembledText())->at("src/c.cc"), edited);
+
+  // Exact: the same as a cold prefill of the newest content.
+  auto cold = Open("in-place-yield-cold");
+  Workspace c(cold.get(), opt);
+  for (const auto& [path, content] : w.files()) ASSERT_TRUE(c.PutFile(path, content).has_value());
+  ASSERT_TRUE(c.Prefill().has_value());
+  EXPECT_EQ(c.AssembledText(), w.AssembledText());
+  DecodeConfig dc;
+  dc.max_tokens = 8;
+  auto a = w.Ask("next?", dc, {});
+  auto b = c.Ask("next?", dc, {});
+  ASSERT_TRUE(a.has_value() && b.has_value());
+  EXPECT_EQ(a->decode.text, b->decode.text);
+}
+
+TEST(Workspace, TurnsOfAnAskComeBeforeChangesMadeWhileItAnswered) {
+  std::mt19937 rng(23);
+  auto session = Open("ask-then-change");
+  Workspace w(session.get());
+  ASSERT_TRUE(w.PutFile("src/a.cc", RandomCode(rng, 40)).has_value());
+  ASSERT_TRUE(w.Prefill().has_value());
+  const std::string edited = EditLines(rng, w.files().at("src/a.cc"));
+  OtherThread other;
+  bool finished = false, changed = false;
+  DecodeConfig dc;
+  dc.max_tokens = 6;
+  auto r = w.Ask("what is it?", dc, [&](const StreamChunk&) {
+    if (!changed) {
+      changed = true;
+      finished = other.Run([&] { EXPECT_TRUE(w.PutFile("src/a.cc", edited).has_value()); });
+    }
+    return true;
+  });
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  ASSERT_TRUE(changed);
+  EXPECT_TRUE(finished) << "a change waited for the ask";
+  // The model answered without the edit: the note follows the answer, and the KV stays valid.
+  const std::string text = w.AssembledText();
+  ASSERT_NE(text.find("what is it?"), std::string::npos);
+  EXPECT_LT(text.find("what is it?"), text.rfind("src/a.cc"));
+  EXPECT_TRUE(w.Stale());
+  auto next = w.Prefill();
+  ASSERT_TRUE(next.has_value());
+  EXPECT_GT(next->tokens_reused, r->prefix.tokens_resident);  // the question at least
+  EXPECT_EQ(*workspace::ReconstructFiles(text), w.files());
+}
+
+TEST(Workspace, AConversationSentWholeExtendsOrReplacesTurnsAndKeepsNotes) {
+  std::mt19937 rng(24);
+  auto session = Open("conversation");
+  Workspace w(session.get());
+  ASSERT_TRUE(w.PutFile("src/a.cc", RandomCode(rng, 40)).has_value());
+  DecodeConfig dc;
+  dc.max_tokens = 4;
+  using Turns = std::vector<std::pair<std::string, std::string>>;
+  auto c = w.SetConversation(Turns{{"user", "hello"}, {"assistant", "hi"}});
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->appended, 2);
+  auto first = w.Ask("first question", dc, {});
+  ASSERT_TRUE(first.has_value());
+  const std::string answer = first->decode.text;
+  ASSERT_TRUE(w.PutFile("src/a.cc", EditLines(rng, w.files().at("src/a.cc"))).has_value());  // a note
+  ASSERT_TRUE(w.Prefill().has_value());
+
+  // The client sends it all back, plus a turn: kept, appended; only the new turn is prefilled.
+  Turns turns{{"user", "hello"}, {"assistant", "hi"}, {"user", "first question"}, {"assistant", answer}};
+  c = w.SetConversation(turns);
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->kept, 4);
+  EXPECT_EQ(c->replaced, 0);
+  EXPECT_EQ(c->appended, 0);
+  EXPECT_FALSE(w.Stale());
+
+  // A rewritten history: the turns from the first that differs are replaced; the note stays, and
+  // the file's KV is reused.
+  const int64_t resident = w.Stats().context_tokens;
+  c = w.SetConversation(Turns{{"user", "hello"}, {"assistant", "a summary of it all"}});
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->kept, 1);
+  EXPECT_EQ(c->replaced, 3);
+  EXPECT_EQ(c->appended, 1);
+  const std::string text = w.AssembledText();
+  EXPECT_EQ(text.find("first question"), std::string::npos);
+  EXPECT_NE(text.find("a summary of it all"), std::string::npos);
+  EXPECT_EQ(w.Stats().notes, 1);
+  EXPECT_EQ(*workspace::ReconstructFiles(text), w.files());
+  auto st = w.Prefill();
+  ASSERT_TRUE(st.has_value());
+  EXPECT_GT(st->tokens_reused, 0);
+  EXPECT_LT(st->tokens_prefilled, resident / 2);
+
+  EXPECT_FALSE(w.SetConversation(Turns{{"system", "no"}}).has_value());
 }
 
 }  // namespace

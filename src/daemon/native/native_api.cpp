@@ -139,27 +139,35 @@ void WorkspaceOp(ServerContext& c, const std::string& ws, const std::string& op,
     parsed = StringFields(*body, {}, {}, &f, &prefill);
   if (!parsed) return ReplyError(res, parsed.error());
 
-  auto lease = c.sessions->Acquire(ws, /*wait=*/true);
-  if (!lease) return ReplyError(res, lease.error());
-  Workspace& w = *lease->entry().assembly;
   Json out;
-  if (op == "files") {
-    auto r = w.PutFile(f["path"], f["content"]);
-    if (!r) return ReplyError(res, r.error());
-    out = {{"change", r->change}, {"note_bytes", r->note_bytes}};
-  } else if (op == "files/remove" || op == "files/rename" || op == "stable" || op == "turns") {
-    Status st;
-    if (op == "files/remove") st = w.RemoveFile(f["path"]);
-    if (op == "files/rename") st = w.RenameFile(f["from"], f["to"]);
-    if (op == "turns") st = w.AddTurn(f["role"], f["text"]);
-    if (op == "stable") {
-      if (f.contains("system") && st) st = w.SetSystem(f["system"]);
-      if (f.contains("tools") && st) st = w.SetTools(f["tools"]);
-      if (f.contains("repo_map") && st) st = w.SetRepoMap(f["repo_map"]);
+  if (op == "files" || op == "files/remove" || op == "files/rename" || op == "stable" || op == "turns") {
+    // Changes take no computation: they never wait for a prefill or an ask on the workspace (a
+    // running eager prefill they make obsolete stops, and the one they schedule has the newest).
+    auto hold = c.sessions->HoldWorkspace(ws);
+    if (!hold) return ReplyError(res, hold.error());
+    Workspace& w = hold->workspace();
+    if (op == "files") {
+      auto r = w.PutFile(f["path"], f["content"]);
+      if (!r) return ReplyError(res, r.error());
+      out = {{"change", r->change}, {"note_bytes", r->note_bytes}};
+    } else {
+      Status st;
+      if (op == "files/remove") st = w.RemoveFile(f["path"]);
+      if (op == "files/rename") st = w.RenameFile(f["from"], f["to"]);
+      if (op == "turns") st = w.AddTurn(f["role"], f["text"]);
+      if (op == "stable") {
+        if (f.contains("system") && st) st = w.SetSystem(f["system"]);
+        if (f.contains("tools") && st) st = w.SetTools(f["tools"]);
+        if (f.contains("repo_map") && st) st = w.SetRepoMap(f["repo_map"]);
+      }
+      if (!st) return ReplyError(res, st.error());
+      out = {{"ok", true}};
     }
-    if (!st) return ReplyError(res, st.error());
-    out = {{"ok", true}};
+    out["workspace"] = StatsJson(w.Stats());
   } else {  // prefill, compact: synchronous
+    auto lease = c.sessions->Acquire(ws, /*wait=*/true);
+    if (!lease) return ReplyError(res, lease.error());
+    Workspace& w = *lease->entry().assembly;
     const auto t0 = Clock::now();
     auto st = op == "prefill" ? w.Prefill(c.workers->Hooks(&*lease, /*wait=*/true, c.LoggedProgress(ws, {})))
                               : w.Compact(c.LoggedProgress(ws, {}), keep_turns);
@@ -167,19 +175,18 @@ void WorkspaceOp(ServerContext& c, const std::string& ws, const std::string& op,
     c.metrics.AddTokens(st->tokens_reused, st->tokens_prefilled, 0);
     c.metrics.prefill_seconds.Observe(SecondsSince(t0));
     out = wire::ToJson(*st);
+    out["workspace"] = StatsJson(w.Stats());
     prefill = false;
   }
-  out["workspace"] = StatsJson(w.Stats());
-  lease->Release();
   if (prefill) c.workers->Schedule(ws);
   Reply(res, 200, out);
 }
 
 void WorkspaceInfo(ServerContext& c, const std::string& ws, bool context, http::Response& res) {
-  if (context) {  // the assembled text is made on demand: it waits for a call in progress
-    auto lease = c.sessions->Acquire(ws, /*wait=*/true);
-    if (!lease) return ReplyError(res, lease.error());
-    return Reply(res, 200, Json{{"text", lease->entry().assembly->AssembledText()}});
+  if (context) {  // the assembled text as of now, also during a call
+    auto hold = c.sessions->HoldWorkspace(ws);
+    if (!hold) return ReplyError(res, hold.error());
+    return Reply(res, 200, Json{{"text", hold->workspace().AssembledText()}});
   }
   // As of the last call: answered at once, even during a long ask or prefill.
   auto snap = c.sessions->GetSnapshot(ws);
@@ -225,6 +232,8 @@ void WorkspaceAsk(ServerContext& c, const std::string& ws, const http::Request& 
     }
     shared->Release();
     if (compact_due) c.workers->Schedule(ws, /*compact=*/true);
+    // Changes that came during the ask (its eager prefill found the workspace busy).
+    if (shared->entry().assembly->Stale()) c.workers->Schedule(ws);
     if (client_gone) return false;
     events.Send(r ? Json{{"event", "done"},
                          {"result",
