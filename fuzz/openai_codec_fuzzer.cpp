@@ -57,6 +57,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       ChatDelta d;
       d.content = answer.content;
       (void)wire::Dump(ChatChunkJson(h, d, true));
+      // As a workspace model would read it: a question and text turns, or a refusal naming a field.
+      if (auto w = ToWorkspaceChat(r->chat)) {
+        if (w->turns.size() >= r->chat.messages.size()) Die("a workspace chat without its question", "");
+      } else {
+        CheckRefusal(w.error());
+      }
       break;
     }
     case 1: {  // 't' = 116

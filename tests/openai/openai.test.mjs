@@ -288,3 +288,95 @@ test('completions: raw prompt, whole and streamed', async () => {
   for await (const c of s) text += c.choices[0]?.text ?? '';
   assert.equal(text, r.choices[0].text);
 });
+
+// The native protocol beside the OpenAI API (same listener and token): workspaces are opened and
+// fed there (or by `modeld ws watch`).
+async function native(method, path, body) {
+  const r = await fetch(`${client.baseURL}${path}`, {
+    method, headers: { Authorization: `Bearer ${client.apiKey}`, 'Content-Type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await r.text();
+  assert.equal(r.status, 200, `${method} ${path}: ${text}`);
+  return text.trim().split('\n').map((l) => JSON.parse(l)).pop();
+}
+
+function codeFile(name, lines) {
+  let s = '';
+  for (let i = 0; i < lines; ++i) s += `int ${name}_${i}(int x) { return x * ${i} + ${i % 7}; }\n`;
+  return s;
+}
+
+test('a workspace as a model: its files ahead of the conversation, an edit costs its note', async () => {
+  await native('POST', '/sessions', { workspace: 'proj', model: 'chat-tiny' });
+  await native('POST', '/workspaces/proj/files', { path: 'src/a.c', content: codeFile('a', 40) });
+  await native('POST', '/workspaces/proj/files', { path: 'src/b.c', content: codeFile('b', 40) });
+  const models = await client.models.list();
+  assert.ok(models.data.some((m) => m.id === 'ws:proj'), JSON.stringify(models.data));
+
+  const messages = [{ role: 'system', content: 'You are a coding assistant.' }];
+  const ask = async (q, extra = {}) => {
+    messages.push({ role: 'user', content: q });
+    const r = await client.chat.completions.create({ model: 'ws:proj', messages, max_tokens: 6, ...greedy, ...extra });
+    assert.equal(r.model, 'ws:proj');
+    messages.push({ role: 'assistant', content: r.choices[0].message.content ?? '' });
+    return r;
+  };
+  const t1 = await ask('What does a_3 return?');
+  const files = (await native('GET', '/workspaces/proj')).context_tokens;
+  assert.ok(files > 800, `the files are in the context: ${files} tokens`);
+  assert.ok(t1.usage.prompt_tokens > files, JSON.stringify(t1.usage));
+
+  // An edit saved, then a question: the turn prefills the change note, the answer before it and
+  // the question, not the files.
+  await native('POST', '/workspaces/proj/files', { path: 'src/a.c', content: codeFile('a', 40).replace('x * 3 + 3', 'x - 3') });
+  const t2 = await ask('And now?');
+  const prefilled2 = t2.usage.prompt_tokens - t2.usage.prompt_tokens_details.cached_tokens;
+  assert.ok(prefilled2 < 120, `turn 2 prefilled ${prefilled2} tokens: ${JSON.stringify(t2.usage)}`);
+  let context = (await native('GET', '/workspaces/proj/context')).text;
+  assert.ok(context.includes('x - 3') && context.includes('And now?'));
+
+  // The same conversation streamed: the same reuse, the answer as deltas.
+  messages.push({ role: 'user', content: 'Streamed?' });
+  const stream = await client.chat.completions.create({
+    model: 'ws:proj', messages, max_tokens: 6, ...greedy, stream: true, stream_options: { include_usage: true },
+  });
+  let text = '';
+  let usage = null;
+  for await (const chunk of stream) {
+    if (chunk.usage) usage = chunk.usage;
+    else text += chunk.choices[0].delta.content ?? '';
+  }
+  messages.push({ role: 'assistant', content: text });
+  assert.ok(usage.prompt_tokens - usage.prompt_tokens_details.cached_tokens < 60, JSON.stringify(usage));
+
+  // The tool rewrites its history (a summary instead of the first exchange): only the
+  // conversation is replaced; the files and the note stay and are not prefilled again.
+  const rewritten = [messages[0], { role: 'user', content: 'Summary: we looked at a_3.' }];
+  const t4 = await client.chat.completions.create({
+    model: 'ws:proj', messages: [...rewritten, { role: 'user', content: 'Go on.' }], max_tokens: 4, ...greedy,
+  });
+  const prefilled4 = t4.usage.prompt_tokens - t4.usage.prompt_tokens_details.cached_tokens;
+  assert.ok(prefilled4 * 4 < files, `turn 4 prefilled ${prefilled4} tokens, the files are ${files}`);
+  context = (await native('GET', '/workspaces/proj/context')).text;
+  assert.ok(context.includes('Summary: we looked at a_3.') && !context.includes('What does a_3 return?'));
+  assert.ok(context.includes('x - 3'), 'the change note stays');
+
+  // The header names the workspace for a tool that cannot change its model name.
+  const viaHeader = await client.chat.completions.create(
+    { model: 'chat-tiny', messages: [...rewritten, { role: 'user', content: 'Go on.' }], max_tokens: 1, ...greedy },
+    { headers: { 'X-Modeld-Workspace': 'proj' } });
+  assert.ok(viaHeader.usage.prompt_tokens_details.cached_tokens > files, JSON.stringify(viaHeader.usage));
+
+  // What a workspace cannot serve is refused up front, and changes nothing.
+  await assert.rejects(
+    client.chat.completions.create({ model: 'ws:nope', messages: [{ role: 'user', content: 'hi' }] }),
+    (e) => e.status === 404 && e.code === 'model_not_found');
+  await assert.rejects(
+    client.chat.completions.create({
+      model: 'ws:proj', messages: [{ role: 'user', content: 'hi' }],
+      tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'object' } } }],
+    }),
+    (e) => e.status === 400 && e.param === 'tools');
+  assert.ok((await native('GET', '/workspaces/proj/context')).text.includes('Summary: we looked at a_3.'));
+});

@@ -315,6 +315,36 @@ Json Header(const ReplyHeader& h, const char* object) {
 
 }  // namespace
 
+Result<WorkspaceChat> ToWorkspaceChat(const ChatRequest& chat) {
+  const auto refuse = [](const std::string& what, const char* field) {
+    return Fail(
+        Error(ErrorCode::kInvalidArgument, what + " on a workspace model (ws:NAME): its context holds text turns")
+            .WithField(field));
+  };
+  if (!chat.tools.empty()) return refuse("tools are not supported", "tools");
+  if (!chat.json_schema.empty()) return refuse("response_format is not supported", "response_format");
+  WorkspaceChat w;
+  for (const auto& m : chat.messages) {
+    if (m.role == ChatRole::kTool || !m.tool_calls.empty())
+      return refuse("tool calls and results are not supported", "messages");
+    if (m.role == ChatRole::kSystem) {
+      if (!w.turns.empty())
+        return refuse("a system message after the conversation started is not supported", "messages");
+      w.system = w.system ? *w.system + "\n\n" + m.content : m.content;
+      continue;
+    }
+    w.turns.emplace_back(std::string(ChatRoleName(m.role)), m.content);
+  }
+  if (w.turns.empty() || w.turns.back().first != "user") {
+    return Fail(
+        Error(ErrorCode::kInvalidArgument, "a chat on a workspace model ends with a user message (the question)")
+            .WithField("messages"));
+  }
+  w.question = std::move(w.turns.back().second);
+  w.turns.pop_back();
+  return w;
+}
+
 Result<ChatCompletionRequest> ParseChatCompletion(const Json& body) {
   ChatCompletionRequest r;
   r.decode.max_tokens = 0;

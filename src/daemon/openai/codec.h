@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,17 @@ struct ChatCompletionRequest {
 // kInvalidArgument naming the parameter (Error::field) for what is malformed or cannot be
 // honored (n > 1, logprobs, logit_bias, images, ...).
 Result<ChatCompletionRequest> ParseChatCompletion(const Json& body);
+
+// A chat for a workspace model (ws:NAME, docs/openai.md): what the workspace takes from it.
+struct WorkspaceChat {
+  std::optional<std::string> system;                       // the leading system messages, joined
+  std::vector<std::pair<std::string, std::string>> turns;  // the earlier messages: "user"/"assistant", text
+  std::string question;                                    // the last message, a user's
+};
+// The workspace holds text turns: tools, tool calls and results, a response_format, a system
+// message after the first turn and a conversation that does not end with a user message are
+// kInvalidArgument naming the parameter.
+Result<WorkspaceChat> ToWorkspaceChat(const ChatRequest& chat);
 
 struct CompletionRequest {
   std::string model;

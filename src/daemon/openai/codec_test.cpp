@@ -131,5 +131,45 @@ TEST(OpenAiCodec, EmbeddingsInBase64AreLittleEndianFloats) {
   EXPECT_EQ(bad.error().field(), "input");
 }
 
+TEST(OpenAiCodec, AWorkspaceChatIsSystemTurnsAndAQuestion) {
+  auto r = Chat(R"({"model":"ws:proj","messages":[{"role":"system","content":"be brief"},
+    {"role":"developer","content":"tests first"},{"role":"user","content":"a"},
+    {"role":"assistant","content":"b"},{"role":"user","content":"c?"}]})");
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  auto w = ToWorkspaceChat(r->chat);
+  ASSERT_TRUE(w.has_value()) << w.error().ToString();
+  EXPECT_EQ(w->system, "be brief\n\ntests first");
+  EXPECT_EQ(w->turns, (std::vector<std::pair<std::string, std::string>>{{"user", "a"}, {"assistant", "b"}}));
+  EXPECT_EQ(w->question, "c?");
+
+  auto no_system = ToWorkspaceChat(Chat(R"({"model":"m","messages":[{"role":"user","content":"q"}]})")->chat);
+  ASSERT_TRUE(no_system.has_value());
+  EXPECT_FALSE(no_system->system.has_value());
+
+  // What a workspace cannot hold is refused, naming the parameter.
+  const std::pair<const char*, const char*> refused[] = {
+      {R"({"model":"m","messages":[{"role":"user","content":"q"}],
+           "tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}]})",
+       "tools"},
+      {R"({"model":"m","messages":[{"role":"user","content":"q"}],"response_format":{"type":"json_object"}})",
+       "response_format"},
+      {R"({"model":"m","messages":[{"role":"user","content":"q"},{"role":"tool","tool_call_id":"c","content":"1"}]})",
+       "messages"},
+      {R"({"model":"m","messages":[{"role":"user","content":"q"},{"role":"system","content":"late"},
+           {"role":"user","content":"q2"}]})",
+       "messages"},
+      {R"({"model":"m","messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a"}]})", "messages"},
+      {R"({"model":"m","messages":[{"role":"system","content":"only"}]})", "messages"},
+  };
+  for (const auto& [body, field] : refused) {
+    auto c = Chat(body);
+    ASSERT_TRUE(c.has_value()) << body << ": " << c.error().ToString();
+    auto w2 = ToWorkspaceChat(c->chat);
+    ASSERT_FALSE(w2.has_value()) << body;
+    EXPECT_TRUE(w2.error().Is(ErrorCode::kInvalidArgument));
+    EXPECT_EQ(w2.error().field(), field) << body;
+  }
+}
+
 }  // namespace
 }  // namespace modeld::daemon::openai

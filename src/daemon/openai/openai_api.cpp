@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <ctime>
+#include <functional>
 #include <memory>
 #include <stop_token>
 
@@ -61,6 +62,28 @@ std::string Hint(const http::Request& req, const std::string& cache_key) {
   return h.empty() ? cache_key : h;
 }
 
+// A workspace served as a model: "ws:NAME".
+constexpr std::string_view kWorkspaceModelPrefix = "ws:";
+
+// The answer on a workspace model: plain text, as the workspace's turns hold it.
+class PlainTextParser : public ChatParser {
+ public:
+  PlainTextParser() { message_.role = ChatRole::kAssistant; }
+  Result<std::vector<ChatDelta>> Update(std::string_view text, bool /*partial*/) override {
+    std::vector<ChatDelta> out;
+    if (text.size() > message_.content.size() && text.substr(0, message_.content.size()) == message_.content) {
+      out.push_back(ChatDelta{});
+      out.back().content = std::string(text.substr(message_.content.size()));
+      message_.content = std::string(text);
+    }
+    return out;
+  }
+  const ChatMessage& message() const override { return message_; }
+
+ private:
+  ChatMessage message_;
+};
+
 class OpenAiApi {
  public:
   explicit OpenAiApi(ServerContext& ctx) : ctx_(ctx), convs_(ctx.sessions.get()) {}
@@ -74,7 +97,8 @@ class OpenAiApi {
  private:
   static void ReplyError(http::Response& res, const Error& e) { res.SetJson(ErrorStatus(e), ErrorJson(e)); }
   Result<const ServedModel*> FindModel(const std::string& name) const;
-  std::vector<ModelEntry> Entries() const;
+  // The served models, and with `workspaces` the open workspaces as ws:NAME.
+  std::vector<ModelEntry> Entries(bool workspaces) const;
   // n_ctx of a conversation's session on `m`.
   int32_t ChatCtx(const ServedModel& m) const;
   // kContextOverflow when `bytes` of prompt text cannot fit in a conversation's context.
@@ -88,11 +112,18 @@ class OpenAiApi {
   // Keep-alive comments on a stream during a long prefill (at most one a second); a failed write
   // (the client left) stops the request.
   static ProgressFunc PrefillComments(http::EventStream& es, const std::string& id, std::shared_ptr<RequestStop> stop);
-  // Serves `g` (the chat or completion already parsed and placed) as a whole reply or a stream.
-  // `chat`: answers go through `parser` into chat deltas; else raw text chunks.
-  void Reply(const http::Request& req, http::Response& res, LeasePtr lease, Conversations::Placement where,
-             Generation g, std::shared_ptr<ChatParser> parser, const ReplyHeader& header, bool stream,
-             bool include_usage);
+  // A generation to serve: prefills and decodes, then releases what it holds.
+  using Runner = std::function<Result<Outcome>(std::stop_token cancel, const ProgressFunc& progress,
+                                               const ChunkCallback& on_chunk)>;
+  Runner OnConversation(LeasePtr lease, Conversations::Placement where, Generation g);
+  // Serves a generation as a whole reply or a stream. A chat's answer goes through `parser` into
+  // chat deltas; without a parser, raw text chunks (a completion).
+  void Reply(const http::Request& req, http::Response& res, Runner run, const std::string& id,
+             std::shared_ptr<ChatParser> parser, const ReplyHeader& header, bool stream, bool include_usage);
+  // A chat on a workspace model (ws:NAME or X-Modeld-Workspace): the workspace's context ahead of
+  // the conversation, which joins the workspace's log.
+  void WorkspaceChatCompletion(const http::Request& req, http::Response& res, ChatCompletionRequest parsed,
+                               const std::string& ws);
 
   ServerContext& ctx_;
   Conversations convs_;
@@ -202,21 +233,28 @@ ProgressFunc OpenAiApi::PrefillComments(http::EventStream& es, const std::string
 
 Error Stopping() { return Error(ErrorCode::kCancelled, "the daemon is stopping; the answer was cut short"); }
 
-void OpenAiApi::Reply(const http::Request& req, http::Response& res, LeasePtr lease, Conversations::Placement where,
-                      Generation g, std::shared_ptr<ChatParser> parser, const ReplyHeader& header, bool stream,
-                      bool include_usage) {
+OpenAiApi::Runner OpenAiApi::OnConversation(LeasePtr lease, Conversations::Placement where, Generation g) {
+  return [this, lease, where = std::move(where), g = std::move(g)](std::stop_token cancel, const ProgressFunc& progress,
+                                                                   const ChunkCallback& on_chunk) {
+    auto out = Run(*lease, where, g, std::move(cancel), progress, on_chunk);
+    lease->Release();
+    return out;
+  };
+}
+
+void OpenAiApi::Reply(const http::Request& req, http::Response& res, Runner run, const std::string& id,
+                      std::shared_ptr<ChatParser> parser, const ReplyHeader& header, bool stream, bool include_usage) {
   auto stop = std::make_shared<RequestStop>(ctx_.stop.get_token());
   const bool chat = parser != nullptr;
   if (!stream) {
     // No stream to notice a departed client on: ask the connection between batches and tokens.
     const auto closed = req.closed;
-    auto out = Run(
-        *lease, where, g, stop->token(),
+    auto out = run(
+        stop->token(),
         [&](const Progress&) {
           if (closed()) stop->Request();
         },
         [&](const StreamChunk&) { return !closed(); });
-    lease->Release();
     if (!out) return ReplyError(res, out.error());
     if (out->decode.finish == FinishReason::kCancelled) return ReplyError(res, Stopping());
     if (!chat) {
@@ -230,7 +268,7 @@ void OpenAiApi::Reply(const http::Request& req, http::Response& res, LeasePtr le
   }
   res.content_type = "text/event-stream";
   res.headers.push_back({"Cache-Control", "no-cache"});
-  res.stream = [this, lease, where, g = std::move(g), parser, header, include_usage, chat, stop](http::Sink& sink) {
+  res.stream = [run = std::move(run), id, parser, header, include_usage, chat, stop](http::Sink& sink) {
     http::EventStream es(sink, http::EventStream::Framing::kSse);
     std::string generated;
     bool role_sent = false;
@@ -258,8 +296,7 @@ void OpenAiApi::Reply(const http::Request& req, http::Response& res, LeasePtr le
       gone = !sent;
       return sent;
     };
-    auto out = Run(*lease, where, g, stop->token(), PrefillComments(es, where.id, stop), on_chunk);
-    lease->Release();
+    auto out = run(stop->token(), PrefillComments(es, id, stop), on_chunk);
     if (gone || !sink.Open()) return false;
     // An error once the stream started is an SSE error event (the clients raise it); so is an
     // answer the daemon's stop cut short, which must not read as complete.
@@ -283,11 +320,85 @@ void OpenAiApi::Reply(const http::Request& req, http::Response& res, LeasePtr le
   };
 }
 
+void OpenAiApi::WorkspaceChatCompletion(const http::Request& req, http::Response& res, ChatCompletionRequest parsed,
+                                        const std::string& ws) {
+  auto chat = ToWorkspaceChat(parsed.chat);
+  if (!chat) return ReplyError(res, chat.error());
+  const auto no_workspace = [&] {
+    return Error(ErrorCode::kNotFound, "There is no workspace '" + ws +
+                                           "' on this server: open it first (modeld ws open, or modeld ws watch DIR)")
+        .WithField("model");
+  };
+  if (ws.starts_with(kConversationPrefix)) return ReplyError(res, no_workspace());
+  auto lease = ctx_.sessions->Acquire(ws, /*wait=*/true);
+  if (!lease) return ReplyError(res, lease.error().Is(ErrorCode::kNotFound) ? no_workspace() : lease.error());
+  auto shared = std::make_shared<SessionManager::Lease>(std::move(*lease));
+  Workspace& w = *shared->entry().assembly;
+  // Checked before the workspace changes: a refused request changes nothing.
+  DecodeConfig dc = parsed.decode;
+  if (dc.max_tokens <= 0) {  // unset: a quarter of the context (compaction keeps that much room)
+    auto rep = shared->session().Report();
+    dc.max_tokens = rep ? std::max<int32_t>(1, static_cast<int32_t>(rep->n_ctx / 4)) : 1;
+  }
+  if (auto ok = ValidateDecodeConfig(dc); !ok) return ReplyError(res, ok.error());
+  if (auto ok = w.CheckAsk(chat->question, dc); !ok) return ReplyError(res, ok.error());
+  if (chat->system) {
+    if (auto ok = w.SetSystem(*chat->system); !ok) return ReplyError(res, Error(ok.error()).WithField("messages"));
+  }
+  auto change = w.SetConversation(chat->turns);
+  if (!change) return ReplyError(res, Error(change.error()).WithField("messages"));
+  if (change->replaced > 0) {
+    ctx_.Log("modeld: workspace %s: the client rewrote its conversation (%s turns replaced)\n", ws,
+             std::to_string(change->replaced));
+  }
+  Runner run = [this, shared, ws, question = chat->question, dc](std::stop_token cancel, const ProgressFunc& progress,
+                                                                 const ChunkCallback& on_chunk) -> Result<Outcome> {
+    Workspace& w = *shared->entry().assembly;
+    DecodeConfig d = dc;
+    d.cancel = std::move(cancel);
+    const auto t0 = Clock::now();
+    auto r = w.Ask(question, d, on_chunk,
+                   ctx_.workers->Hooks(shared.get(), /*wait=*/true, ctx_.LoggedProgress(ws, progress)));
+    const bool compact_due = w.CompactionDue();
+    shared->Release();
+    if (compact_due) ctx_.workers->Schedule(ws, /*compact=*/true);
+    if (w.Stale()) ctx_.workers->Schedule(ws);  // changes that came while it answered
+    if (!r) return Fail(r.error());
+    ctx_.metrics.AddTokens(r->prefix.tokens_reused + r->suffix.tokens_reused,
+                           r->prefix.tokens_prefilled + r->suffix.tokens_prefilled, r->decode.tokens_generated);
+    ctx_.metrics.decode_seconds.Observe(std::chrono::duration<double>(Clock::now() - t0).count());
+    if (r->decode.tokens_generated > 0) ctx_.metrics.first_token_seconds.Observe(r->decode.first_token_ms / 1000.0);
+    Outcome out{r->prefix, r->decode, {}};
+    out.usage.prompt_tokens = r->suffix.tokens_resident;
+    out.usage.cached_tokens = std::min(r->prefix.tokens_reused + r->suffix.tokens_reused, out.usage.prompt_tokens);
+    out.usage.completion_tokens = r->decode.tokens_generated;
+    out.usage.prompt_ms = r->prefix.prefill_ms + r->suffix.prefill_ms;
+    out.usage.predicted_ms = r->decode.decode_ms;
+    return out;
+  };
+  Reply(req, res, std::move(run), ws, std::make_shared<PlainTextParser>(),
+        ReplyHeader{NewId("chatcmpl-"), Now(), std::string(kWorkspaceModelPrefix) + ws}, parsed.stream,
+        parsed.include_usage);
+}
+
 void OpenAiApi::ChatCompletions(const http::Request& req, http::Response& res) {
   auto body = wire::ParseObject(req.body);
   if (!body) return ReplyError(res, body.error());
   auto parsed = ParseChatCompletion(*body);
   if (!parsed) return ReplyError(res, parsed.error());
+  // A workspace model: named by the model (ws:NAME) or the header (any model name).
+  std::string ws = req.Header("x-modeld-workspace");
+  if (parsed->model.starts_with(kWorkspaceModelPrefix)) {
+    const std::string named = parsed->model.substr(kWorkspaceModelPrefix.size());
+    if (!ws.empty() && ws != named) {
+      return ReplyError(res, Error(ErrorCode::kInvalidArgument, "the model '" + parsed->model +
+                                                                    "' and the X-Modeld-Workspace header '" + ws +
+                                                                    "' name different workspaces")
+                                 .WithField("model"));
+    }
+    ws = named;
+  }
+  if (!ws.empty()) return WorkspaceChatCompletion(req, res, std::move(*parsed), ws);
   auto model = FindModel(parsed->model);
   if (!model) return ReplyError(res, model.error());
   int64_t bytes = 0;
@@ -320,8 +431,9 @@ void OpenAiApi::ChatCompletions(const http::Request& req, http::Response& res) {
   Conversations::Placement where;
   auto lease = Place(g, &where);
   if (!lease) return ReplyError(res, lease.error());
-  Reply(req, res, *lease, where, std::move(g), prompt->parser, ReplyHeader{NewId("chatcmpl-"), Now(), (*model)->name},
-        parsed->stream, parsed->include_usage);
+  const std::string id = where.id;
+  Reply(req, res, OnConversation(*lease, std::move(where), std::move(g)), id, prompt->parser,
+        ReplyHeader{NewId("chatcmpl-"), Now(), (*model)->name}, parsed->stream, parsed->include_usage);
 }
 
 void OpenAiApi::Completions(const http::Request& req, http::Response& res) {
@@ -351,8 +463,9 @@ void OpenAiApi::Completions(const http::Request& req, http::Response& res) {
   Conversations::Placement where;
   auto lease = Place(g, &where);
   if (!lease) return ReplyError(res, lease.error());
-  Reply(req, res, *lease, where, std::move(g), nullptr, ReplyHeader{NewId("cmpl-"), Now(), (*model)->name},
-        parsed->stream, parsed->include_usage);
+  const std::string id = where.id;
+  Reply(req, res, OnConversation(*lease, std::move(where), std::move(g)), id, nullptr,
+        ReplyHeader{NewId("cmpl-"), Now(), (*model)->name}, parsed->stream, parsed->include_usage);
 }
 
 void OpenAiApi::Embeddings(const http::Request& req, http::Response& res) {
@@ -373,7 +486,7 @@ void OpenAiApi::Embeddings(const http::Request& req, http::Response& res) {
   res.SetJson(200, EmbeddingsJson((*model)->name, vectors, parsed->base64, n_tokens));
 }
 
-std::vector<ModelEntry> OpenAiApi::Entries() const {
+std::vector<ModelEntry> OpenAiApi::Entries(bool workspaces) const {
   std::vector<ModelEntry> out;
   for (const auto& m : ctx_.models) {
     ModelEntry e;
@@ -388,21 +501,29 @@ std::vector<ModelEntry> OpenAiApi::Entries() const {
                {"pooling", m.info.pooling}};
     out.push_back(std::move(e));
   }
+  if (!workspaces) return out;
+  for (const auto& s : ctx_.sessions->List()) {
+    const std::string& ws = s.report.workspace_id;
+    if (ws.starts_with(kConversationPrefix)) continue;
+    ModelEntry e;
+    e.id = std::string(kWorkspaceModelPrefix) + ws;
+    e.extra = {{"workspace", ws}, {"model", s.model}};
+    out.push_back(std::move(e));
+  }
   return out;
 }
 
 void OpenAiApi::Models(http::Response& res) {
-  const auto entries = Entries();
-  Json j = ModelListJson(entries);
+  Json j = ModelListJson(Entries(/*workspaces=*/true));
   // The native protocol's list (docs/protocol.md), kept beside OpenAI's.
   Json native = Json::array();
-  for (const auto& e : entries) native.push_back(e.extra);
+  for (const auto& e : Entries(/*workspaces=*/false)) native.push_back(e.extra);
   j["models"] = native;
   res.SetJson(200, j);
 }
 
 void OpenAiApi::Model(const std::string& id, http::Response& res) {
-  for (const auto& e : Entries()) {
+  for (const auto& e : Entries(/*workspaces=*/true)) {
     if (e.id == id) return res.SetJson(200, ModelJson(e));
   }
   ReplyError(res, Error(ErrorCode::kNotFound, "The model '" + id + "' does not exist on this server (see /v1/models)")
