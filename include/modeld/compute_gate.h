@@ -9,13 +9,16 @@
 // none was released within the grace period, which spans the short gaps
 // inside a request (between decoded tokens, between its prefill and decode
 // calls); so background work delays a foreground request by at most the one
-// batch it is running when the request arrives. A thread marks itself as
+// batch it is running when the request arrives; less where the adapter stops a
+// background computation midway when a foreground turn arrives (Turn::ShouldYield)
+// and runs it again on its next turn. A thread marks itself as
 // background with a BackgroundScope. Background work that a request comes to
 // wait on (a compaction the request needs) is promoted: its turns then
 // alternate with the foreground's. Backend-neutral: an adapter calls
 // Acquire() around its own compute call.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -36,11 +39,17 @@ class ComputeGate {
 
   class Turn {
    public:
-    Turn(ComputeGate* gate, bool background) : gate_(gate), background_(background) {}
+    Turn(ComputeGate* gate, bool background, bool yieldable = false)
+        : gate_(gate), background_(background), yieldable_(yieldable) {}
     ~Turn() {
       if (gate_) gate_->Release(background_);
     }
-    Turn(Turn&& o) noexcept : gate_(std::exchange(o.gate_, nullptr)), background_(o.background_) {}
+    Turn(Turn&& o) noexcept
+        : gate_(std::exchange(o.gate_, nullptr)), background_(o.background_), yieldable_(o.yieldable_) {}
+    // A background turn (not promoted) while a foreground turn waits: the computation should stop
+    // where it can, release the turn, and redo its work on a later one. Cheap (one atomic load):
+    // an adapter may poll it between the steps of one computation.
+    bool ShouldYield() const { return yieldable_ && gate_ && gate_->fg_pending_.load(std::memory_order_relaxed) > 0; }
     Turn(const Turn&) = delete;
     Turn& operator=(const Turn&) = delete;
     Turn& operator=(Turn&&) = delete;
@@ -48,6 +57,7 @@ class ComputeGate {
    private:
     ComputeGate* gate_;
     bool background_;
+    bool yieldable_;
   };
 
   // While alive, the computations of the thread that made it are background turns.
@@ -92,6 +102,9 @@ class ComputeGate {
   bool held_ = false;
   uint64_t granted_ = 0;
   uint64_t fg_next_ = 0, fg_serving_ = 0;  // foreground tickets
+  // Foreground tickets not yet served (the running turn's included when it is one): what a
+  // yieldable background turn polls without the lock.
+  std::atomic<uint64_t> fg_pending_{0};
   uint64_t bg_next_ = 0, bg_serving_ = 0;  // background tickets
   Clock::time_point last_fg_release_{};
   bool promoted_waiting_ = false;  // the next background turn is a promoted one, and it waits

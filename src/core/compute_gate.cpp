@@ -41,6 +41,7 @@ ComputeGate::Turn ComputeGate::Acquire() {
   bool promoted = false;
   if (!background) {
     const uint64_t ticket = fg_next_++;
+    fg_pending_ = fg_next_ - fg_serving_;
     // A promoted background turn waiting goes first unless the last turn was one.
     cv_.wait(lock, [&] { return !held_ && fg_serving_ == ticket && !(promoted_waiting_ && !last_promoted_); });
   } else {
@@ -70,7 +71,7 @@ ComputeGate::Turn ComputeGate::Acquire() {
   last_promoted_ = promoted;
   if (observer_) observer_(granted_ - granted_before, background);
   ++granted_;
-  return Turn(this, background);
+  return Turn(this, background, background && !promoted);
 }
 
 void ComputeGate::Release(bool background) {
@@ -81,6 +82,7 @@ void ComputeGate::Release(bool background) {
       ++bg_serving_;
     } else {
       ++fg_serving_;
+      fg_pending_ = fg_next_ - fg_serving_;
       last_fg_release_ = Clock::now();
     }
   }

@@ -132,7 +132,19 @@ Result<std::unique_ptr<LlamaSession>> LlamaSession::Open(std::shared_ptr<LlamaMo
   auto s = std::make_unique<LlamaSession>(Key{}, std::move(model), std::move(workspace_id), actual,
                                           std::move(threadpool), std::move(ctx));
   s->gate_ = std::move(gate);
+  // Background work can stop midway for a foreground request only where the batch's earlier
+  // ubatches can then be dropped from the memory (DecodeBatch).
+  if (s->gate_ && s->model_->partial_trim())
+    llama_set_abort_callback(s->ctx_.get(), &LlamaSession::AbortCheck, s.get());
   return s;
+}
+
+bool LlamaSession::AbortCheck(void* self) {
+  auto* s = static_cast<LlamaSession*>(self);
+  const ComputeGate::Turn* turn = s->running_turn_.load(std::memory_order_acquire);
+  if (!turn || !turn->ShouldYield()) return false;
+  s->yielded_.store(true, std::memory_order_relaxed);
+  return true;
 }
 
 LlamaSession::LlamaSession(Key, std::shared_ptr<LlamaModel> model, std::string workspace_id, const SessionConfig& cfg,
@@ -211,14 +223,26 @@ int64_t LlamaSession::TrimTo(int64_t keep, bool* fallback) {
 }
 
 Status LlamaSession::DecodeBatch(const Batch& batch) {
-  std::optional<ComputeGate::Turn> turn;
-  if (gate_) turn.emplace(gate_->Acquire());
-  if (inject_failure_) {
-    inject_failure_ = false;
-    fatal_ = true;
-    return Fail(ErrorCode::kSessionFatal, "llama_decode failed (injected): session state unknown");
+  int32_t rc;
+  for (;;) {
+    std::optional<ComputeGate::Turn> turn;
+    if (gate_) turn.emplace(gate_->Acquire());
+    if (inject_failure_) {
+      inject_failure_ = false;
+      fatal_ = true;
+      return Fail(ErrorCode::kSessionFatal, "llama_decode failed (injected): session state unknown");
+    }
+    yielded_.store(false, std::memory_order_relaxed);
+    running_turn_.store(turn ? &*turn : nullptr, std::memory_order_release);
+    rc = llama_decode(ctx_.get(), batch.get());
+    running_turn_.store(nullptr, std::memory_order_release);
+    if (rc != 2 || !yielded_.load(std::memory_order_relaxed)) break;
+    // Stopped for a foreground turn: llama.cpp dropped the ubatch it was computing; the batch's
+    // earlier ubatches go too (tokens_ never counted them), and the batch runs again on the next
+    // turn this background work gets.
+    llama_memory_seq_rm(llama_get_memory(ctx_.get()), 0, static_cast<llama_pos>(tokens_.size()), -1);
+    ++preemptions_;
   }
-  const int32_t rc = llama_decode(ctx_.get(), batch.get());
   if (rc == 0) return {};
   if (rc == 1 || rc == -1) {
     // llama.cpp restored the memory to its state before the call.

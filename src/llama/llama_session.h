@@ -9,6 +9,7 @@
 // compute buffer per context, small next to the KV on the sizes we serve.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -47,6 +48,8 @@ class LlamaSession final : public Session {
   Result<std::vector<float>> LastLogits();
   // For tests: the next llama_decode fails as a backend failure would.
   void InjectDecodeFailureForTesting() { inject_failure_ = true; }
+  // Background computations stopped midway for a foreground turn, and redone (ComputeGate).
+  int64_t preemptions() const { return preemptions_.load(); }
 
  private:
   struct ResidentSegment {
@@ -78,6 +81,9 @@ class LlamaSession final : public Session {
   // Makes sure logits for the last resident token are available.
   Status EnsureLogits();
   Status DecodeBatch(const Batch& batch);
+  // llama.cpp's abort callback: true stops the llama_decode under way (a background turn that a
+  // foreground turn waits for).
+  static bool AbortCheck(void* self);
 
   std::shared_ptr<ComputeGate> gate_;  // taken around every llama_decode; may be null
   std::mutex mu_;                      // serializes calls: a llama_context is not thread-safe
@@ -89,6 +95,11 @@ class LlamaSession final : public Session {
   bool closed_ = false;
   bool fatal_ = false;
   bool inject_failure_ = false;
+  // The gate turn of the llama_decode under way (null outside one), read by AbortCheck on a
+  // compute thread; yielded_: AbortCheck stopped it.
+  std::atomic<const ComputeGate::Turn*> running_turn_{nullptr};
+  std::atomic<bool> yielded_{false};
+  std::atomic<int64_t> preemptions_{0};
 
   // Exactly what the KV holds, at positions 0..n-1: prefix, suffix, generated.
   std::vector<llama_token> tokens_;

@@ -546,6 +546,70 @@ TEST(LlamaSession, LongPrefillDelaysAnotherDecodeByAtMostOneBatch) {
   EXPECT_LE(max_waited, 1u);
 }
 
+// A foreground turn that arrives while a background batch computes stops it midway (llama.cpp's
+// abort callback) instead of waiting for all of it; the batch runs again later, and the result is
+// exactly a cold prefill's.
+TEST(LlamaSession, BackgroundBatchStopsMidwayForForegroundAndStaysExact) {
+  auto gate = std::make_shared<ComputeGate>(std::chrono::milliseconds(0));
+  std::atomic<uint64_t> background_grants{0};
+  gate->SetObserver([&](uint64_t, bool background) {
+    if (background) ++background_grants;
+  });
+  auto open = [&](const std::string& ws, std::shared_ptr<ComputeGate> g) {
+    OpenSessionRequest req;
+    req.model_path = TinyModel();
+    req.workspace_id = ws;
+    req.config.n_ctx = 4096;
+    req.config.n_batch = 512;
+    req.config.n_ubatch = 128;  // a batch of several ubatches: the earlier ones must go too
+    req.config.threads = 1;
+    req.gate = std::move(g);
+    auto s = Service().OpenSession(req);
+    EXPECT_TRUE(s.has_value());
+    return std::move(*s);
+  };
+  auto background = open("background", gate);
+  std::mt19937 rng(5);
+  const auto big = Manifest(MakeFiles(rng, 40));
+  std::atomic<bool> done{false};
+  std::thread t([&] {
+    ComputeGate::BackgroundScope scope(*gate);
+    auto st = background->EnsurePrefix({big, {}});
+    EXPECT_TRUE(st.has_value()) << st.error().ToString();
+    done = true;
+  });
+  auto& session = dynamic_cast<llama::LlamaSession&>(*background);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  // Each time the background work is granted a turn, a foreground turn asks for one.
+  for (uint64_t seen = 0; !done && session.preemptions() == 0;) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      ADD_FAILURE() << "no background turn for 120 s";
+      break;
+    }
+    if (background_grants == seen) {
+      std::this_thread::yield();
+      continue;
+    }
+    seen = background_grants;
+    auto turn = gate->Acquire();
+  }
+  t.join();
+  EXPECT_GT(session.preemptions(), 0) << "the prefill ended before a foreground turn came: make it longer";
+
+  auto cold = open("cold", nullptr);
+  ASSERT_TRUE(cold->EnsurePrefix({big, {}}).has_value());
+  auto a = session.LastLogits();
+  auto b = dynamic_cast<llama::LlamaSession&>(*cold).LastLogits();
+  ASSERT_TRUE(a.has_value() && b.has_value());
+  EXPECT_LT(MaxAbsDiff(*a, *b), kLogitTolerance);
+  DecodeConfig dc;
+  dc.max_tokens = 8;
+  auto x = background->Decode(dc, {});
+  auto y = cold->Decode(dc, {});
+  ASSERT_TRUE(x.has_value() && y.has_value());
+  EXPECT_EQ(x->text, y->text);
+}
+
 TEST(LlamaSession, ModelIsSharedBetweenSessions) {
   auto backend = std::dynamic_pointer_cast<llama::LlamaBackend>(FindBackend("gguf"));
   ASSERT_NE(backend, nullptr);
