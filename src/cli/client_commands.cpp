@@ -22,6 +22,7 @@
 #include "cli/paths.h"
 #include "cli/token_file.h"
 #include "client/client.h"
+#include "client/watcher.h"
 #include "wire/codec.h"
 
 namespace modeld::cli {
@@ -55,6 +56,11 @@ constexpr std::string_view kUsage =
   ws show [CONN] WS | ws context [CONN] WS | ws compact [CONN] WS [--keep-turns N]
         the workspace's stats and files; its assembled context; fold its change notes into the files
         (--keep-turns N: and keep only the last N conversation turns, once the conversation fills it)
+  ws watch [CONN] DIR [--workspace WS] [--model M] [--ctx N] [--include GLOB]... [--exclude GLOB]...
+      [--budget-tokens N] [--debounce-ms N] [--max-file-kb N]
+        keep workspace WS (default: DIR's name) in sync with DIR until Ctrl-C: its git-tracked and
+        untracked-not-ignored files (all files outside git), text only, in path order while they fit
+        the token budget (default half of n_ctx); see docs/watch.md
   ask [CONN] WS [--max-tokens N] [--temperature T] QUESTION
         ask about the workspace (QUESTION or stdin); streams the answer, then a summary on stderr;
         Ctrl-C cancels
@@ -527,6 +533,37 @@ int WsCompact(const Client& c, Args& a) {
   return 0;
 }
 
+int WsWatch(const Client& c, Args& a) {
+  client::WatcherOptions opt;
+  const auto ws = a.Value("--workspace");
+  opt.model = a.Value("--model").value_or("");
+  const long long ctx = a.Int("--ctx", 0);
+  opt.include = a.Values("--include");
+  opt.exclude = a.Values("--exclude");
+  opt.budget_tokens = a.Int("--budget-tokens", 0);
+  const long long debounce_ms = a.Int("--debounce-ms", opt.debounce.count());
+  const long long max_kb = a.Int("--max-file-kb", opt.max_file_bytes >> 10);
+  if (!a.error().empty()) return UsageError("ws watch", a.error());
+  if (a.rest().size() != 1) return UsageError("ws watch", "needs one directory");
+  if (opt.budget_tokens < 0) return UsageError("ws watch", "--budget-tokens must be positive (0: half of n_ctx)");
+  if (debounce_ms < 0 || debounce_ms > 60'000) return UsageError("ws watch", "--debounce-ms must be 0 to 60000");
+  if (max_kb < 1 || max_kb > 1024) return UsageError("ws watch", "--max-file-kb must be 1 to 1024");
+  opt.dir = a.rest()[0];
+  opt.workspace = ws.value_or(client::WorkspaceIdForDir(opt.dir));
+  if (!client::ValidWorkspaceId(opt.workspace)) return UsageError("ws watch", "invalid workspace id " + opt.workspace);
+  opt.debounce = std::chrono::milliseconds(debounce_ms);
+  opt.max_file_bytes = max_kb << 10;
+  if (ctx > 0) {
+    opt.config.emplace();
+    opt.config->n_ctx = static_cast<int32_t>(ctx);
+  }
+  opt.log = [](const std::string& line) { std::fprintf(stderr, "modeld: %s\n", line.c_str()); };
+  InterruptToStop interrupt;
+  client::Watcher watcher(c, std::move(opt));
+  if (auto ok = watcher.Run(interrupt.token()); !ok) return Fatal(ok.error());
+  return 0;
+}
+
 int CmdAsk(const Client& c, Args& a) {
   DecodeConfig dc;
   dc.max_tokens = static_cast<int32_t>(a.Int("--max-tokens", dc.max_tokens));
@@ -597,6 +634,7 @@ int RunWorkspaceCommand(int argc, char** argv) {
   if (sub == "show") h = WsShow;
   if (sub == "context") h = WsContext;
   if (sub == "compact") h = WsCompact;
+  if (sub == "watch") h = WsWatch;
   if (!h) return UsageError("ws", sub.empty() ? "needs a subcommand" : "unknown subcommand '" + std::string(sub) + "'");
   Args args(argc, argv, 3);
   std::string why;
