@@ -75,7 +75,10 @@ struct AskResult {
 struct LogEntry {
   enum Kind { kTurn, kNote } kind = kTurn;
   std::string role;  // kTurn: "user" or "assistant"
-  std::string text;  // kTurn: the text; kNote: the rendered change note
+  std::string text;  // kTurn: the text as the model read it here; kNote: the rendered change note
+  // kTurn, edit-aware conversations: the message as the client last sent it, when that differs
+  // from `text` (a note later in the log tells the model the change).
+  std::optional<std::string> sent = std::nullopt;
 };
 
 // A compaction prepared from a snapshot of the workspace, to be prefilled in a
@@ -139,14 +142,19 @@ class Workspace {
   // For a client that sends its whole conversation each time (an OpenAI chat): makes the log's
   // turns equal `turns` (role "user" or "assistant"). Turns that extend the log are appended;
   // from the first turn that differs, the log's turns are replaced and the change notes among
-  // them kept, in order, after the kept turns, so no file is re-prefilled. Serialized with the
-  // computing calls (the owner holds the workspace for the question that follows).
+  // them kept, in order, after the kept turns, so no file is re-prefilled. `edit_aware`: a turn
+  // whose text changed (same role, same place: a tool that re-sends a file inside its message)
+  // keeps its resident version, and a note with the change (RenderMessageChange) is appended
+  // instead; only a changed role, or fewer turns, replaces. Serialized with the computing calls
+  // (the owner holds the workspace for the question that follows).
   struct ConversationChange {
     int64_t kept = 0;      // turns of the log that matched
+    int64_t edited = 0;    // of those, changed and told by a note (edit_aware)
     int64_t replaced = 0;  // turns of the log dropped (the client rewrote its history)
     int64_t appended = 0;
   };
-  Result<ConversationChange> SetConversation(const std::vector<std::pair<std::string, std::string>>& turns);
+  Result<ConversationChange> SetConversation(const std::vector<std::pair<std::string, std::string>>& turns,
+                                             bool edit_aware = false);
 
   // Prefills the current context now (eager prefill), so an ask later only
   // has its question left to prefill.

@@ -665,6 +665,18 @@ std::string RenderNote(const ChangeNote& note) {
   return out;
 }
 
+std::string RenderMessageChange(int64_t index, std::string_view old_text, std::string_view new_text, int context) {
+  // A file note's body under a header of its own: the body's lines are escaped as in any note,
+  // and the header is no block marker, so the files read back the same.
+  const std::string rendered = RenderNote(MakeChange("m", old_text, new_text, context));
+  const size_t header_end = rendered.find('\n');
+  const std::string_view kind = rendered.find("kind=\"full\"") < header_end ? "full" : "edit";
+  std::string out = "<message-change index=\"" + std::to_string(index) + "\" kind=\"" + std::string(kind) + "\">\n";
+  out.append(rendered, header_end + 1, rendered.size() - (header_end + 1) - (kChangeClose.size() + 1));
+  out += "</message-change>\n";
+  return out;
+}
+
 namespace {
 
 std::unexpected<Error> BadPath(std::string_view why) {

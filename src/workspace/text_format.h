@@ -78,6 +78,11 @@ int64_t CountLines(std::string_view text);
 std::string RenderFile(const std::string& path, std::string_view content);
 // A change note (see docs/context-assembly.md for each kind's syntax).
 std::string RenderNote(const ChangeNote& note);
+// A conversation message the client sent again edited (edit-aware re-sent content), as a note on
+// message `index` (1-based): `<message-change index="N" kind="edit">` with hunks, or kind="full"
+// with the whole new text, bodies as in a change note. ReconstructFiles reads past it: it is about
+// a message, not a file.
+std::string RenderMessageChange(int64_t index, std::string_view old_text, std::string_view new_text, int context = 1);
 
 // Paths allowed in the format: valid UTF-8 in Unicode NFC, relative,
 // '/'-separated, no "." or ".." components (and no empty ones), no leading

@@ -895,4 +895,24 @@ TEST(ReconstructFiles, MutatedInputNeverCrashes) {
 }
 
 }  // namespace
+TEST(MessageChange, RendersTheHunksUnderItsOwnHeaderAndFilesReadBackTheSame) {
+  std::string tail;
+  for (int i = 0; i < 10; ++i) tail += "line " + std::to_string(i) + "\n";
+  const std::string old_msg = "Here is the file:\n<file path=\"x.c\" lines=\"1\">\nint a;\n</file>\n" + tail;
+  const std::string new_msg = "Here is the file:\n<file path=\"x.c\" lines=\"1\">\nint b;\n</file>\n" + tail;
+  const std::string note = RenderMessageChange(3, old_msg, new_msg);
+  EXPECT_EQ(note.rfind("<message-change index=\"3\" kind=\"edit\">\n", 0), 0u) << note;
+  EXPECT_NE(note.find("-int a;\n+int b;\n"), std::string::npos) << note;
+  EXPECT_TRUE(note.ends_with("</message-change>\n")) << note;
+  // The block markers inside the message are escaped: the files around it read back unchanged.
+  const std::string assembled = RenderFile("src/a.c", "int x;\n") + note + RenderFile("src/b.c", "int y;\n");
+  auto files = ReconstructFiles(assembled);
+  ASSERT_TRUE(files.has_value()) << files.error().ToString();
+  EXPECT_EQ(*files, (std::map<std::string, std::string>{{"src/a.c", "int x;\n"}, {"src/b.c", "int y;\n"}}));
+  // A rewrite is told whole.
+  const std::string full = RenderMessageChange(1, "a\nb\nc\n", "x\ny\nz\n");
+  EXPECT_EQ(full.rfind("<message-change index=\"1\" kind=\"full\">\n", 0), 0u) << full;
+  EXPECT_TRUE(ReconstructFiles(full).has_value());
+}
+
 }  // namespace modeld::workspace

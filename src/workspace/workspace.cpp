@@ -44,7 +44,7 @@ Status Workspace::CheckText(const std::string& what, const std::string& text) co
 Status Workspace::CheckRoom(int64_t adding) const {
   int64_t held = 0;
   for (const auto& [_, content] : files_) held += static_cast<int64_t>(content.size());
-  for (const auto& e : log_) held += static_cast<int64_t>(e.text.size());
+  for (const auto& e : log_) held += static_cast<int64_t>(e.text.size() + (e.sent ? e.sent->size() : 0));
   if (held + adding > opt_.max_workspace_bytes) {
     return Fail(ErrorCode::kInvalidArgument,
                 "the workspace holds " + std::to_string(held) + " bytes of files and log; " + std::to_string(adding) +
@@ -191,7 +191,7 @@ Status Workspace::AddTurn(const std::string& role, std::string text) {
 }
 
 Result<Workspace::ConversationChange> Workspace::SetConversation(
-    const std::vector<std::pair<std::string, std::string>>& turns) {
+    const std::vector<std::pair<std::string, std::string>>& turns, bool edit_aware) {
   for (const auto& [role, text] : turns) {
     if (role != "user" && role != "assistant") {
       return Fail(ErrorCode::kInvalidArgument, "a turn's role is 'user' or 'assistant', not '" + role + "'");
@@ -200,29 +200,40 @@ Result<Workspace::ConversationChange> Workspace::SetConversation(
   }
   MutexLock lock(&mu_);
   ConversationChange c;
-  // Walk the log's turns along `turns`; `cut` is the log index of the first turn that differs.
-  size_t cut = log_.size(), next = 0;
-  int64_t old_turns = 0;
+  std::vector<size_t> at;  // the log index of each turn
   for (size_t i = 0; i < log_.size(); ++i) {
-    if (log_[i].kind != Entry::kTurn) continue;
-    ++old_turns;
-    if (cut == log_.size() && next < turns.size() && log_[i].role == turns[next].first &&
-        log_[i].text == turns[next].second) {
-      ++next;
-      continue;
-    }
-    if (cut == log_.size()) cut = i;
+    if (log_[i].kind == Entry::kTurn) at.push_back(i);
   }
+  const auto current = [this](size_t i) -> const std::string& { return log_[i].sent ? *log_[i].sent : log_[i].text; };
+  // The turns that match (edit-aware: in role), then where the log's turns are cut.
+  size_t next = 0;
+  std::vector<size_t> edits;
+  for (; next < at.size() && next < turns.size(); ++next) {
+    const Entry& e = log_[at[next]];
+    if (e.role != turns[next].first) break;
+    if (current(at[next]) == turns[next].second) continue;
+    if (!edit_aware) break;
+    edits.push_back(next);
+  }
+  const size_t cut = next < at.size() ? at[next] : log_.size();
   c.kept = static_cast<int64_t>(next);
-  c.replaced = old_turns - c.kept;
+  c.edited = static_cast<int64_t>(edits.size());
+  c.replaced = static_cast<int64_t>(at.size() - next);
   c.appended = static_cast<int64_t>(turns.size() - next);
-  int64_t dropped = 0;
-  for (size_t i = cut; i < log_.size(); ++i) {
-    if (log_[i].kind == Entry::kTurn) dropped += static_cast<int64_t>(log_[i].text.size());
-  }
+
+  std::vector<std::string> notes;
   int64_t added = 0;
+  for (size_t k : edits) {
+    notes.push_back(workspace::RenderMessageChange(static_cast<int64_t>(k) + 1, current(at[k]), turns[k].second,
+                                                   opt_.diff_context));
+    added += static_cast<int64_t>(notes.back().size() + turns[k].second.size());
+  }
+  for (size_t i = cut; i < log_.size(); ++i) {
+    if (log_[i].kind == Entry::kTurn) added -= static_cast<int64_t>(log_[i].text.size());
+  }
   for (size_t i = next; i < turns.size(); ++i) added += static_cast<int64_t>(turns[i].second.size());
-  if (auto ok = CheckRoom(added - dropped); !ok) return Fail(ok.error());
+  if (auto ok = CheckRoom(added); !ok) return Fail(ok.error());
+
   if (c.replaced > 0) {
     // The notes after the cut stay, in order, ahead of the new turns: the files read the same.
     std::vector<Entry> rest(log_.begin() + static_cast<long>(cut), log_.end());
@@ -230,6 +241,10 @@ Result<Workspace::ConversationChange> Workspace::SetConversation(
     std::copy_if(rest.begin(), rest.end(), std::back_inserter(log_),
                  [](const Entry& e) { return e.kind == Entry::kNote; });
     Rewrote();
+  }
+  for (size_t n = 0; n < edits.size(); ++n) {
+    log_[at[edits[n]]].sent = turns[edits[n]].second;
+    log_.push_back({Entry::kNote, "", std::move(notes[n])});
   }
   for (size_t i = next; i < turns.size(); ++i) log_.push_back({Entry::kTurn, turns[i].first, turns[i].second});
   return c;
@@ -425,8 +440,10 @@ std::pair<Workspace::Files, std::vector<LogEntry>> Workspace::CompactState(int64
     }
   }
   std::vector<Entry> log;
-  std::copy_if(log_.begin(), log_.end(), std::back_inserter(log),
-               [](const Entry& e) { return e.kind == Entry::kTurn; });
+  for (const Entry& e : log_) {
+    if (e.kind != Entry::kTurn) continue;
+    log.push_back({Entry::kTurn, e.role, e.sent ? *e.sent : e.text, std::nullopt});  // message notes folded in
+  }
   if (keep_turns >= 0 && static_cast<int64_t>(log.size()) > keep_turns) {
     auto first = log.end() - keep_turns;
     while (first != log.end() && first->role == "assistant") ++first;  // no answer without its question

@@ -863,5 +863,68 @@ TEST(Workspace, AConversationSentWholeExtendsOrReplacesTurnsAndKeepsNotes) {
   EXPECT_FALSE(w.SetConversation(Turns{{"system", "no"}}).has_value());
 }
 
+// A tool that re-sends whole files inside its messages: with edit_aware, an edited early message
+// keeps its resident version and the change goes after the conversation as a note, so the turn
+// prefills the note, not everything after the message; the KV is a cold prefill of that view.
+TEST(Workspace, ReSentMessagesEditedAreToldAsNotesWhenEditAware) {
+  std::mt19937 rng(25);
+  auto session = Open("re-sent");
+  Workspace w(session.get());
+  const std::string code = RandomCode(rng, 80);
+  using Turns = std::vector<std::pair<std::string, std::string>>;
+  Turns turns{{"user", "Here is src/a.cc:\n" + code + "What does it do?"}};
+  DecodeConfig dc;
+  dc.max_tokens = 4;
+  ASSERT_TRUE(w.SetConversation(turns, true).has_value());
+  auto a1 = w.Ask("And the first line?", dc, {});
+  ASSERT_TRUE(a1.has_value());
+  turns.push_back({"user", "And the first line?"});
+  turns.push_back({"assistant", a1->decode.text});
+  const int64_t resident = w.Stats().context_tokens;
+
+  // The file edited: the tool sends its first message again with the new content, and a question.
+  turns[0].second = "Here is src/a.cc:\n" + EditLines(rng, code) + "What does it do?";
+  auto c = w.SetConversation(turns, true);
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->kept, 3);
+  EXPECT_EQ(c->edited, 1);
+  EXPECT_EQ(c->replaced, 0);
+  const std::string text = w.AssembledText();
+  EXPECT_NE(text.find("<message-change index=\"1\" kind="), std::string::npos) << text;
+  auto st = w.Prefill();
+  ASSERT_TRUE(st.has_value());
+  EXPECT_GE(st->tokens_reused, resident - 2);  // all but the answer's tail
+  EXPECT_LT(st->tokens_prefilled, resident / 4) << "the note, not the message and everything after it";
+
+  // Sent once more unchanged: nothing to do. The edited version is what it compares with.
+  c = w.SetConversation(turns, true);
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->kept, 3);
+  EXPECT_EQ(c->edited, 0);
+  EXPECT_FALSE(w.Stale());
+
+  // Exact: a cold session prefilled with the same view has the same logits.
+  auto cold = Open("re-sent-cold");
+  ASSERT_TRUE(cold->EnsurePrefix({w.Manifest(), {}}).has_value());
+  auto wl = dynamic_cast<llama::LlamaSession&>(*session).LastLogits();
+  auto cl = dynamic_cast<llama::LlamaSession&>(*cold).LastLogits();
+  ASSERT_TRUE(wl.has_value() && cl.has_value());
+  EXPECT_LT(MaxAbsDiff(*wl, *cl), 1e-4f);
+
+  // Compaction folds the note into the message: the model then reads the message as last sent.
+  ASSERT_TRUE(w.Compact().has_value());
+  const std::string compact = w.AssembledText();
+  EXPECT_EQ(compact.find("<message-change"), std::string::npos);
+  EXPECT_NE(compact.find(workspace::EscapeFreeText(turns[0].second)), std::string::npos);
+
+  // Without edit_aware the same edit replaces the conversation from that message.
+  turns[0].second += "\nplease hurry";
+  c = w.SetConversation(turns, false);
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->kept, 0);
+  EXPECT_EQ(c->replaced, 3);
+  EXPECT_EQ(c->appended, 3);
+}
+
 }  // namespace
 }  // namespace modeld

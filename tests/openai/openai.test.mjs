@@ -380,3 +380,34 @@ test('a workspace as a model: its files ahead of the conversation, an edit costs
     (e) => e.status === 400 && e.param === 'tools');
   assert.ok((await native('GET', '/workspaces/proj/context')).text.includes('Summary: we looked at a_3.'));
 });
+
+test('edit-aware re-sent content, opt-in: an edited early message costs its note, not what follows', async () => {
+  await native('POST', '/sessions', { workspace: 'resent', model: 'chat-tiny' });
+  const file = codeFile('r', 60);
+  const first = (f) => `Here is src/r.c:\n${f}\nWhat does r_3 do?`;
+  const messages = [{ role: 'system', content: 'You are a coding assistant.' }, { role: 'user', content: first(file) }];
+  const r1 = await client.chat.completions.create({ model: 'ws:resent:edit_aware', messages, max_tokens: 4, ...greedy });
+  assert.equal(r1.model, 'ws:resent:edit_aware');
+  messages.push({ role: 'assistant', content: r1.choices[0].message.content ?? '' });
+  messages.push({ role: 'user', content: 'And r_4?' });
+  // The tool re-sends the file, edited, inside its first message.
+  messages[1].content = first(file.replace('x * 3 + 3', 'x - 3'));
+  const r2 = await client.chat.completions.create({ model: 'ws:resent:edit_aware', messages, max_tokens: 4, ...greedy });
+  const prefilled2 = r2.usage.prompt_tokens - r2.usage.prompt_tokens_details.cached_tokens;
+  assert.ok(prefilled2 * 4 < r1.usage.prompt_tokens, `prefilled ${prefilled2} of ${JSON.stringify(r2.usage)}`);
+  const context = (await native('GET', '/workspaces/resent/context')).text;
+  assert.ok(context.includes('<message-change index="1" kind="edit">'), context.slice(-600));
+  messages.push({ role: 'assistant', content: r2.choices[0].message.content ?? '' });
+
+  // Without the opt-in, the same kind of edit replaces the conversation from that message on.
+  messages[1].content = first(file.replace('x * 5 + 5', 'x - 5'));
+  messages.push({ role: 'user', content: 'And r_5?' });
+  const r3 = await client.chat.completions.create({ model: 'ws:resent', messages, max_tokens: 4, ...greedy });
+  const prefilled3 = r3.usage.prompt_tokens - r3.usage.prompt_tokens_details.cached_tokens;
+  assert.ok(prefilled3 * 2 > r1.usage.prompt_tokens, `prefilled ${prefilled3} of ${JSON.stringify(r3.usage)}`);
+
+  await assert.rejects(
+    client.chat.completions.create({ model: 'ws:resent', messages, max_tokens: 1 },
+      { headers: { 'X-Modeld-Assembly': 'sometimes' } }),
+    (e) => e.status === 400);
+});

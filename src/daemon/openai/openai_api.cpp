@@ -62,8 +62,10 @@ std::string Hint(const http::Request& req, const std::string& cache_key) {
   return h.empty() ? cache_key : h;
 }
 
-// A workspace served as a model: "ws:NAME".
+// A workspace served as a model: "ws:NAME"; "ws:NAME:edit_aware" (or the header
+// X-Modeld-Assembly: edit_aware) opts in to edit-aware re-sent messages.
 constexpr std::string_view kWorkspaceModelPrefix = "ws:";
+constexpr std::string_view kEditAwareSuffix = ":edit_aware";
 
 // The answer on a workspace model: plain text, as the workspace's turns hold it.
 class PlainTextParser : public ChatParser {
@@ -123,7 +125,7 @@ class OpenAiApi {
   // A chat on a workspace model (ws:NAME or X-Modeld-Workspace): the workspace's context ahead of
   // the conversation, which joins the workspace's log.
   void WorkspaceChatCompletion(const http::Request& req, http::Response& res, ChatCompletionRequest parsed,
-                               const std::string& ws);
+                               const std::string& ws, bool edit_aware);
 
   ServerContext& ctx_;
   Conversations convs_;
@@ -321,7 +323,7 @@ void OpenAiApi::Reply(const http::Request& req, http::Response& res, Runner run,
 }
 
 void OpenAiApi::WorkspaceChatCompletion(const http::Request& req, http::Response& res, ChatCompletionRequest parsed,
-                                        const std::string& ws) {
+                                        const std::string& ws, bool edit_aware) {
   auto chat = ToWorkspaceChat(parsed.chat);
   if (!chat) return ReplyError(res, chat.error());
   const auto no_workspace = [&] {
@@ -345,7 +347,7 @@ void OpenAiApi::WorkspaceChatCompletion(const http::Request& req, http::Response
   if (chat->system) {
     if (auto ok = w.SetSystem(*chat->system); !ok) return ReplyError(res, Error(ok.error()).WithField("messages"));
   }
-  auto change = w.SetConversation(chat->turns);
+  auto change = w.SetConversation(chat->turns, edit_aware);
   if (!change) return ReplyError(res, Error(change.error()).WithField("messages"));
   if (change->replaced > 0) {
     ctx_.Log("modeld: workspace %s: the client rewrote its conversation (%s turns replaced)\n", ws,
@@ -376,9 +378,10 @@ void OpenAiApi::WorkspaceChatCompletion(const http::Request& req, http::Response
     out.usage.predicted_ms = r->decode.decode_ms;
     return out;
   };
+  const std::string model =
+      parsed.model.starts_with(kWorkspaceModelPrefix) ? parsed.model : std::string(kWorkspaceModelPrefix) + ws;
   Reply(req, res, std::move(run), ws, std::make_shared<PlainTextParser>(),
-        ReplyHeader{NewId("chatcmpl-"), Now(), std::string(kWorkspaceModelPrefix) + ws}, parsed.stream,
-        parsed.include_usage);
+        ReplyHeader{NewId("chatcmpl-"), Now(), model}, parsed.stream, parsed.include_usage);
 }
 
 void OpenAiApi::ChatCompletions(const http::Request& req, http::Response& res) {
@@ -388,8 +391,18 @@ void OpenAiApi::ChatCompletions(const http::Request& req, http::Response& res) {
   if (!parsed) return ReplyError(res, parsed.error());
   // A workspace model: named by the model (ws:NAME) or the header (any model name).
   std::string ws = req.Header("x-modeld-workspace");
+  const std::string assembly = req.Header("x-modeld-assembly");
+  if (!assembly.empty() && assembly != "edit_aware" && assembly != "plain") {
+    return ReplyError(res, Error(ErrorCode::kInvalidArgument,
+                                 "X-Modeld-Assembly is 'edit_aware' or 'plain', not '" + assembly + "'"));
+  }
+  bool edit_aware = assembly == "edit_aware";
   if (parsed->model.starts_with(kWorkspaceModelPrefix)) {
-    const std::string named = parsed->model.substr(kWorkspaceModelPrefix.size());
+    std::string named = parsed->model.substr(kWorkspaceModelPrefix.size());
+    if (named.ends_with(kEditAwareSuffix)) {
+      named.resize(named.size() - kEditAwareSuffix.size());
+      edit_aware = true;
+    }
     if (!ws.empty() && ws != named) {
       return ReplyError(res, Error(ErrorCode::kInvalidArgument, "the model '" + parsed->model +
                                                                     "' and the X-Modeld-Workspace header '" + ws +
@@ -398,7 +411,7 @@ void OpenAiApi::ChatCompletions(const http::Request& req, http::Response& res) {
     }
     ws = named;
   }
-  if (!ws.empty()) return WorkspaceChatCompletion(req, res, std::move(*parsed), ws);
+  if (!ws.empty()) return WorkspaceChatCompletion(req, res, std::move(*parsed), ws, edit_aware);
   auto model = FindModel(parsed->model);
   if (!model) return ReplyError(res, model.error());
   int64_t bytes = 0;
