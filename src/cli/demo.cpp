@@ -7,6 +7,8 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
@@ -14,6 +16,7 @@
 #include "cli/demo_corpus.h"
 #include "cli/paths.h"
 #include "client/remote_session.h"
+#include "client/watcher.h"
 #include "modeld/service.h"
 #include "modeld/workspace.h"
 
@@ -113,6 +116,112 @@ int RunLoop(Session& in_place_session, Session& edit_aware_session, const DemoOp
   return closed ? 0 : 1;
 }
 
+// Polls `done` (state on the daemon) every 50 ms for up to `seconds`.
+template <class F>
+bool WaitUntil(F done, int seconds) {
+  for (int i = 0; i < seconds * 20; ++i) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
+Status WriteFileAtomically(const std::filesystem::path& path, const std::string& content) {
+  std::filesystem::create_directories(path.parent_path());
+  const auto tmp = path.string() + ".tmp~";
+  {
+    std::ofstream out(tmp, std::ios::binary);
+    out << content;
+    if (!out) return Fail(ErrorCode::kIoError, "cannot write " + tmp);
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);  // as editors save: the watcher sees the whole new file
+  if (ec) return Fail(ErrorCode::kIoError, "cannot rename " + tmp + ": " + ec.message());
+  return {};
+}
+
+// The corpus as a folder on disk, kept in workspace "demo" by the watcher (`modeld ws watch`), and
+// questions through the OpenAI API on the model "ws:demo", as an editor and an unchanged OpenAI
+// tool would use it: a saved edit costs its change note, not the files.
+int RunWatchedFolder(const client::Client& c, const std::string& dir, const DemoOptions& opt, int32_t n_ctx) {
+  namespace fs = std::filesystem;
+  const fs::path repo = fs::path(dir) / "repo";
+  std::vector<File> files;
+  for (const auto& f : DemoCorpus()) {
+    files.push_back({std::string(f.path), std::string(f.content)});
+    if (auto ok = WriteFileAtomically(repo / files.back().path, files.back().content); !ok) return Report(ok.error());
+  }
+  client::WatcherOptions wo;
+  wo.dir = repo.string();
+  wo.workspace = "demo";
+  wo.config.emplace();
+  wo.config->n_ctx = n_ctx;
+  wo.config->threads = opt.threads;
+  wo.log = [](const std::string& line) { std::fprintf(stderr, "watch: %s\n", line.c_str()); };
+  client::Watcher watcher(c, wo);
+  std::stop_source stop;
+  Status watched;
+  std::thread watch([&] { watched = watcher.Run(stop.get_token()); });
+  struct StopWatch {
+    std::stop_source& stop;
+    std::thread& t;
+    ~StopWatch() {
+      stop.request_stop();
+      t.join();
+    }
+  } stop_at_exit{stop, watch};
+  std::printf("\nwatched folder: %s -> workspace demo (modeld ws watch); questions on the OpenAI API, model ws:demo\n",
+              repo.string().c_str());
+  const auto stats = [&]() -> std::optional<WorkspaceStats> {
+    auto info = c.WorkspaceInfo("demo");
+    if (!info) return std::nullopt;
+    return info->stats;
+  };
+  if (!WaitUntil([&] { return stats() && stats()->files == static_cast<int64_t>(files.size()); }, 120)) {
+    return Report(Error(ErrorCode::kSessionUnavailable, "the watcher did not fill workspace demo"));
+  }
+
+  nlohmann::ordered_json messages = nlohmann::ordered_json::array();
+  messages.push_back({{"role", "system"}, {"content", std::string(kSystem)}});
+  std::printf("%-5s %-34s | %7s %7s %9s %10s\n", "turn", "before the question", "prompt", "cached", "prefilled",
+              "prompt_ms");
+  const std::vector<std::string> questions = {"Summarize what these files do.", "Does the edit I saved compile?",
+                                              "And this one?"};
+  for (size_t turn = 0; turn < questions.size(); ++turn) {
+    std::string before = "(first: the system prompt, files)";
+    if (turn > 0) {  // the demo saves an edit, as an editor would
+      File& f = files[turn % files.size()];
+      const size_t line = 5 + 11 * turn;
+      f.content = EditLine(f.content, line, "// saved in the editor before turn " + std::to_string(turn + 1));
+      const int64_t context_before = stats() ? stats()->context_tokens : 0;
+      if (auto ok = WriteFileAtomically(repo / f.path, f.content); !ok) return Report(ok.error());
+      // The watcher puts it, the daemon prefills its change note at once (eager prefill).
+      if (!WaitUntil([&] { return stats() && stats()->context_tokens > context_before; }, 120)) {
+        return Report(Error(ErrorCode::kSessionUnavailable, "the saved edit did not reach workspace demo"));
+      }
+      before = "saved " + f.path + ":" + std::to_string(line + 1);
+    }
+    messages.push_back({{"role", "user"}, {"content", questions[turn]}});
+    auto r = c.ChatCompletion({{"model", "ws:demo"},
+                               {"messages", messages},
+                               {"max_tokens", opt.decode_tokens},
+                               {"temperature", 0}});
+    if (!r) return Report(r.error());
+    const auto& usage = (*r)["usage"];
+    const int64_t prompt = usage.value("prompt_tokens", 0);
+    const int64_t cached = usage["prompt_tokens_details"].value("cached_tokens", 0);
+    std::printf("%-5zu %-34s | %7lld %7lld %9lld %10.1f\n", turn + 1, before.c_str(), static_cast<long long>(prompt),
+                static_cast<long long>(cached), static_cast<long long>(prompt - cached),
+                (*r)["timings"].value("prompt_ms", 0.0));
+    std::fflush(stdout);
+    messages.push_back({{"role", "assistant"}, {"content", (*r)["choices"][0]["message"].value("content", "")}});
+  }
+  std::printf("(an edit saved a moment before a question is prefilled in the background: the question pays for "
+              "itself only)\n");
+  std::fflush(stdout);
+  return 0;
+}
+
 // A `modeld serve` child process on a private socket, stopped with SIGTERM.
 class DaemonProcess {
  public:
@@ -161,6 +270,7 @@ class DaemonProcess {
   }
 
   const std::string& socket() const { return socket_; }
+  const std::string& dir() const { return dir_; }
 
  private:
   pid_t pid_ = 0;
@@ -213,7 +323,8 @@ int RunDemo(const DemoOptions& opt) {
     if (!a) return Report(a.error());
     auto b = client::RemoteSession::Open(c, "demo-edit-aware", {}, req.config, progress);
     if (!b) return Report(b.error());
-    return RunLoop(**a, **b, opt);
+    if (int rc = RunLoop(**a, **b, opt); rc != 0) return rc;
+    return RunWatchedFolder(c, (*daemon)->dir(), opt, req.config.n_ctx);
   }
   req.progress = progress;
   auto a = Service().OpenSession(req);

@@ -310,6 +310,8 @@ Result<Json> Client::Call(const char* method, const std::string& path, const Jso
   return ParseReply(*reply);
 }
 
+Result<Json> Client::ChatCompletion(const Json& request) const { return Call("POST", "/v1/chat/completions", &request); }
+
 Result<Json> Client::CallWithProgress(const std::string& path, Json body, const ProgressFunc& progress) const {
   if (!progress) return Call("POST", path, &body);
   body["stream"] = true;

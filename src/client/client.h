@@ -169,6 +169,8 @@ class Client {
   Result<std::string> Context(std::string_view workspace) const;
 
   Result<Embedding> Embed(std::string_view model, std::string_view input) const;
+  // POST /v1/chat/completions (docs/openai.md), not streamed: the reply object as sent.
+  Result<nlohmann::ordered_json> ChatCompletion(const nlohmann::ordered_json& request) const;
   // Prometheus text of GET /metrics.
   Result<std::string> Metrics() const;
 
