@@ -43,7 +43,9 @@ struct WorkspaceOptions {
   double compact_notes_share = 0.25;
   // ... or when the free room left in n_ctx falls below this share: compacting then, in the
   // background, spares the call that would overflow from compacting in place.
-  double compact_room_share = 0.1;
+  // 0.2: a compaction re-prefills the files (about a minute for 5k tokens on 2 cores), and this
+  // much room leaves it ~10 turns to finish in the background before the room runs out.
+  double compact_room_share = 0.2;
   // Leave share-based compaction to the owner (PlanCompaction / AdoptCompaction
   // on a second session, as the daemon does); overflow still compacts in place.
   bool compact_in_background = false;
@@ -179,6 +181,10 @@ class Workspace {
   // owns the swap of sessions). A stale plan is kCancelled and changes nothing.
   bool CompactionDue() const;
   CompactionPlan PlanCompaction() const;
+  // The manifest `plan` would be adopted with now: its files and log, then the entries added
+  // since. An owner prefills it on the second session before it adopts, so the adoption (under
+  // its lease) has only the newest entries left. kCancelled when the plan is stale.
+  Result<ContextManifest> AdoptionManifest(const CompactionPlan& plan) const;
   Result<PrefixStatus> AdoptCompaction(const CompactionPlan& plan, Session* fresh);
 
   ContextManifest Manifest() const;  // the prefix as it would be prefilled now
@@ -201,6 +207,7 @@ class Workspace {
   std::pair<Files, std::vector<Entry>> CompactState(int64_t keep_turns = -1) const REQUIRES(mu_);
   CompactionPlan PlanLocked(int64_t keep_turns) const REQUIRES(mu_);
   bool PlanIsCurrent(const CompactionPlan& plan) const REQUIRES(mu_);
+  Result<ContextManifest> AdoptionManifestLocked(const CompactionPlan& plan, size_t* log_size) const REQUIRES(mu_);
   // Installs a plan whose manifest was prefilled: its files and log, then the entries added since.
   void Install(const CompactionPlan& plan) REQUIRES(mu_);
   // Prefills `m` (the first `log_size` log entries) on session_ and updates the token accounting.

@@ -13,6 +13,8 @@ double SecondsSince(Clock::time_point t0) { return std::chrono::duration<double>
 // Background prefill batch: a foreground request waits at most for the one batch running when
 // it arrives (128 tokens of a 0.5B model on 2 cores: ~0.5 s on an empty context, ~1.5 s at 6k).
 constexpr int32_t kBackgroundBatch = 128;
+// Catch-up prefills of a compaction before adoption (each takes what came during the previous).
+constexpr int kCatchUpRounds = 3;
 
 }  // namespace
 
@@ -137,6 +139,7 @@ void WorkspaceWorkers::Compact(const std::string& ws) {
   }
   const auto t0 = Clock::now();
   Result<PrefixStatus> st;
+  int64_t prefilled = 0;
   {
     ComputeGate::BackgroundScope background(*gate_);
     if (job->urgent) gate_->Promote(job->worker);
@@ -151,9 +154,23 @@ void WorkspaceWorkers::Compact(const std::string& ws) {
     in.max_batch = kBackgroundBatch;
     in.cancel = stop_.get_token();      // a stopping daemon does not wait for it
     st = job->spare->EnsurePrefix(in);  // no lock: spare is only taken once done
+    prefilled = st ? st->tokens_prefilled : 0;
+    // Catch up while nobody waits: what came since the plan (the asks and edits of the minutes
+    // it took) is prefilled here too, without the lease, so the adoption under it has only the
+    // newest entries left instead of holding up the next ask with all of them.
+    for (int round = 0; st && round < kCatchUpRounds && !job->urgent; ++round) {
+      Result<ContextManifest> m = Fail(ErrorCode::kNotFound, "no workspace");
+      if (auto hold = sessions_->HoldWorkspace(ws)) m = hold->workspace().AdoptionManifest(job->plan);
+      if (!m || m->Digest() == st->manifest_digest) break;  // stale (adoption will say so), or caught up
+      in.manifest = std::move(*m);
+      auto caught = job->spare->EnsurePrefix(in);
+      if (!caught) break;  // the plan's prefix is still there: adoption prefills the rest or refuses
+      st = caught;
+      prefilled += caught->tokens_prefilled;
+    }
   }
   if (st) {
-    metrics_->AddTokens(0, st->tokens_prefilled, 0);
+    metrics_->AddTokens(0, prefilled, 0);
     metrics_->prefill_seconds.Observe(SecondsSince(t0));
   }
   {

@@ -507,18 +507,28 @@ Result<PrefixStatus> Workspace::Compact(const ProgressFunc& progress, int64_t ke
   }
 }
 
+Result<ContextManifest> Workspace::AdoptionManifestLocked(const CompactionPlan& plan, size_t* log_size) const {
+  if (!PlanIsCurrent(plan)) return Fail(ErrorCode::kCancelled, "compaction plan is stale: the workspace changed since");
+  std::vector<Entry> log = plan.log;
+  log.insert(log.end(), log_.begin() + static_cast<long>(plan.log_size), log_.end());
+  *log_size = log.size();
+  return ManifestOf(plan.base, log);
+}
+
+Result<ContextManifest> Workspace::AdoptionManifest(const CompactionPlan& plan) const {
+  MutexLock lock(&mu_);
+  size_t log_size;
+  return AdoptionManifestLocked(plan, &log_size);
+}
+
 Result<PrefixStatus> Workspace::AdoptCompaction(const CompactionPlan& plan, Session* fresh) {
   ContextManifest m;
   size_t log_size;
   {
     MutexLock lock(&mu_);
-    if (!PlanIsCurrent(plan)) {
-      return Fail(ErrorCode::kCancelled, "compaction plan is stale: the workspace changed since");
-    }
-    std::vector<Entry> log = plan.log;
-    log.insert(log.end(), log_.begin() + static_cast<long>(plan.log_size), log_.end());
-    m = ManifestOf(plan.base, log);
-    log_size = log.size();
+    auto made = AdoptionManifestLocked(plan, &log_size);
+    if (!made) return Fail(made.error());
+    m = std::move(*made);
   }
   // The fresh session holds the plan's manifest; this prefills only what came after it.
   Session* saved_session = std::exchange(session_, fresh);

@@ -411,3 +411,34 @@ test('edit-aware re-sent content, opt-in: an edited early message costs its note
       { headers: { 'X-Modeld-Assembly': 'sometimes' } }),
     (e) => e.status === 400);
 });
+
+test('a workspace model through background compactions loses and mixes nothing', async () => {
+  await native('POST', '/sessions', { workspace: 'compacting', model: 'chat-tiny', config: { n_ctx: 1024 } });
+  const lines = [];
+  for (let i = 0; i < 40; ++i) lines.push(`int c_${i} = ${i};`);
+  const content = () => lines.join('\n') + '\n';
+  await native('POST', '/workspaces/compacting/files', { path: 'src/c.c', content: content() });
+  const messages = [{ role: 'system', content: 'You are a coding assistant.' }];
+  let compactions = 0;
+  for (let turn = 0; turn < 12; ++turn) {
+    for (let k = 0; k < 3; ++k) lines[(turn * 3 + k) % 40] = `long c_${(turn * 3 + k) % 40} = ${turn * 100 + k};`;
+    await native('POST', '/workspaces/compacting/files', { path: 'src/c.c', content: content() });
+    messages.push({ role: 'user', content: `Question ${turn}?` });
+    const r = await client.chat.completions.create({ model: 'ws:compacting', messages, max_tokens: 2, ...greedy });
+    messages.push({ role: 'assistant', content: r.choices[0].message.content ?? '' });
+    compactions = (await native('GET', '/workspaces/compacting')).compactions;
+  }
+  assert.ok(compactions >= 1, `no compaction in 12 turns (${compactions})`);
+  // Folded once more by hand: the context then holds the file exactly as last put, once, and the
+  // whole conversation in order.
+  await native('POST', '/workspaces/compacting/compact', {});
+  const context = (await native('GET', '/workspaces/compacting/context')).text;
+  assert.ok(context.includes(content()), 'the file as last put');
+  assert.equal(context.split('<file path="src/c.c"').length, 2, 'one block for the file');
+  let at = -1;
+  for (let turn = 0; turn < 12; ++turn) {
+    const next = context.indexOf(`Question ${turn}?`);
+    assert.ok(next > at, `question ${turn} in its place`);
+    at = next;
+  }
+});

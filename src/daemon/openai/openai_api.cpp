@@ -337,11 +337,22 @@ void OpenAiApi::WorkspaceChatCompletion(const http::Request& req, http::Response
   auto shared = std::make_shared<SessionManager::Lease>(std::move(*lease));
   Workspace& w = *shared->entry().assembly;
   // Checked before the workspace changes: a refused request changes nothing.
-  DecodeConfig dc = parsed.decode;
-  if (dc.max_tokens <= 0) {  // unset: a quarter of the context (compaction keeps that much room)
-    auto rep = shared->session().Report();
-    dc.max_tokens = rep ? std::max<int32_t>(1, static_cast<int32_t>(rep->n_ctx / 4)) : 1;
+  auto rep = shared->session().Report();
+  if (!rep) return ReplyError(res, rep.error());
+  // The conversation joins the workspace's context: it must fit there as a chat must fit its own.
+  int64_t bytes = static_cast<int64_t>(chat->question.size() + chat->system.value_or("").size());
+  for (const auto& t : chat->turns) bytes += static_cast<int64_t>(t.second.size());
+  if (bytes > rep->n_ctx * kMaxPromptBytesPerToken) {
+    return ReplyError(res, Error(ErrorCode::kContextOverflow,
+                                 "This model's maximum context length is " + std::to_string(rep->n_ctx) +
+                                     " tokens. However, your messages are " + std::to_string(bytes) +
+                                     " bytes, far more than fits next to the workspace (at most " +
+                                     std::to_string(kMaxPromptBytesPerToken) + " bytes per token are read).")
+                               .WithField("messages"));
   }
+  DecodeConfig dc = parsed.decode;
+  // Unset: a quarter of the context (compaction keeps that much room).
+  if (dc.max_tokens <= 0) dc.max_tokens = std::max<int32_t>(1, static_cast<int32_t>(rep->n_ctx / 4));
   if (auto ok = ValidateDecodeConfig(dc); !ok) return ReplyError(res, ok.error());
   if (auto ok = w.CheckAsk(chat->question, dc); !ok) return ReplyError(res, ok.error());
   if (chat->system) {
