@@ -157,7 +157,9 @@ class Server:
             cmd = [args.modeld, "serve", "--socket", self.socket, "--port", str(self.port), "--token-file", tok,
                    "--model", args.model, "--ctx-size", str(args.ctx), "--threads", str(args.threads),
                    "--flash-attn", args.flash_attn, "--chat-template-file", args.template, "--quiet"]
-            self.model_id = "ws:" + WORKSPACE
+            # --modeld-files messages: the files in the messages, as llama-server gets them, with
+            # edit-aware re-sent content (the opt-in); watch: the files in the workspace.
+            self.model_id = "ws:" + WORKSPACE + (":edit_aware" if args.modeld_files == "messages" else "")
         else:
             cmd = [args.llama_server, "-m", args.model, "--port", str(self.port), "--api-key", self.token,
                    "-c", str(args.ctx), "-np", "1", "-t", str(args.threads), "-tb", str(args.threads),
@@ -192,6 +194,19 @@ class Server:
             return res.status, body
         finally:
             conn.close()
+
+    def post_json(self, path, obj):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
+        try:
+            conn.request("POST", path, body=json.dumps(obj),
+                         headers={"Authorization": "Bearer " + self.token, "Content-Type": "application/json"})
+            res = conn.getresponse()
+            body = res.read()
+        finally:
+            conn.close()
+        if res.status != 200:
+            raise SystemExit(f"{self.kind}: POST {path}: HTTP {res.status}: {body[:500]!r}")
+        return json.loads(body)
 
     def get_json(self, path):
         status, body = self.get(path)
@@ -316,10 +331,14 @@ def run(kinds, args, workdir):
         log(f"  {k} up on port {servers[k].port}")
     ws_stats = None
     last_total = 0
-    if "modeld" in servers:
+    if "modeld" in servers and args.modeld_files == "watch":
         _, ws_stats = start_watcher(args, servers["modeld"], srcdir, workdir, len(files))
         log(f"  workspace {WORKSPACE}: {ws_stats['files']} files, {ws_stats['context_tokens']} context tokens, "
             f"prefilled")
+    elif "modeld" in servers:  # an empty workspace: the conversation brings the files
+        model = os.path.splitext(os.path.basename(args.model))[0]
+        servers["modeld"].post_json("/v1/sessions", {"workspace": WORKSPACE, "model": model,
+                                                     "config": {"n_ctx": args.ctx}})
     convs = {k: [] for k in kinds}  # the conversation: user questions and the server's own answers
     rows = []
     for t in range(args.turns):
@@ -334,7 +353,7 @@ def run(kinds, args, workdir):
             row["edit"] = what
             q = question(t, path, what)
             # The save: on disk for modeld (the watcher sees it), into the first message for llama-server.
-            if kind == "modeld":
+            if kind == "modeld" and args.modeld_files == "watch":
                 tmp = os.path.join(srcdir, path + ".tmp~")
                 with open(tmp, "w", encoding="utf-8") as f:
                     f.write(new)
@@ -344,7 +363,7 @@ def run(kinds, args, workdir):
             time.sleep(args.save_lead_ms / 1000)
             convs[kind].append({"role": "user", "content": q})
             msgs = [{"role": "system", "content": SYSTEM_PROMPT}]
-            if kind == "llama-server":
+            if kind == "llama-server" or args.modeld_files == "messages":
                 msgs.append({"role": "user", "content": files_message(view[kind])})
             r = s.chat(msgs + convs[kind], args.decode, args.request_timeout_s)
             convs[kind].append({"role": "assistant", "content": r.pop("text")})
@@ -517,6 +536,9 @@ def main():
     ap.add_argument("--files", type=int, default=5, help=f"how many of {len(SOURCES)} source files (default 5)")
     ap.add_argument("--file-bytes", type=int, default=2600, help="each file cut at a line boundary (default 2600)")
     ap.add_argument("--servers", default="llama-server,modeld", help="llama-server,modeld, or one of them")
+    ap.add_argument("--modeld-files", choices=["watch", "messages"], default="watch",
+                    help="watch: `modeld ws watch` keeps the files in the workspace (ws:bench); messages: the "
+                         "files in the messages as llama-server gets them, on ws:bench:edit_aware (the opt-in)")
     ap.add_argument("--wait-s", type=int, default=600, help="deadline for a server to start and the workspace to sync")
     ap.add_argument("--request-timeout-s", type=int, default=1800, help="socket timeout of one request")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, files)")

@@ -210,9 +210,10 @@ class Workspace {
   Result<ContextManifest> AdoptionManifestLocked(const CompactionPlan& plan, size_t* log_size) const REQUIRES(mu_);
   // Installs a plan whose manifest was prefilled: its files and log, then the entries added since.
   void Install(const CompactionPlan& plan) REQUIRES(mu_);
-  // Prefills `m` (the first `log_size` log entries) on session_ and updates the token accounting.
-  Result<PrefixStatus> PrefillView(const ContextManifest& m, size_t log_size, const ProgressFunc& progress, bool yield)
-      EXCLUDES(mu_);
+  // Prefills `m` (the first `log_size` log entries, made when rewrites_ was `rewrites`) on
+  // session_ and updates the token accounting.
+  Result<PrefixStatus> PrefillView(const ContextManifest& m, size_t log_size, int64_t rewrites,
+                                   const ProgressFunc& progress, bool yield) EXCLUDES(mu_);
   Result<PrefixStatus> PrefillManifest(const ProgressFunc& progress = {}, bool yield = false) EXCLUDES(mu_);
   // A change that is not an append: plans made before it are stale, a yielding prefill stops.
   void Rewrote() REQUIRES(mu_);

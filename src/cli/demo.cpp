@@ -4,6 +4,7 @@
 #include <spawn.h>
 #include <sys/wait.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -161,7 +162,11 @@ int RunWatchedFolder(const client::Client& c, const std::string& dir, const Demo
   client::Watcher watcher(c, wo);
   std::stop_source stop;
   Status watched;
-  std::thread watch([&] { watched = watcher.Run(stop.get_token()); });
+  std::atomic<bool> watch_ended{false};
+  std::thread watch([&] {
+    watched = watcher.Run(stop.get_token());
+    watch_ended = true;
+  });
   struct StopWatch {
     std::stop_source& stop;
     std::thread& t;
@@ -177,7 +182,11 @@ int RunWatchedFolder(const client::Client& c, const std::string& dir, const Demo
     if (!info) return std::nullopt;
     return info->stats;
   };
-  if (!WaitUntil([&] { return stats() && stats()->files == static_cast<int64_t>(files.size()); }, 120)) {
+  if (!WaitUntil([&] { return watch_ended || (stats() && stats()->files == static_cast<int64_t>(files.size())); },
+                 120) ||
+      watch_ended) {
+    stop.request_stop();  // joined by stop_at_exit; `watched` is read after the thread ended
+    if (watch_ended && !watched) return Report(watched.error());
     return Report(Error(ErrorCode::kSessionUnavailable, "the watcher did not fill workspace demo"));
   }
 
@@ -202,10 +211,8 @@ int RunWatchedFolder(const client::Client& c, const std::string& dir, const Demo
       before = "saved " + f.path + ":" + std::to_string(line + 1);
     }
     messages.push_back({{"role", "user"}, {"content", questions[turn]}});
-    auto r = c.ChatCompletion({{"model", "ws:demo"},
-                               {"messages", messages},
-                               {"max_tokens", opt.decode_tokens},
-                               {"temperature", 0}});
+    auto r = c.ChatCompletion(
+        {{"model", "ws:demo"}, {"messages", messages}, {"max_tokens", opt.decode_tokens}, {"temperature", 0}});
     if (!r) return Report(r.error());
     const auto& usage = (*r)["usage"];
     const int64_t prompt = usage.value("prompt_tokens", 0);
@@ -216,8 +223,9 @@ int RunWatchedFolder(const client::Client& c, const std::string& dir, const Demo
     std::fflush(stdout);
     messages.push_back({{"role", "assistant"}, {"content", (*r)["choices"][0]["message"].value("content", "")}});
   }
-  std::printf("(an edit saved a moment before a question is prefilled in the background: the question pays for "
-              "itself only)\n");
+  std::printf(
+      "(an edit saved a moment before a question is prefilled in the background: the question pays for "
+      "itself only)\n");
   std::fflush(stdout);
   return 0;
 }

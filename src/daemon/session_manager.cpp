@@ -176,6 +176,14 @@ Result<SessionManager::Hold> SessionManager::HoldWorkspace(const std::string& wo
   return Hold(this, std::move(*e));
 }
 
+Status SessionManager::Hold::StillThere() const {
+  std::lock_guard lock(manager_->mu_);
+  if (entry_->gone.empty()) return {};
+  return Fail(Error(ErrorCode::kSessionUnavailable, "workspace '" + entry_->workspace + "' was " + entry_->gone +
+                                                        " while the change was made; open it again")
+                  .WithReason("evicted"));
+}
+
 SessionManager::Hold::~Hold() {
   if (!entry_) return;
   manager_->RefreshWorkspace(*entry_);

@@ -126,6 +126,9 @@ class SessionManager {
   class Hold {
    public:
     Workspace& workspace() { return *entry_->assembly; }
+    // The workspace left the table (closed, or evicted as fatal) while held: a change made to it
+    // is lost. kSessionUnavailable then, else ok.
+    Status StillThere() const;
     ~Hold();
     Hold(Hold&& o) noexcept : manager_(o.manager_), entry_(std::move(o.entry_)) {}
     Hold& operator=(Hold&&) = delete;

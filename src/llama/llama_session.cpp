@@ -224,7 +224,10 @@ int64_t LlamaSession::TrimTo(int64_t keep, bool* fallback) {
 
 Status LlamaSession::DecodeBatch(const Batch& batch) {
   int32_t rc;
-  for (;;) {
+  // Yields at most twice per batch, then runs it through: foreground requests that come more
+  // often than a batch takes would otherwise keep background work from ever finishing one.
+  constexpr int kMaxYields = 2;
+  for (int yields = 0;; ++yields) {
     std::optional<ComputeGate::Turn> turn;
     if (gate_) turn.emplace(gate_->Acquire());
     if (inject_failure_) {
@@ -233,7 +236,7 @@ Status LlamaSession::DecodeBatch(const Batch& batch) {
       return Fail(ErrorCode::kSessionFatal, "llama_decode failed (injected): session state unknown");
     }
     yielded_.store(false, std::memory_order_relaxed);
-    running_turn_.store(turn ? &*turn : nullptr, std::memory_order_release);
+    running_turn_.store(turn && yields < kMaxYields ? &*turn : nullptr, std::memory_order_release);
     rc = llama_decode(ctx_.get(), batch.get());
     running_turn_.store(nullptr, std::memory_order_release);
     if (rc != 2 || !yielded_.load(std::memory_order_relaxed)) break;

@@ -351,16 +351,16 @@ bool Workspace::CompactionDue() const {
   return NeedsCompaction(0);
 }
 
-Result<PrefixStatus> Workspace::PrefillView(const ContextManifest& m, size_t log_size, const ProgressFunc& progress,
-                                            bool yield) {
+Result<PrefixStatus> Workspace::PrefillView(const ContextManifest& m, size_t log_size, int64_t rewrites,
+                                            const ProgressFunc& progress, bool yield) {
   // The daemon's stop, and for a yielding prefill a change that makes its work obsolete.
   std::stop_source stop;
   std::stop_callback on_cancel(opt_.cancel, [&stop] { stop.request_stop(); });
-  int64_t rewrites;
-  {
+  if (yield) {
     MutexLock lock(&mu_);
-    rewrites = rewrites_;
-    if (yield) yielding_ = &stop;
+    // Rewritten since `m` was made: obsolete before it starts.
+    if (rewrites != rewrites_) return Fail(ErrorCode::kCancelled, "ensure_prefix cancelled: the workspace changed");
+    yielding_ = &stop;
   }
   auto st = session_->EnsurePrefix({m, progress, 0, stop.get_token()});
   MutexLock lock(&mu_);
@@ -386,12 +386,14 @@ Result<PrefixStatus> Workspace::PrefillView(const ContextManifest& m, size_t log
 Result<PrefixStatus> Workspace::PrefillManifest(const ProgressFunc& progress, bool yield) {
   ContextManifest m;
   size_t log_size;
+  int64_t rewrites;
   {
     MutexLock lock(&mu_);
     m = ManifestOf(base_, log_);
     log_size = log_.size();
+    rewrites = rewrites_;  // with the manifest: a rewrite after it leaves the prefill stale
   }
-  return PrefillView(m, log_size, progress, yield);
+  return PrefillView(m, log_size, rewrites, progress, yield);
 }
 
 Result<PrefixStatus> Workspace::EnsureCurrent(const PrefillHooks& hooks) {
@@ -473,6 +475,19 @@ bool Workspace::PlanIsCurrent(const CompactionPlan& plan) const {
 
 void Workspace::Install(const CompactionPlan& plan) {
   std::vector<Entry> log = plan.log;
+  // Messages the client edited since the plan (edit-aware): the plan holds the text as it was
+  // then, the notes carried over below tell the change, and the entry keeps what was sent since.
+  // plan.log holds the last of the turns before plan.log_size (keep_turns drops the first).
+  std::vector<const Entry*> turns;
+  for (size_t i = 0; i < plan.log_size; ++i) {
+    if (log_[i].kind == Entry::kTurn) turns.push_back(&log_[i]);
+  }
+  const size_t skip = turns.size() > log.size() ? turns.size() - log.size() : 0;
+  for (size_t j = 0; j < log.size() && skip + j < turns.size(); ++j) {
+    const Entry& now = *turns[skip + j];
+    const std::string& sent = now.sent ? *now.sent : now.text;
+    if (sent != log[j].text) log[j].sent = sent;
+  }
   log.insert(log.end(), log_.begin() + static_cast<long>(plan.log_size), log_.end());
   base_ = plan.base;
   log_ = std::move(log);
@@ -493,7 +508,7 @@ Result<PrefixStatus> Workspace::Compact(const ProgressFunc& progress, int64_t ke
       plan = PlanLocked(keep_turns);
     }
     // Prefilled before it is installed: on failure nothing changes.
-    auto st = PrefillView(plan.manifest, plan.log.size(), progress, false);
+    auto st = PrefillView(plan.manifest, plan.log.size(), plan.rewrites, progress, false);
     if (!st) return keep_turns < 0 ? Fail(OverflowHint(st.error())) : st;
     MutexLock lock(&mu_);
     if (PlanIsCurrent(plan)) {
@@ -532,7 +547,7 @@ Result<PrefixStatus> Workspace::AdoptCompaction(const CompactionPlan& plan, Sess
   }
   // The fresh session holds the plan's manifest; this prefills only what came after it.
   Session* saved_session = std::exchange(session_, fresh);
-  auto st = PrefillView(m, log_size, {}, false);
+  auto st = PrefillView(m, log_size, plan.rewrites, {}, false);
   MutexLock lock(&mu_);
   if (st && !PlanIsCurrent(plan)) {
     st = Fail(ErrorCode::kCancelled, "compaction plan is stale: the workspace changed since");

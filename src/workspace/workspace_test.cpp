@@ -926,5 +926,39 @@ TEST(Workspace, ReSentMessagesEditedAreToldAsNotesWhenEditAware) {
   EXPECT_EQ(c->appended, 3);
 }
 
+// A message edited (edit-aware) while a compaction was being built: after the adoption the entry
+// still knows what was sent, so the same conversation sent again finds nothing new to tell.
+TEST(Workspace, AMessageEditedDuringACompactionIsToldOnce) {
+  std::mt19937 rng(26);
+  auto session = Open("edit-during-compaction");
+  Workspace w(session.get());
+  const std::string code = RandomCode(rng, 60);
+  using Turns = std::vector<std::pair<std::string, std::string>>;
+  Turns turns{{"user", "Here is a.cc:\n" + code}, {"assistant", "I see it."}, {"user", "Fine."}};
+  ASSERT_TRUE(w.SetConversation(turns, true).has_value());
+  ASSERT_TRUE(w.PutFile("src/b.cc", RandomCode(rng, 20)).has_value());
+  ASSERT_TRUE(w.Prefill().has_value());
+  ASSERT_TRUE(w.PutFile("src/b.cc", EditLines(rng, w.files().at("src/b.cc"))).has_value());  // a note to fold
+  ASSERT_TRUE(w.Prefill().has_value());
+  const CompactionPlan plan = w.PlanCompaction();
+
+  turns[0].second = "Here is a.cc:\n" + EditLines(rng, code);
+  auto c = w.SetConversation(turns, true);
+  ASSERT_TRUE(c.has_value());
+  ASSERT_EQ(c->edited, 1);
+  auto fresh = Open("edit-during-compaction-fresh");
+  ASSERT_TRUE(fresh->EnsurePrefix({plan.manifest, {}}).has_value());
+  auto adopted = w.AdoptCompaction(plan, fresh.get());
+  ASSERT_TRUE(adopted.has_value()) << adopted.error().ToString();
+
+  c = w.SetConversation(turns, true);
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->edited, 0) << "the edit was told again";
+  EXPECT_EQ(c->kept, 3);
+  const std::string text = w.AssembledText();
+  EXPECT_EQ(text.find("<message-change"), text.rfind("<message-change")) << "one note for one edit";
+  EXPECT_NE(text.find("<message-change"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace modeld

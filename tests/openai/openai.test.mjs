@@ -332,7 +332,8 @@ test('a workspace as a model: its files ahead of the conversation, an edit costs
   await native('POST', '/workspaces/proj/files', { path: 'src/a.c', content: codeFile('a', 40).replace('x * 3 + 3', 'x - 3') });
   const t2 = await ask('And now?');
   const prefilled2 = t2.usage.prompt_tokens - t2.usage.prompt_tokens_details.cached_tokens;
-  assert.ok(prefilled2 < 120, `turn 2 prefilled ${prefilled2} tokens: ${JSON.stringify(t2.usage)}`);
+  // (The note itself is prefilled by the ask or, if it came first, by the eager prefill.)
+  assert.ok(prefilled2 * 4 < files, `turn 2 prefilled ${prefilled2} tokens, the files are ${files}: ${JSON.stringify(t2.usage)}`);
   let context = (await native('GET', '/workspaces/proj/context')).text;
   assert.ok(context.includes('x - 3') && context.includes('And now?'));
 

@@ -163,6 +163,7 @@ void WorkspaceOp(ServerContext& c, const std::string& ws, const std::string& op,
       if (!st) return ReplyError(res, st.error());
       out = {{"ok", true}};
     }
+    if (auto there = hold->StillThere(); !there) return ReplyError(res, there.error());
     out["workspace"] = StatsJson(w.Stats());
   } else {  // prefill, compact: synchronous
     auto lease = c.sessions->Acquire(ws, /*wait=*/true);
