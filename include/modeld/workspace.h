@@ -192,6 +192,7 @@ class Workspace {
   std::vector<ManifestSegment> QuestionSegments(const std::string& question) const;
   std::string AssembledText() const;                 // its text, segments concatenated
   std::map<std::string, std::string> files() const;  // current content, by path
+  std::vector<std::pair<std::string, int64_t>> FileSizes() const;  // bytes, by path (no copy of the content)
   WorkspaceStats Stats() const;
   // Changed since the last prefill: an eager prefill has work to do.
   bool Stale() const;

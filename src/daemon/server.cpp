@@ -120,6 +120,7 @@ Result<std::unique_ptr<Server>> Server::Start(const ServerOptions& opt) {
   auto impl = std::make_unique<Impl>();
   ServerContext& ctx = impl->ctx;
   ctx.opt = opt;
+  ctx.gate = std::make_shared<ComputeGate>(opt.background_grace);
   for (const auto& path : opt.models) {
     OpenSessionRequest req;
     req.model_path = path;

@@ -2,6 +2,7 @@
 // optionally loopback TCP with a bearer token). docs/protocol.md is the spec.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -25,6 +26,9 @@ struct ServerOptions {
   int64_t max_body_bytes = 32LL << 20;
   int max_connections = 1024;  // per listener, each served on a thread of its own; more wait in a queue
   bool log_requests = true;    // one log line per request on stderr
+  // Background work (compaction) computes only after this long without a request's compute turn
+  // (ComputeGate's grace); tests that need it held back make it long.
+  std::chrono::milliseconds background_grace{50};
   // OpenAI API (docs/openai.md):
   std::string chat_template;     // --chat-template-file's text: used instead of every model's own template
   int32_t chat_ctx = 0;          // --ctx-size: n_ctx of a conversation's session; 0 = kDefaultChatCtx or the model's

@@ -19,6 +19,7 @@
 
 #include "llama/test_models.h"
 #include "modeld/service.h"
+#include "modeld/workspace.h"
 #include "wire/codec.h"
 #include "workspace/text_format.h"
 
@@ -464,7 +465,13 @@ TEST_F(ServerTest, WorkspaceCompactsInTheBackgroundWhileAsksGoOn) {
 // workspace keeps the cores busy) finishes that compaction, its turns promoted, and adopts it:
 // it does not compact in place (throwing the background's work away).
 TEST_F(ServerTest, OverflowingAskFinishesTheCompactionUnderWay) {
-  StartServer();
+  // Background work gets no idle turn in this test, however the machine schedules the threads: a
+  // loaded machine can leave 50 ms (the default grace) between the decodes below, not 2 s. Only
+  // a call that needs the compaction makes it progress. (Not longer: a background turn waits out
+  // the grace, and so would the daemon's stop.)
+  ServerOptions opt;
+  opt.background_grace = std::chrono::seconds(2);
+  StartServer(opt);
   Open("busy", 4096);
   Open("ws", 1024);
   Open("tokenizer");  // same model, never busy: "ws" may be in an eager prefill
@@ -492,8 +499,14 @@ TEST_F(ServerTest, OverflowingAskFinishesTheCompactionUnderWay) {
   } hang_up_at_exit{hang_up, decoder};
   ASSERT_TRUE(WaitFor([&] { return received > 0; }));
 
+  std::vector<std::string> lines;
+  for (int i = 0; i < 40; ++i) lines.push_back("int value_" + std::to_string(i) + " = " + std::to_string(i * 7) + ";");
   std::string file;
-  for (int i = 0; i < 40; ++i) file += "int value_" + std::to_string(i) + " = " + std::to_string(i * 7) + ";\n";
+  const auto join = [&] {
+    file.clear();
+    for (const auto& l : lines) file += l + "\n";
+  };
+  join();
   auto put = [&](const std::string& path, const std::string& content, bool prefill) {
     auto [st, j] =
         Post("/v1/workspaces/ws/files", Json{{"path", path}, {"content", content}, {"prefill", prefill}}.dump());
@@ -511,17 +524,34 @@ TEST_F(ServerTest, OverflowingAskFinishesTheCompactionUnderWay) {
   };
   put("src/v.cc", file, true);
   ask("first");
+  // Edits until a compaction is due (the workspace's own rule, from the stats after each eager
+  // prefill), then waits for it to start: state, not time, so a slow machine never adds a note
+  // past the due point (the context would overflow and an eager prefill finish the compaction).
+  const WorkspaceOptions rules;
+  const auto share = [](double x) { return static_cast<int64_t>(x * 1024); };
+  int64_t context = Get("/v1/workspaces/ws").second.value("context_tokens", int64_t{0});
   bool compacting = false;
   for (int turn = 0; turn < 60 && !compacting; ++turn) {
     for (int k = 0; k < 3; ++k) {
-      const std::string from = "int value_" + std::to_string((turn * 3 + k) % 40) + " =";
-      if (auto at = file.find(from); at != std::string::npos)
-        file.replace(at, from.size(), "long value_" + std::to_string((turn * 3 + k) % 40) + " =");
+      const int at = (turn * 3 + k) % 40;
+      lines[at] = "long value_" + std::to_string(at) + " = " + std::to_string(turn * 100 + k) + ";";
     }
+    join();
     put("src/v.cc", file, true);
-    for (int i = 0; i < 50 && !compacting; ++i) {  // the eager prefill, then the compaction's start
-      compacting = Get("/v1/workspaces/ws").second.value("compacting", false);
-      if (!compacting) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    Json st;
+    ASSERT_TRUE(WaitFor([&] {
+      st = Get("/v1/workspaces/ws").second;
+      return st.value("context_tokens", int64_t{0}) > context;  // the eager prefill of the note
+    }));
+    context = st.value("context_tokens", int64_t{0});
+    const int64_t notes = st.value("note_tokens", int64_t{0});
+    const int64_t room = share(rules.compact_room_share);
+    const bool due =
+        notes > share(rules.compact_notes_share) || (1024 - context < room && 1024 - (context - notes) >= room);
+    if (due) {
+      ASSERT_TRUE(WaitFor([&] { return Get("/v1/workspaces/ws").second.value("compacting", false); }))
+          << "due, but no compaction started: " << st.dump();
+      compacting = true;
     }
   }
   ASSERT_TRUE(compacting) << "no compaction started";

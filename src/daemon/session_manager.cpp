@@ -193,8 +193,7 @@ SessionManager::Hold::~Hold() {
 void SessionManager::RefreshWorkspace(SessionEntry& e) {
   if (!e.assembly) return;
   WorkspaceStats stats = e.assembly->Stats();
-  std::vector<std::pair<std::string, int64_t>> sizes;
-  for (const auto& [path, content] : e.assembly->files()) sizes.emplace_back(path, content.size());
+  std::vector<std::pair<std::string, int64_t>> sizes = e.assembly->FileSizes();
   std::lock_guard lock(mu_);
   e.stats = std::move(stats);
   e.file_sizes = std::move(sizes);

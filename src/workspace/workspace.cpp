@@ -303,6 +303,14 @@ std::map<std::string, std::string> Workspace::files() const {
   return files_;
 }
 
+std::vector<std::pair<std::string, int64_t>> Workspace::FileSizes() const {
+  MutexLock lock(&mu_);
+  std::vector<std::pair<std::string, int64_t>> out;
+  out.reserve(files_.size());
+  for (const auto& [path, content] : files_) out.emplace_back(path, static_cast<int64_t>(content.size()));
+  return out;
+}
+
 bool Workspace::Stale() const {
   MutexLock lock(&mu_);
   return prefilled_rewrites_ != rewrites_ || prefilled_log_size_ != log_.size();
