@@ -204,14 +204,15 @@ Result<Workspace::ConversationChange> Workspace::SetConversation(
   for (size_t i = 0; i < log_.size(); ++i) {
     if (log_[i].kind == Entry::kTurn) at.push_back(i);
   }
-  const auto current = [this](size_t i) -> const std::string& { return log_[i].sent ? *log_[i].sent : log_[i].text; };
+  // (Takes the entry: a lambda reading log_ itself would not be seen to hold mu_.)
+  const auto current = [](const Entry& e) -> const std::string& { return e.sent ? *e.sent : e.text; };
   // The turns that match (edit-aware: in role), then where the log's turns are cut.
   size_t next = 0;
   std::vector<size_t> edits;
   for (; next < at.size() && next < turns.size(); ++next) {
     const Entry& e = log_[at[next]];
     if (e.role != turns[next].first) break;
-    if (current(at[next]) == turns[next].second) continue;
+    if (current(log_[at[next]]) == turns[next].second) continue;
     if (!edit_aware) break;
     edits.push_back(next);
   }
@@ -224,7 +225,7 @@ Result<Workspace::ConversationChange> Workspace::SetConversation(
   std::vector<std::string> notes;
   int64_t added = 0;
   for (size_t k : edits) {
-    notes.push_back(workspace::RenderMessageChange(static_cast<int64_t>(k) + 1, current(at[k]), turns[k].second,
+    notes.push_back(workspace::RenderMessageChange(static_cast<int64_t>(k) + 1, current(log_[at[k]]), turns[k].second,
                                                    opt_.diff_context));
     added += static_cast<int64_t>(notes.back().size() + turns[k].second.size());
   }
