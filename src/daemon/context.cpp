@@ -75,6 +75,20 @@ std::optional<ChatMarkers> ServerContext::MarkersFor(const ServedModel& m) {
   return markers_[m.name] = markers ? std::optional<ChatMarkers>(*markers) : std::nullopt;
 }
 
+void ServerContext::EndAsk(SessionManager::Lease& lease, const std::string& ws, const Result<AskResult>& r,
+                           double seconds) {
+  Workspace& w = *lease.entry().assembly;
+  if (r) {
+    metrics.AddTokens(r->prefix.tokens_reused + r->suffix.tokens_reused,
+                      r->prefix.tokens_prefilled + r->suffix.tokens_prefilled, r->decode.tokens_generated);
+    metrics.decode_seconds.Observe(seconds);
+  }
+  const bool compact_due = w.CompactionDue();
+  lease.Release();
+  if (compact_due) workers->Schedule(ws, /*compact=*/true);
+  if (w.Stale()) workers->Schedule(ws);  // its eager prefill found the workspace busy
+}
+
 ProgressFunc ServerContext::LoggedProgress(const std::string& ws, ProgressFunc inner) const {
   return [this, ws, inner = std::move(inner), last = int64_t{-1}](const Progress& p) mutable {
     if (inner) inner(p);

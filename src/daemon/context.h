@@ -54,6 +54,9 @@ class ServerContext {
   // template is not a plain sequence of messages (logged once per model).
   std::optional<ChatMarkers> MarkersFor(const ServedModel& m);
 
+  // The end of a workspace ask that held `lease` for `seconds`: counts it, releases the lease, then
+  // schedules what it left due (a compaction; an eager prefill of changes made while it answered).
+  void EndAsk(SessionManager::Lease& lease, const std::string& ws, const Result<AskResult>& r, double seconds);
   // Long prefills show progress in the log (every quarter); `inner` gets all of it.
   ProgressFunc LoggedProgress(const std::string& ws, ProgressFunc inner) const;
   void Log(const char* fmt, const std::string& a, const std::string& b = "") const {

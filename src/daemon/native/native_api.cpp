@@ -225,16 +225,7 @@ void WorkspaceAsk(ServerContext& c, const std::string& ws, const http::Request& 
         question, dc, ChunkWriter(c, events, &client_gone),
         c.workers->Hooks(shared.get(), /*wait=*/true, c.LoggedProgress(ws, ProgressWriter(events))));
     Json stats = StatsJson(shared->entry().assembly->Stats());
-    const bool compact_due = shared->entry().assembly->CompactionDue();
-    if (r) {
-      c.metrics.AddTokens(r->prefix.tokens_reused + r->suffix.tokens_reused,
-                          r->prefix.tokens_prefilled + r->suffix.tokens_prefilled, r->decode.tokens_generated);
-      c.metrics.decode_seconds.Observe(SecondsSince(t0));
-    }
-    shared->Release();
-    if (compact_due) c.workers->Schedule(ws, /*compact=*/true);
-    // Changes that came during the ask (its eager prefill found the workspace busy).
-    if (shared->entry().assembly->Stale()) c.workers->Schedule(ws);
+    c.EndAsk(*shared, ws, r, SecondsSince(t0));
     if (client_gone) return false;
     events.Send(r ? Json{{"event", "done"},
                          {"result",

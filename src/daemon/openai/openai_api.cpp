@@ -103,8 +103,8 @@ class OpenAiApi {
   std::vector<ModelEntry> Entries(bool workspaces) const;
   // n_ctx of a conversation's session on `m`.
   int32_t ChatCtx(const ServedModel& m) const;
-  // kContextOverflow when `bytes` of prompt text cannot fit in a conversation's context.
-  Status CheckPromptBytes(const ServedModel& m, int64_t bytes, const char* param) const;
+  // kContextOverflow when `bytes` of prompt text cannot fit in a context of n_ctx tokens.
+  static Status CheckPromptBytes(int64_t n_ctx, int64_t bytes, const char* param);
   // Checks the prompt against the context, then takes the conversation to serve it on.
   Result<LeasePtr> Place(Generation& g, Conversations::Placement* where);
   // Prefills the prompt (reusing what the conversation holds) and decodes. A new conversation
@@ -146,8 +146,7 @@ int32_t OpenAiApi::ChatCtx(const ServedModel& m) const {
   return trained > 0 ? std::min(kDefaultChatCtx, trained) : kDefaultCtx;
 }
 
-Status OpenAiApi::CheckPromptBytes(const ServedModel& m, int64_t bytes, const char* param) const {
-  const int64_t n_ctx = ChatCtx(m);
+Status OpenAiApi::CheckPromptBytes(int64_t n_ctx, int64_t bytes, const char* param) {
   if (bytes <= n_ctx * kMaxPromptBytesPerToken) return {};
   return Fail(Error(ErrorCode::kContextOverflow,
                     "This model's maximum context length is " + std::to_string(n_ctx) + " tokens. However, your " +
@@ -342,14 +341,7 @@ void OpenAiApi::WorkspaceChatCompletion(const http::Request& req, http::Response
   // The conversation joins the workspace's context: it must fit there as a chat must fit its own.
   int64_t bytes = static_cast<int64_t>(chat->question.size() + chat->system.value_or("").size());
   for (const auto& t : chat->turns) bytes += static_cast<int64_t>(t.second.size());
-  if (bytes > rep->n_ctx * kMaxPromptBytesPerToken) {
-    return ReplyError(res, Error(ErrorCode::kContextOverflow,
-                                 "This model's maximum context length is " + std::to_string(rep->n_ctx) +
-                                     " tokens. However, your messages are " + std::to_string(bytes) +
-                                     " bytes, far more than fits next to the workspace (at most " +
-                                     std::to_string(kMaxPromptBytesPerToken) + " bytes per token are read).")
-                               .WithField("messages"));
-  }
+  if (auto ok = CheckPromptBytes(rep->n_ctx, bytes, "messages"); !ok) return ReplyError(res, ok.error());
   DecodeConfig dc = parsed.decode;
   // Unset: a quarter of the context (compaction keeps that much room).
   if (dc.max_tokens <= 0) dc.max_tokens = std::max<int32_t>(1, static_cast<int32_t>(rep->n_ctx / 4));
@@ -372,14 +364,8 @@ void OpenAiApi::WorkspaceChatCompletion(const http::Request& req, http::Response
     const auto t0 = Clock::now();
     auto r = w.Ask(question, d, on_chunk,
                    ctx_.workers->Hooks(shared.get(), /*wait=*/true, ctx_.LoggedProgress(ws, progress)));
-    const bool compact_due = w.CompactionDue();
-    shared->Release();
-    if (compact_due) ctx_.workers->Schedule(ws, /*compact=*/true);
-    if (w.Stale()) ctx_.workers->Schedule(ws);  // changes that came while it answered
+    ctx_.EndAsk(*shared, ws, r, std::chrono::duration<double>(Clock::now() - t0).count());
     if (!r) return Fail(r.error());
-    ctx_.metrics.AddTokens(r->prefix.tokens_reused + r->suffix.tokens_reused,
-                           r->prefix.tokens_prefilled + r->suffix.tokens_prefilled, r->decode.tokens_generated);
-    ctx_.metrics.decode_seconds.Observe(std::chrono::duration<double>(Clock::now() - t0).count());
     if (r->decode.tokens_generated > 0) ctx_.metrics.first_token_seconds.Observe(r->decode.first_token_ms / 1000.0);
     Outcome out{r->prefix, r->decode, {}};
     out.usage.prompt_tokens = r->suffix.tokens_resident;
@@ -428,7 +414,7 @@ void OpenAiApi::ChatCompletions(const http::Request& req, http::Response& res) {
   int64_t bytes = 0;
   for (const auto& m : parsed->chat.messages) bytes += static_cast<int64_t>(m.content.size());
   for (const auto& t : parsed->chat.tools) bytes += static_cast<int64_t>(t.description.size() + t.parameters.size());
-  if (auto ok = CheckPromptBytes(**model, bytes, "messages"); !ok) return ReplyError(res, ok.error());
+  if (auto ok = CheckPromptBytes(ChatCtx(**model), bytes, "messages"); !ok) return ReplyError(res, ok.error());
   auto format = ctx_.ChatFormatFor(**model);
   if (!format) return ReplyError(res, format.error());
   auto prompt = (*format)->Apply(parsed->chat);
@@ -467,7 +453,7 @@ void OpenAiApi::Completions(const http::Request& req, http::Response& res) {
   if (!parsed) return ReplyError(res, parsed.error());
   auto model = FindModel(parsed->model);
   if (!model) return ReplyError(res, model.error());
-  if (auto ok = CheckPromptBytes(**model, static_cast<int64_t>(parsed->prompt.size()), "prompt"); !ok) {
+  if (auto ok = CheckPromptBytes(ChatCtx(**model), static_cast<int64_t>(parsed->prompt.size()), "prompt"); !ok) {
     return ReplyError(res, ok.error());
   }
   auto format = ctx_.ChatFormatFor(**model);
