@@ -124,42 +124,54 @@ class Server:
             self.proc.kill()
 
     def chat(self, messages, max_tokens):
-        body = json.dumps({"model": self.model_id, "messages": messages, "stream": True,
-                           "stream_options": {"include_usage": True}, "max_tokens": max_tokens,
-                           "temperature": 0, "seed": 1})
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
-        t0 = time.perf_counter()
+        r = stream_chat(self.port, self.token, self.model_id, messages, max_tokens, 600, self.kind)
+        total = r["t_end"] - r["t_send"]
+        return {"text": r["text"], "ttft_s": r["t_first"] - r["t_send"] if r["t_first"] is not None else total,
+                "total_s": total, "prompt_tokens": r["usage"]["prompt_tokens"] if r["usage"] else None,
+                "cached_tokens": ((r["usage"] or {}).get("prompt_tokens_details") or {}).get("cached_tokens"),
+                "prefilled": r["timings"].get("prompt_n") if r["timings"] else None,
+                "prompt_ms": r["timings"].get("prompt_ms") if r["timings"] else None}
+
+
+def stream_chat(port, token, model, messages, max_tokens, timeout, kind):
+    """One streamed, greedy /v1/chat/completions with include_usage (bench/ws_loop.py uses it too).
+    Returns the text, the last usage and timings seen, and time.perf_counter() at the send, the
+    first content delta (None without one) and the end."""
+    body = json.dumps({"model": model, "messages": messages, "stream": True,
+                       "stream_options": {"include_usage": True}, "max_tokens": max_tokens,
+                       "temperature": 0, "seed": 1})
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        t_send = time.perf_counter()
         conn.request("POST", "/v1/chat/completions", body=body,
-                     headers={"Authorization": "Bearer " + self.token, "Content-Type": "application/json"})
+                     headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
         res = conn.getresponse()
         if res.status != 200:
-            raise SystemExit(f"{self.kind}: HTTP {res.status}: {res.read()[:500]}")
-        ttft = None
+            raise SystemExit(f"{kind}: HTTP {res.status}: {res.read()[:500]}")
+        t_first = None
         text = ""
         usage = timings = None
         for raw in res:
             line = raw.decode().strip()
             if not line.startswith("data: "):
-                continue
+                continue  # blank lines and keep-alive comments (": ...")
             data = line[6:]
             if data == "[DONE]":
                 break
             chunk = json.loads(data)
             if "error" in chunk:
-                raise SystemExit(f"{self.kind}: {chunk['error']}")
+                raise SystemExit(f"{kind}: {chunk['error']}")
             for ch in chunk.get("choices", []):
                 piece = (ch.get("delta") or {}).get("content") or ""
-                if piece and ttft is None:
-                    ttft = time.perf_counter() - t0
+                if piece and t_first is None:
+                    t_first = time.perf_counter()
                 text += piece
             usage = chunk.get("usage") or usage
             timings = chunk.get("timings") or timings
-        total = time.perf_counter() - t0
-        return {"text": text, "ttft_s": ttft if ttft is not None else total, "total_s": total,
-                "prompt_tokens": usage["prompt_tokens"] if usage else None,
-                "cached_tokens": ((usage or {}).get("prompt_tokens_details") or {}).get("cached_tokens"),
-                "prefilled": timings.get("prompt_n") if timings else None,
-                "prompt_ms": timings.get("prompt_ms") if timings else None}
+        return {"text": text, "usage": usage, "timings": timings, "t_send": t_send, "t_first": t_first,
+                "t_end": time.perf_counter()}
+    finally:
+        conn.close()
 
 
 def run(kinds, args, workdir):

@@ -46,7 +46,7 @@ import time
 
 sys.dont_write_bytecode = True  # no bench/__pycache__ from the import below
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from openai_loop import ROOT, SOURCES, free_port  # noqa: E402
+from openai_loop import ROOT, SOURCES, free_port, stream_chat  # noqa: E402
 
 WORKSPACE = "bench"
 SYSTEM_PROMPT = (
@@ -238,47 +238,16 @@ class Server:
 
     def chat(self, messages, max_tokens, timeout):
         """One streamed request; returns the reply and t_send/t_first (time.perf_counter())."""
-        body = json.dumps({"model": self.model_id, "messages": messages, "stream": True,
-                           "stream_options": {"include_usage": True}, "max_tokens": max_tokens,
-                           "temperature": 0, "seed": 1})
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
-            t_send = time.perf_counter()
-            conn.request("POST", "/v1/chat/completions", body=body,
-                         headers={"Authorization": "Bearer " + self.token, "Content-Type": "application/json"})
-            res = conn.getresponse()
-            if res.status != 200:
-                raise SystemExit(f"{self.kind}: HTTP {res.status}: {res.read()[:500]!r}")
-            t_first = None
-            text = ""
-            usage = timings = None
-            for raw in res:
-                line = raw.decode().strip()
-                if not line.startswith("data: "):
-                    continue  # blank lines and keep-alive comments (": ...")
-                data = line[6:]
-                if data == "[DONE]":
-                    break
-                chunk = json.loads(data)
-                if "error" in chunk:
-                    raise SystemExit(f"{self.kind}: error in the stream: {chunk['error']}")
-                for ch in chunk.get("choices", []):
-                    piece = (ch.get("delta") or {}).get("content") or ""
-                    if piece and t_first is None:
-                        t_first = time.perf_counter()
-                    text += piece
-                usage = chunk.get("usage") or usage
-                timings = chunk.get("timings") or timings
-            t_end = time.perf_counter()
+            r = stream_chat(self.port, self.token, self.model_id, messages, max_tokens, timeout, self.kind)
         except OSError as e:
             self.check_alive()
             raise SystemExit(f"{self.kind}: request failed: {e}")
-        finally:
-            conn.close()
+        usage, timings = r["usage"], r["timings"]
         if usage is None or timings is None:
             raise SystemExit(f"{self.kind}: the stream had no {'usage' if usage is None else 'timings'}")
-        return {"text": text, "t_send": t_send, "t_first": t_first if t_first is not None else t_end,
-                "no_content": t_first is None, "total_s": t_end - t_send,
+        return {"text": r["text"], "t_send": r["t_send"], "t_first": r["t_first"] if r["t_first"] is not None
+                else r["t_end"], "no_content": r["t_first"] is None, "total_s": r["t_end"] - r["t_send"],
                 "prompt_tokens": usage.get("prompt_tokens"),
                 "cached_tokens": (usage.get("prompt_tokens_details") or {}).get("cached_tokens"),
                 "prefilled": timings.get("prompt_n"), "prompt_ms": timings.get("prompt_ms")}
