@@ -11,7 +11,12 @@
                       the tools send them (docs/openai.md)
   text_format_fuzzer  assembled contexts (docs/context-assembly.md's example and others), and round-trip
                       inputs: a byte 0x00..0x07 (context + 1), then old \\0 new \\0 path \\0 pre \\0 mid \\0 post
+  snapshot_file_fuzzer a selector byte (0: as is, 1: checksums made right first) + snapshot files laid out as
+                      docs/snapshot.md says (checksums by libxxhash, through ctypes): a workspace's, a bare
+                      session's, an empty one
 """
+import ctypes
+import ctypes.util
 import json
 import os
 import struct
@@ -300,6 +305,55 @@ def openai_seeds():
     return seeds
 
 
+def snapshot_file(meta, tokens, state):
+    """A snapshot file (docs/snapshot.md): fixed header, JSON meta, i32 tokens, state, XXH3-64 trailer."""
+    lib = ctypes.CDLL(ctypes.util.find_library("xxhash") or "libxxhash.so.0")
+    lib.XXH3_64bits.restype = ctypes.c_uint64
+    lib.XXH3_64bits.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    m = json.dumps(meta, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode()
+    head = b"MODELDSN" + struct.pack("<IIQQQ", 1, 0, len(m), len(tokens), len(state))
+    out = head + struct.pack("<Q", lib.XXH3_64bits(head + m, len(head) + len(m))) + m
+    out += b"".join(struct.pack("<i", t) for t in tokens) + state
+    return out + struct.pack("<Q", lib.XXH3_64bits(out, len(out)))
+
+
+def snapshot_seeds():
+    identity = {"backend": "gguf", "backend_build": "llama.cpp de3ff815", "model_digest": "ab" * 32,
+                "model_fingerprint": "xxh3:0123456789abcdef", "architecture": "qwen2", "n_layer": 2, "n_embd": 64,
+                "n_head_kv": 1, "n_vocab": 100, "kv_type": "f16", "flash_attn": False, "n_ctx": 256}
+    config = {"n_ctx": 256, "n_batch": 64, "n_ubatch": 64, "threads": 2, "kv_type": "f16", "flash_attn": False,
+              "seed": 18446744073709551615, "reuse": True}
+
+    def seg(i, kind, start, n):
+        return {"id": i, "digest": "%064x" % start, "kind": kind, "start": start, "n_tokens": n}
+
+    workspace = {"mode": "edit_aware", "prefilled": True, "asked": True, "system": "You are a coding assistant.",
+                 "tools": "", "repo_map": "src/\n",
+                 "base": [{"path": "src/a.cc", "content": "int a;\n"}],
+                 "files": [{"path": "src/a.cc", "content": "int a = 1;\n"},
+                           {"path": "caf\u00e9.md", "content": "\u20ac\n"}],
+                 "log": [{"kind": "turn", "role": "user", "text": "hi"},
+                         {"kind": "turn", "role": "assistant", "text": "hello", "sent": "hello!"},
+                         {"kind": "note", "role": "", "text": "<change path=\"src/a.cc\" kind=\"edit\">"}],
+                 "compactions": 1, "compactions_in_place": 0, "generation": 1, "rewrites": 2,
+                 "prefilled_log_size": 2, "prefilled_rewrites": 2, "context_tokens": 20, "log_tokens": 8,
+                 "note_tokens": 3}
+    full = {"workspace": "proj:main", "model": "tiny", "saved_unix_ms": 1732982400000, "config": config,
+            "identity": identity, "prefix_digest": "cd" * 32,
+            "prefix_segments": [seg("system", "system", 0, 6), seg("file:src/a.cc", "file", 6, 4)],
+            "suffix_segments": [seg("user", "user", 10, 3)],
+            "totals": {"reused": 5, "prefilled": 13, "generated": 2}, "workspace_state": workspace}
+    bare = dict(full, workspace="bare", prefix_digest="", prefix_segments=[], suffix_segments=[],
+                workspace_state=None)
+    seeds = {}
+    for name, meta, tokens, state in (("full", full, list(range(1, 16)), bytes(range(64)) * 4),
+                                      ("bare", bare, [7, 8, 9], b"\0state"), ("empty", bare, [], b"")):
+        f = snapshot_file(meta, tokens, state)
+        seeds[name + ".snap"] = b"\0" + f
+        seeds[name + "_resealed.snap"] = b"\1" + f
+    return seeds
+
+
 def write(target, seeds):
     d = os.path.join(OUT, target)
     os.makedirs(d, exist_ok=True)
@@ -315,6 +369,7 @@ def main():
     write("wire_codec_fuzzer", wire_seeds())
     write("text_format_fuzzer", text_seeds())
     write("openai_codec_fuzzer", openai_seeds())
+    write("snapshot_file_fuzzer", snapshot_seeds())
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ JOBS="${MODELD_JOBS:-$(nproc)}"
 SECONDS_PER_TARGET="${1:-30}"
 shift || true
 TARGETS=("$@")
-((${#TARGETS[@]})) || TARGETS=(gguf_header_fuzzer wire_codec_fuzzer text_format_fuzzer openai_codec_fuzzer)
+((${#TARGETS[@]})) || TARGETS=(gguf_header_fuzzer wire_codec_fuzzer text_format_fuzzer openai_codec_fuzzer snapshot_file_fuzzer)
 
 log() { printf 'fuzz: %s\n' "$*" >&2; }
 

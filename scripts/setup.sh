@@ -11,7 +11,7 @@ LLAMA_COMMIT="de3ff815ea7d559ee917f063901b8986f038abc6"
 log() { printf 'setup: %s\n' "$*" >&2; }
 
 # 1. Debian packages. Only calls apt when something is missing.
-APT_PACKAGES=(g++ cmake make git ca-certificates libgtest-dev libgmock-dev libssl-dev libutf8proc-dev curl)
+APT_PACKAGES=(g++ cmake make git ca-certificates libgtest-dev libgmock-dev libssl-dev libutf8proc-dev libxxhash-dev python3 curl)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -36,6 +36,9 @@ enum class ErrorCode {
   kCancelled,
   kInternal,
   kUnauthorized,  // missing or wrong bearer token (TCP listener)
+  // Snapshots (docs/snapshot.md).
+  kSnapshotMismatch,  // a sound snapshot of another model, backend build or context config
+  kCorruptSnapshot,   // a snapshot that fails its checks (checksum, sizes, positions)
 };
 
 // The stable wire name of a code, e.g. "context_overflow".

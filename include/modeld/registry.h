@@ -26,6 +26,14 @@ class Backend {
   // Checks the request's config against the model and this backend before anything is created.
   virtual Result<SessionPlan> PlanSession(const OpenSessionRequest& req, const ModelInfo& info) = 0;
   virtual Result<std::unique_ptr<Session>> OpenSession(const OpenSessionRequest& req, const ModelInfo& info) = 0;
+  // A session opened from a snapshot (Session::Snapshot) of a session on this model: the
+  // snapshot's identity checked against the model, this build and req.config first
+  // (kSnapshotMismatch), its content (kCorruptSnapshot), then its state loaded.
+  virtual Result<std::unique_ptr<Session>> RestoreSession(const OpenSessionRequest& req, const ModelInfo& info,
+                                                          const SessionSnapshot& snapshot) {
+    (void)req, (void)info, (void)snapshot;
+    return Fail(Error::UnsupportedFeature("snapshot restore"));
+  }
   virtual bool CanEmbed() const = 0;
   virtual Result<Embedding> Embed(const EmbedRequest& req, const ModelInfo& info) = 0;
   virtual Result<std::shared_ptr<const ChatFormat>> OpenChatFormat(const OpenSessionRequest& req,

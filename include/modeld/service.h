@@ -59,6 +59,11 @@ class Service {
   Result<SessionPlan> PlanSession(const OpenSessionRequest& req) const;
   // Refuses a model of another backend before loading anything.
   Result<std::unique_ptr<Session>> OpenSession(const OpenSessionRequest& req) const;
+  // A session that continues exactly where the snapshot's left off (a fork, when the request
+  // names another workspace). req.config must match the snapshot's n_ctx, kv_type and flash_attn.
+  // kSnapshotMismatch (another model, backend build or config), kCorruptSnapshot; never a
+  // session with a wrong KV.
+  Result<std::unique_ptr<Session>> RestoreSession(const OpenSessionRequest& req, const SessionSnapshot& snapshot) const;
   Result<Embedding> Embed(const EmbedRequest& req) const;
   // The model's chat template (or req.chat_template), ready to render requests for sessions of
   // this model. Reads the tokenizer, not the weights. kInvalidArgument for a template that does

@@ -176,6 +176,44 @@ struct ContextReport {
   std::vector<SegmentReport> segments;  // prefix, then suffix
 };
 
+// What a backend must match to load a snapshot (Session::Snapshot, Service::RestoreSession):
+// written in the snapshot's header and checked, all of it, before anything is loaded.
+struct SnapshotIdentity {
+  std::string backend;            // "gguf"
+  std::string backend_build;      // the backend's own build, e.g. "llama.cpp de3ff815..."
+  std::string model_digest;       // ModelInfo::digest (the header's)
+  std::string model_fingerprint;  // the weights' (format/fingerprint.h): models differing only in weights differ here
+  std::string architecture;       // the model's shape, as its header says
+  int64_t n_layer = 0;
+  int64_t n_embd = 0;
+  int64_t n_head_kv = 0;
+  int64_t n_vocab = 0;
+  std::string kv_type;  // SessionConfig's
+  bool flash_attn = false;
+  int32_t n_ctx = 0;
+};
+
+// A segment of the resident layout (positions start..start+n_tokens).
+struct SnapshotSegment {
+  std::string id;
+  std::string digest;
+  SegmentKind kind = SegmentKind::kFile;
+  int64_t start = 0;
+  int64_t n_tokens = 0;
+};
+
+// A session's state copied out of it: enough to open a session that continues exactly as this
+// one would (same KV, same layout, same next token). docs/snapshot.md has the file around it.
+struct SessionSnapshot {
+  SnapshotIdentity identity;
+  std::vector<int32_t> tokens;  // exactly what the KV holds, positions 0..n-1
+  std::string prefix_digest;    // the resident prefix's manifest digest; "" when none
+  std::vector<SnapshotSegment> prefix_segments;
+  std::vector<SnapshotSegment> suffix_segments;
+  int64_t total_reused = 0, total_prefilled = 0, total_generated = 0;
+  std::string state;  // the backend's own serialization of its memory (opaque bytes)
+};
+
 class Session {
  public:
   virtual ~Session() = default;
@@ -196,6 +234,9 @@ class Session {
   // resident KV (prefix, suffix, generated tokens), so it continues without recomputing them.
   // The copy costs memory, not compute. kUnsupportedFeature where the backend cannot.
   virtual Result<std::unique_ptr<Session>> Fork() { return Fail(Error::UnsupportedFeature("fork")); }
+  // A copy of the session's state (Service::RestoreSession opens a session from it). Taken under
+  // the session's lock: a memory copy, no disk. kUnsupportedFeature where the backend cannot.
+  virtual Result<SessionSnapshot> Snapshot() { return Fail(Error::UnsupportedFeature("snapshot")); }
 };
 
 }  // namespace modeld

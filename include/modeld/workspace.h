@@ -94,6 +94,28 @@ struct CompactionPlan {
   std::vector<LogEntry> log;
 };
 
+// A workspace's whole state (Workspace::Export; the constructor that takes one restores it): what
+// it holds and what its session was last prefilled with, so a workspace restored over a session
+// restored from the same snapshot is whole and reuses all of that session's KV.
+struct WorkspaceState {
+  AssemblyMode mode = AssemblyMode::kEditAware;  // the options' when it was exported
+  bool prefilled = false;
+  bool asked = false;
+  std::string system, tools, repo_map;
+  std::vector<std::pair<std::string, std::string>> base;  // the stable part's files, in order
+  std::map<std::string, std::string> files;               // current content
+  std::vector<LogEntry> log;
+  int64_t compactions = 0;
+  int64_t compactions_in_place = 0;
+  int64_t generation = 0;
+  int64_t rewrites = 0;
+  int64_t prefilled_log_size = 0;
+  int64_t prefilled_rewrites = -1;
+  int64_t context_tokens = 0;
+  int64_t log_tokens = 0;
+  int64_t note_tokens = 0;
+};
+
 // What an owner lends the calls that prefill the context (Prefill, Ask).
 struct PrefillHooks {
   // Progress of the context's prefill, and of a compaction the call waits for (stage "compaction").
@@ -128,6 +150,12 @@ class Workspace {
   // `session` must outlive the workspace. Reads the session's tokenizer once
   // to pick the chat markers (ChatML when the vocabulary has them).
   Workspace(Session* session, WorkspaceOptions opt = {});
+  // A workspace restored from `state` (Export) over `session`, which should hold what the state
+  // was last prefilled with (a session restored from the same snapshot); anything else is only
+  // re-prefilled. kInvalidArgument for a state that breaks the workspace's limits or invariants.
+  static Result<std::unique_ptr<Workspace>> Restore(Session* session, WorkspaceOptions opt, WorkspaceState state);
+  // A copy of the whole state (for a snapshot). Never waits on computation.
+  WorkspaceState Export() const;
 
   // The stable part. Changing it after the first prefill re-prefills everything after it.
   Status SetSystem(std::string text);
@@ -190,8 +218,8 @@ class Workspace {
   ContextManifest Manifest() const;  // the prefix as it would be prefilled now
   // The suffix an ask of `question` sends after Manifest().
   std::vector<ManifestSegment> QuestionSegments(const std::string& question) const;
-  std::string AssembledText() const;                 // its text, segments concatenated
-  std::map<std::string, std::string> files() const;  // current content, by path
+  std::string AssembledText() const;                               // its text, segments concatenated
+  std::map<std::string, std::string> files() const;                // current content, by path
   std::vector<std::pair<std::string, int64_t>> FileSizes() const;  // bytes, by path (no copy of the content)
   WorkspaceStats Stats() const;
   // Changed since the last prefill: an eager prefill has work to do.

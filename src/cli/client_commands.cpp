@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -45,7 +46,10 @@ constexpr std::string_view kUsage =
   report [CONN] [--json] WS
         a session's context report
   close [CONN] WS
-        close a session and free its memory
+        close a session and free its memory (its snapshot on disk is deleted too)
+  snapshots [CONN] [--json] | snapshots show|delete [CONN] WS | snapshots fork [CONN] WS NEW
+        the workspaces the daemon keeps on disk (docs/snapshot.md): list them; one, written
+        first when live; delete one; copy one as workspace NEW (its first call restores it)
   ws open [CONN] WS [--model M] [--in-place] [--ctx N] [--system TEXT]
         open a workspace (edit-aware context assembly; --in-place rewrites files where they stand)
   ws put [CONN] WS PATH [--as NAME]
@@ -215,6 +219,57 @@ int CmdReport(const Client& c, Args& a) {
     }
   }
   return 0;
+}
+
+int CmdSnapshots(const Client& c, Args& a) {
+  const bool json = a.Flag("--json");
+  auto rest = a.rest();
+  const std::string sub = rest.empty() ? "list" : rest[0];
+  if (!rest.empty()) rest.erase(rest.begin());
+  auto ll = [](const wire::Json& v) { return static_cast<long long>(v.get<int64_t>()); };
+  if (sub == "list" && rest.empty()) {
+    auto list = c.ListSnapshots();
+    if (!list) return Fatal(list.error());
+    if (json) {
+      std::printf("%s\n", wire::Dump(*list, 2).c_str());
+      return 0;
+    }
+    const auto& arr = (*list)["snapshots"];
+    if (arr.empty()) {
+      std::printf("no snapshots\n");
+      return 0;
+    }
+    std::printf("%-24s  %-16s  %8s  %9s  %6s  %-4s  %s\n", "WORKSPACE", "MODEL", "TOKENS", "MIB", "FILES", "LIVE",
+                "SAVED");
+    for (const auto& s : arr) {
+      const auto saved = static_cast<time_t>(s["saved_unix_ms"].get<int64_t>() / 1000);
+      char when[32];
+      std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", std::localtime(&saved));
+      std::printf("%-24s  %-16s  %8lld  %9.1f  %6lld  %-4s  %s\n", s["workspace"].get<std::string>().c_str(),
+                  s["model"].get<std::string>().c_str(), ll(s["tokens"]),
+                  static_cast<double>(s["file_bytes"].get<int64_t>()) / (1 << 20), ll(s["files"]),
+                  s["live"].get<bool>() ? "yes" : "no", when);
+    }
+    return 0;
+  }
+  if ((sub == "show" || sub == "delete") && rest.size() == 1) {
+    if (sub == "delete") {
+      if (auto ok = c.DeleteSnapshot(rest[0]); !ok) return Fatal(ok.error());
+      std::printf("deleted the snapshot of %s\n", rest[0].c_str());
+      return 0;
+    }
+    auto s = c.ShowSnapshot(rest[0]);
+    if (!s) return Fatal(s.error());
+    std::printf("%s\n", wire::Dump(*s, 2).c_str());
+    return 0;
+  }
+  if (sub == "fork" && rest.size() == 2) {
+    auto s = c.ForkSnapshot(rest[0], rest[1]);
+    if (!s) return Fatal(s.error());
+    std::printf("forked %s as %s (%lld tokens)\n", rest[0].c_str(), rest[1].c_str(), ll((*s)["tokens"]));
+    return 0;
+  }
+  return UsageError("snapshots", "list | show WS | delete WS | fork WS NEW");
 }
 
 int CmdClose(const Client& c, Args& a) {
@@ -655,6 +710,7 @@ int RunClientCommand(std::string_view cmd, int argc, char** argv) {
   if (cmd == "run") h = CmdRun;
   if (cmd == "report") h = CmdReport;
   if (cmd == "close") h = CmdClose;
+  if (cmd == "snapshots") h = CmdSnapshots;
   if (cmd == "ask") h = CmdAsk;
   if (cmd == "ws") return RunWorkspaceCommand(argc, argv);
   if (!h) return -1;

@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -48,6 +49,11 @@ int RunServe(const ServeOptions& o) {
   opt.log_requests = o.verbose;
   opt.chat_ctx = o.ctx_size;
   opt.chat_flash_attn = o.flash_attn;
+  if (o.snapshots) {
+    opt.snapshot_dir = o.snapshot_dir.empty() ? opt.socket_path + ".snapshots" : o.snapshot_dir;
+    opt.snapshot_budget_bytes = o.snapshot_budget_mb << 20;
+    opt.snapshot_idle = std::chrono::seconds(o.snapshot_idle_s);
+  }
   if (!o.chat_template_file.empty()) {
     auto t = ReadSmallFile(o.chat_template_file, kMaxChatTemplateBytes);
     if (!t) {

@@ -24,6 +24,11 @@ struct ServeOptions {
   std::string chat_template_file;  // llama-server's --chat-template-file: overrides the models' templates
   int32_t ctx_size = 0;            // llama-server's --ctx-size: n_ctx of an OpenAI conversation; 0 = default
   bool flash_attn = false;         // llama-server's --flash-attn on|off, for OpenAI conversations
+  // Durable workspaces (docs/snapshot.md).
+  bool snapshots = true;              // --no-snapshots: nothing kept on disk
+  std::string snapshot_dir;           // "" = next to the socket: <socket>.snapshots
+  int64_t snapshot_budget_mb = 8192;  // least recently used pruned past it; 0 = unlimited
+  int64_t snapshot_idle_s = 30;       // a changed workspace is written after this long idle
 };
 
 // The largest chat template file read (real templates are under 40 KiB).

@@ -310,7 +310,9 @@ Result<Json> Client::Call(const char* method, const std::string& path, const Jso
   return ParseReply(*reply);
 }
 
-Result<Json> Client::ChatCompletion(const Json& request) const { return Call("POST", "/v1/chat/completions", &request); }
+Result<Json> Client::ChatCompletion(const Json& request) const {
+  return Call("POST", "/v1/chat/completions", &request);
+}
 
 Result<Json> Client::CallWithProgress(const std::string& path, Json body, const ProgressFunc& progress) const {
   if (!progress) return Call("POST", path, &body);
@@ -413,6 +415,27 @@ Result<SessionInfo> Client::Report(std::string_view workspace) const {
   auto j = Call("GET", WorkspacePath(workspace));
   if (!j) return Fail(j.error());
   return SessionInfoFromJson(*j);
+}
+
+Result<Json> Client::ListSnapshots() const { return Call("GET", "/v1/snapshots"); }
+
+Result<Json> Client::ShowSnapshot(std::string_view workspace) const {
+  if (auto ok = CheckWorkspace(workspace); !ok) return Fail(ok.error());
+  return Call("GET", "/v1/snapshots/" + std::string(workspace));
+}
+
+Status Client::DeleteSnapshot(std::string_view workspace) const {
+  if (auto ok = CheckWorkspace(workspace); !ok) return Fail(ok.error());
+  auto j = Call("DELETE", "/v1/snapshots/" + std::string(workspace));
+  if (!j) return Fail(j.error());
+  return {};
+}
+
+Result<Json> Client::ForkSnapshot(std::string_view workspace, std::string_view to) const {
+  if (auto ok = CheckWorkspace(workspace); !ok) return Fail(ok.error());
+  if (auto ok = CheckWorkspace(to); !ok) return Fail(ok.error());
+  const Json body{{"to", std::string(to)}};
+  return Call("POST", "/v1/snapshots/" + std::string(workspace) + "/fork", &body);
 }
 
 Status Client::CloseSession(std::string_view workspace) const {

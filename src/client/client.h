@@ -173,6 +173,12 @@ class Client {
   Result<nlohmann::ordered_json> ChatCompletion(const nlohmann::ordered_json& request) const;
   // Prometheus text of GET /metrics.
   Result<std::string> Metrics() const;
+  // Durable workspaces (docs/snapshot.md): the snapshots on the daemon's disk, as sent; one
+  // (a live workspace is written first); deleting one; forking one under another workspace id.
+  Result<nlohmann::ordered_json> ListSnapshots() const;
+  Result<nlohmann::ordered_json> ShowSnapshot(std::string_view workspace) const;
+  Status DeleteSnapshot(std::string_view workspace) const;
+  Result<nlohmann::ordered_json> ForkSnapshot(std::string_view workspace, std::string_view to) const;
 
  private:
   // Gets each NDJSON line of a stream as it arrives; false closes the connection.

@@ -31,6 +31,8 @@ constexpr std::array kCodes = {
     CodeEntry{ErrorCode::kCancelled, "cancelled"},
     CodeEntry{ErrorCode::kInternal, "internal"},
     CodeEntry{ErrorCode::kUnauthorized, "unauthorized"},
+    CodeEntry{ErrorCode::kSnapshotMismatch, "snapshot_mismatch"},
+    CodeEntry{ErrorCode::kCorruptSnapshot, "corrupt_snapshot"},
 };
 
 }  // namespace

@@ -13,7 +13,8 @@ TEST(Error, EveryCodeHasAStableUniqueNameThatRoundTrips) {
                            ErrorCode::kBackendMismatch,    ErrorCode::kNotGguf,         ErrorCode::kTruncated,
                            ErrorCode::kUnsupportedVersion, ErrorCode::kCorruptMetadata, ErrorCode::kInvalidArgument,
                            ErrorCode::kNotFound,           ErrorCode::kIoError,         ErrorCode::kBusy,
-                           ErrorCode::kCancelled,          ErrorCode::kInternal,        ErrorCode::kUnauthorized};
+                           ErrorCode::kCancelled,          ErrorCode::kInternal,        ErrorCode::kUnauthorized,
+                           ErrorCode::kSnapshotMismatch,   ErrorCode::kCorruptSnapshot};
   std::set<std::string_view> names;
   for (auto c : all) {
     auto n = CodeName(c);

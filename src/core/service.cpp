@@ -93,6 +93,27 @@ Result<std::unique_ptr<Session>> Service::OpenSession(const OpenSessionRequest& 
   return (*backend)->OpenSession(resolved, *info);
 }
 
+Result<std::unique_ptr<Session>> Service::RestoreSession(const OpenSessionRequest& req,
+                                                         const SessionSnapshot& snapshot) const {
+  auto backend = SessionBackend(req.backend);
+  if (!backend) return Fail(backend.error());
+  if (snapshot.identity.backend != req.backend) {
+    return Fail(ErrorCode::kSnapshotMismatch,
+                "the snapshot is of backend '" + snapshot.identity.backend + "', not '" + req.backend + "'");
+  }
+  auto info = CheckedModel(req.model_path, req.backend, req.model_digest);
+  if (!info) return Fail(info.error());
+  if (snapshot.identity.model_digest != info->digest) {
+    return Fail(ErrorCode::kSnapshotMismatch, "the snapshot is of model " + snapshot.identity.model_digest + ", not " +
+                                                  req.model_path + " (" + info->digest + ")");
+  }
+  auto plan = (*backend)->PlanSession(req, *info);
+  if (!plan) return Fail(plan.error());
+  OpenSessionRequest resolved = req;
+  resolved.config = plan->config;
+  return (*backend)->RestoreSession(resolved, *info, snapshot);
+}
+
 Result<Embedding> Service::Embed(const EmbedRequest& req) const {
   auto backend = FindBackend(req.backend);
   if (!backend || !backend->CanEmbed()) {

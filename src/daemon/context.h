@@ -16,6 +16,7 @@
 #include "daemon/metrics.h"
 #include "daemon/server.h"
 #include "daemon/session_manager.h"
+#include "daemon/snapshots.h"
 #include "daemon/workspace_workers.h"
 #include "modeld/chat.h"
 #include "modeld/compute_gate.h"
@@ -37,6 +38,7 @@ class ServerContext {
   std::vector<ServedModel> models;
   std::unique_ptr<SessionManager> sessions;
   std::unique_ptr<WorkspaceWorkers> workers;  // eager prefills and compactions
+  std::unique_ptr<Snapshots> snapshots;       // durable workspaces; null without --snapshot-dir
   std::atomic<bool> stopping{false};
   std::stop_source stop;  // requested by Stop(): model loads and prefills under way end
 

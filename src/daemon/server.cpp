@@ -74,6 +74,8 @@ Status ValidateOptions(const ServerOptions& opt) {
     }
   }
   if (opt.models.empty()) return Fail(ErrorCode::kInvalidArgument, "no model to serve");
+  if (opt.snapshot_budget_bytes < 0) return Fail(OutOfRange("--snapshot-budget-mb", ">= 0", "negative"));
+  if (opt.snapshot_idle.count() < 0) return Fail(OutOfRange("--snapshot-idle-s", ">= 0", "negative"));
   if (opt.threads < 0 || opt.threads > HardwareThreads()) {
     return Fail(OutOfRange("--threads", "0 (all) or in [1, " + std::to_string(HardwareThreads()) + "]",
                            std::to_string(opt.threads), "this machine's hardware threads"));
@@ -144,6 +146,11 @@ Result<std::unique_ptr<Server>> Server::Start(const ServerOptions& opt) {
       },
       opt.kv_budget_bytes, opt.max_sessions, &ctx.metrics);
   ctx.workers = std::make_unique<WorkspaceWorkers>(ctx.sessions.get(), ctx.gate.get(), &ctx.metrics, opt.log_requests);
+  if (!opt.snapshot_dir.empty()) {
+    auto snapshots = Snapshots::Start(ctx);
+    if (!snapshots) return Fail(snapshots.error());
+    ctx.snapshots = std::move(*snapshots);
+  }
   // The OpenAI routes first: where both APIs have a path, the first match (OpenAI's) wins.
   openai::RegisterOpenAiApi(impl->router, ctx);
   RegisterNativeApi(impl->router, ctx);
@@ -187,7 +194,9 @@ void Server::Stop() {
   if (impl_->tcp_listener) impl_->tcp_listener->Stop();
   if (impl_->unix_listener) impl_->unix_listener->Join();
   if (impl_->tcp_listener) impl_->tcp_listener->Join();
+  if (ctx.snapshots) ctx.snapshots->Stop();  // the idle saver; CloseAll writes every changed workspace
   ctx.sessions->CloseAll();
+  if (ctx.snapshots) ctx.snapshots->Flush();
   if (!ctx.opt.socket_path.empty()) {
     std::error_code ec;
     fs::remove(ctx.opt.socket_path, ec);

@@ -33,6 +33,10 @@ struct ServerOptions {
   std::string chat_template;     // --chat-template-file's text: used instead of every model's own template
   int32_t chat_ctx = 0;          // --ctx-size: n_ctx of a conversation's session; 0 = kDefaultChatCtx or the model's
   bool chat_flash_attn = false;  // --flash-attn on: conversations' sessions use flash attention
+  // Durable workspaces (docs/snapshot.md): "" = none kept on disk.
+  std::string snapshot_dir;
+  int64_t snapshot_budget_bytes = 0;                // 0 = unlimited; least recently used pruned past it
+  std::chrono::milliseconds snapshot_idle{30'000};  // a changed workspace is written after this long idle
 };
 
 // n_ctx of an OpenAI conversation's session unless --ctx-size says otherwise (the model's

@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <sstream>
 #include <thread>
 
 #include "llama/test_models.h"
@@ -705,6 +706,200 @@ TEST_F(ServerTest, IdleConnectionsDoNotStarveOthers) {
   ASSERT_TRUE(again) << httplib::to_string(again.error());
   EXPECT_EQ(again->status, 200);
   std::printf("health with 500 idle connections open: %.1f ms\n", ms);
+}
+
+}  // namespace
+}  // namespace modeld::daemon
+
+namespace modeld::daemon {
+namespace {
+
+// Durable workspaces (docs/snapshot.md) through the daemon: restarts, eviction, corruption, the API.
+class DurableTest : public ServerTest {
+ protected:
+  void SetUp() override {
+    dir_ = std::string(MODELD_TEST_TMP) + "/snap-" + std::to_string(::getpid()) + "-" +
+           ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    fs::remove_all(dir_);
+  }
+  void Start(ServerOptions opt = {}) {
+    opt.snapshot_dir = dir_;
+    StartServer(opt);
+  }
+  void Restart(ServerOptions opt = {}) {
+    server_->Stop();
+    server_.reset();
+    Start(opt);
+  }
+  void Workspace(const std::string& ws) {
+    Open(ws, 2048);
+    for (int f = 0; f < 3; ++f) {
+      std::string content;
+      for (int l = 0; l < 12; ++l)
+        content += "int f" + std::to_string(f) + "_" + std::to_string(l) + "() { return 0; }\n";
+      ASSERT_EQ(Post("/v1/workspaces/" + ws + "/files",
+                     Json{{"path", "src/f" + std::to_string(f) + ".cc"}, {"content", content}}.dump())
+                    .first,
+                200);
+    }
+  }
+  // An ask's result (the stream's "done" event): (200, result), else (status, the error).
+  std::pair<int, Json> Ask(const std::string& ws, const std::string& q, int max_tokens = 6) {
+    auto c = Client();
+    auto r = c.Post("/v1/workspaces/" + ws + "/ask", Json{{"question", q}, {"max_tokens", max_tokens}}.dump(),
+                    "application/json");
+    if (!r) {
+      ADD_FAILURE() << "no reply to the ask on " << ws;
+      return {-1, Json::object()};
+    }
+    if (r->status != 200) return Parsed(r, "ask");
+    std::istringstream lines(r->body);
+    for (std::string line; std::getline(lines, line);) {
+      Json j = Json::parse(line, nullptr, false);
+      if (j.is_object() && j.value("event", "") == "done") return {200, j["result"]};
+      if (j.is_object() && j.value("event", "") == "error") return {500, j};
+    }
+    ADD_FAILURE() << "the ask on " << ws << " did not finish: " << r->body.substr(0, 300);
+    return {-1, Json::object()};
+  }
+  std::string Context(const std::string& ws) {
+    auto c = Client();
+    auto r = c.Get("/v1/workspaces/" + ws + "/context");
+    if (!r || r->status != 200) {
+      ADD_FAILURE() << "no context for " << ws;
+      return "";
+    }
+    return r->body;
+  }
+  std::string dir_;
+};
+
+TEST_F(DurableTest, AWorkspaceSurvivesARestartAndContinuesAsItsForkDid) {
+  Start();
+  Workspace("w");
+  auto [st1, a1] = Ask("w", "what is in f1?");
+  ASSERT_EQ(st1, 200) << a1.dump();
+  // Prefilled now (no eager prefill scheduled), so nothing is left that could run before or after the fork.
+  ASSERT_EQ(Post("/v1/workspaces/w/files",
+                 Json{{"path", "src/f1.cc"}, {"content", "int changed() { return 1; }\n"}, {"prefill", false}}.dump())
+                .first,
+            200);
+  ASSERT_EQ(Post("/v1/workspaces/w/prefill", "{}").first, 200);
+  // A fork through the snapshot, in this daemon: what the next question gets from a restored copy.
+  auto [stf, f] = Post("/v1/snapshots/w/fork", Json{{"to", "w-copy"}}.dump());
+  ASSERT_EQ(stf, 200) << f.dump();
+  auto [stc, from_copy] = Ask("w-copy", "and now?");
+  ASSERT_EQ(stc, 200) << from_copy.dump();
+  const std::string context = Context("w");
+
+  Restart();  // a graceful stop writes every changed workspace
+  auto [stl, list] = Get("/v1/snapshots");
+  ASSERT_EQ(stl, 200);
+  ASSERT_EQ(list["snapshots"].size(), 2u) << list.dump();
+  auto [sti, info] = Get("/v1/workspaces/w");  // the first call restores it
+  ASSERT_EQ(sti, 200) << info.dump();
+  EXPECT_EQ(info["files"], 3);
+  EXPECT_EQ(info["file_list"].size(), 3u);
+  EXPECT_EQ(Context("w"), context);
+  auto [st2, a2] = Ask("w", "and now?");
+  ASSERT_EQ(st2, 200) << a2.dump();
+  EXPECT_EQ(a2["decode"]["text"], from_copy["decode"]["text"]);
+  EXPECT_EQ(a2["prefix"]["tokens_prefilled"], from_copy["prefix"]["tokens_prefilled"]);
+  EXPECT_EQ(a2["suffix"]["tokens_prefilled"], from_copy["suffix"]["tokens_prefilled"]);
+  // Nothing of the files was prefilled again: only the edit's note and the turns since.
+  EXPECT_LT(a2["prefix"]["tokens_prefilled"].get<int64_t>(), a2["prefix"]["tokens_reused"].get<int64_t>() / 2)
+      << a2.dump();
+}
+
+TEST_F(DurableTest, AnEvictedWorkspaceIsSpilledAndComesBackOnItsNextCall) {
+  ServerOptions opt;
+  opt.max_sessions = 1;
+  Start(opt);
+  Workspace("a");
+  ASSERT_EQ(Ask("a", "first?").first, 200);
+  const std::string context = Context("a");
+  Workspace("b");  // evicts a: written to disk
+  auto [st, info] = Get("/v1/workspaces/a");
+  ASSERT_EQ(st, 200) << info.dump();  // back from disk (evicting b in turn)
+  EXPECT_EQ(Context("a"), context);
+  auto [sta, a] = Ask("a", "second?");
+  ASSERT_EQ(sta, 200) << a.dump();
+  EXPECT_LT(a["prefix"]["tokens_prefilled"].get<int64_t>(), a["prefix"]["tokens_reused"].get<int64_t>() / 2)
+      << a.dump();
+  auto [stb, b] = Get("/v1/workspaces/b");
+  EXPECT_EQ(stb, 200) << b.dump();
+  EXPECT_EQ(b["files"], 3);
+  auto c = Client();
+  auto m = c.Get("/metrics");
+  ASSERT_TRUE(m);
+  EXPECT_NE(m->body.find("modeld_evictions_total{reason=\"lru\"}"), std::string::npos);
+}
+
+TEST_F(DurableTest, ACorruptSnapshotIsRefusedAndTheWorkspaceStartsCold) {
+  Start();
+  Workspace("w");
+  ASSERT_EQ(Ask("w", "q?").first, 200);
+  server_->Stop();
+  const std::string path = dir_ + "/ws-w.snap";
+  ASSERT_TRUE(fs::exists(path));
+  {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(static_cast<std::streamoff>(fs::file_size(path) / 2));
+    char c = 0;
+    f.read(&c, 1);
+    c = static_cast<char>(c ^ 0x10);
+    f.seekp(static_cast<std::streamoff>(fs::file_size(path) / 2));
+    f.write(&c, 1);
+  }
+  server_.reset();
+  Start();
+  auto [st, j] = Get("/v1/workspaces/w");
+  EXPECT_EQ(st, 404) << j.dump();
+  EXPECT_EQ(Code(j), "not_found");
+  EXPECT_TRUE(fs::exists(path));  // left for a person to look at, not deleted
+  Open("w", 2048);                // a cold start
+  auto [st2, j2] = Get("/v1/workspaces/w");
+  ASSERT_EQ(st2, 200);
+  EXPECT_EQ(j2["files"], 0);
+}
+
+TEST_F(DurableTest, IdleWorkspacesAreWrittenAndTheApiAnswersItsErrors) {
+  ServerOptions opt;
+  opt.snapshot_idle = std::chrono::milliseconds(20);
+  Start(opt);
+  Workspace("w");
+  // Written once idle: waits on the directory, not on a time.
+  ASSERT_TRUE(WaitFor([&] { return fs::exists(dir_ + "/ws-w.snap"); }));
+  auto [st, show] = Get("/v1/snapshots/w");
+  ASSERT_EQ(st, 200) << show.dump();
+  EXPECT_EQ(show["files"], 3);
+  EXPECT_EQ(show["live"], true);
+  EXPECT_EQ(show["identity"]["backend"], "gguf");
+  EXPECT_EQ(Get("/v1/snapshots/none").first, 404);
+  EXPECT_EQ(Get("/v1/snapshots/bad!name").first, 400);
+  EXPECT_EQ(Post("/v1/snapshots/w/fork", Json{{"to", "w"}}.dump()).first, 400);
+  EXPECT_EQ(Post("/v1/snapshots/w/fork", Json{{"to", "../x"}}.dump()).first, 400);
+  EXPECT_EQ(Post("/v1/snapshots/w/fork", Json{{"into", "x"}}.dump()).first, 400);
+  EXPECT_EQ(Post("/v1/snapshots/none/fork", Json{{"to", "x"}}.dump()).first, 404);
+  auto c = Client();
+  auto d = c.Delete("/v1/snapshots/w");
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->status, 200);
+  EXPECT_FALSE(fs::exists(dir_ + "/ws-w.snap"));
+  // Closing a workspace deletes its snapshot too.
+  ASSERT_EQ(Ask("w", "q?").first, 200);
+  ASSERT_TRUE(WaitFor([&] { return fs::exists(dir_ + "/ws-w.snap"); }));
+  auto cl = c.Delete("/v1/sessions/w");
+  ASSERT_TRUE(cl);
+  EXPECT_EQ(cl->status, 200);
+  EXPECT_FALSE(fs::exists(dir_ + "/ws-w.snap"));
+}
+
+TEST_F(DurableTest, WithoutASnapshotDirectoryTheApiSaysSo) {
+  StartServer();
+  auto [st, j] = Get("/v1/snapshots");
+  EXPECT_EQ(st, 501);
+  EXPECT_EQ(Code(j), "unsupported_feature");
 }
 
 }  // namespace

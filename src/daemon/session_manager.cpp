@@ -24,6 +24,57 @@ SessionManager::SessionManager(Planner planner, Opener opener, int64_t memory_bu
 Result<SessionManager::Opened> SessionManager::Open(const std::string& workspace, const std::string& model,
                                                     const SessionConfig& cfg, const WorkspaceOptions& wopt,
                                                     const ProgressFunc& progress) {
+  auto open = [&](const SessionConfig& planned, const ProgressFunc& p) {
+    return opener_(workspace, model, planned, p);
+  };
+  return OpenWith(workspace, model, cfg, wopt, progress, open, std::nullopt);
+}
+
+Result<SessionManager::Opened> SessionManager::OpenRestored(const std::string& workspace, const std::string& model,
+                                                            const SessionConfig& cfg, const WorkspaceOptions& wopt,
+                                                            const ProgressFunc& progress,
+                                                            const SessionOpener& open_session,
+                                                            std::optional<WorkspaceState> state) {
+  return OpenWith(workspace, model, cfg, wopt, progress, open_session, std::move(state));
+}
+
+void SessionManager::SetPersistence(Saver save, Restorer restore) {
+  save_ = std::move(save);
+  restore_ = std::move(restore);
+}
+
+int SessionManager::SaveIdle(std::chrono::milliseconds idle) {
+  if (!save_) return 0;
+  std::vector<std::shared_ptr<SessionEntry>> due;
+  {
+    std::lock_guard lock(mu_);
+    const auto now = Clock::now();
+    for (const auto& [_, e] : sessions_) {
+      if (!e->busy && e->holds == 0 && e->changes != e->saved_changes && now - e->last_used >= idle) due.push_back(e);
+    }
+  }
+  int saved = 0;
+  for (auto& e : due) {
+    std::unique_lock call(e->call_mu, std::try_to_lock);
+    if (!call.owns_lock()) continue;  // a call began: it is not idle
+    int64_t changes = 0;
+    {
+      std::lock_guard lock(mu_);
+      if (!e->gone.empty()) continue;
+      changes = e->changes;
+    }
+    save_(*e);
+    ++saved;
+    std::lock_guard lock(mu_);
+    e->saved_changes = changes;
+  }
+  return saved;
+}
+
+Result<SessionManager::Opened> SessionManager::OpenWith(const std::string& workspace, const std::string& model,
+                                                        const SessionConfig& cfg, const WorkspaceOptions& wopt,
+                                                        const ProgressFunc& progress, const SessionOpener& open_session,
+                                                        std::optional<WorkspaceState> state) {
   {
     std::unique_lock lock(mu_);
     opened_cv_.wait(lock, [&] { return !opening_.contains(workspace); });
@@ -67,9 +118,9 @@ Result<SessionManager::Opened> SessionManager::Open(const std::string& workspace
     if (!r) return Fail(r.error());
     room = std::move(*r);
   }
-  auto s = opener_(workspace, model, plan->config, progress);
+  auto s = open_session(plan->config, progress);
   if (!s) return Fail(s.error());
-  return Insert(workspace, model, plan->config, plan->bytes(), std::move(*s), std::move(room), wopt);
+  return Insert(workspace, model, plan->config, plan->bytes(), std::move(*s), std::move(room), wopt, std::move(state));
 }
 
 Result<SessionManager::Opened> SessionManager::Adopt(const std::string& workspace, const std::string& model,
@@ -88,12 +139,19 @@ Result<SessionManager::Opened> SessionManager::Adopt(const std::string& workspac
 Result<SessionManager::Opened> SessionManager::Insert(const std::string& workspace, const std::string& model,
                                                       const SessionConfig& cfg, int64_t memory_bytes,
                                                       std::unique_ptr<Session> session, KvReservation room,
-                                                      const WorkspaceOptions& wopt) {
+                                                      const WorkspaceOptions& wopt,
+                                                      std::optional<WorkspaceState> state) {
   auto e = std::make_shared<SessionEntry>();
   e->workspace = workspace;
   e->model = model;
   e->session = std::move(session);
-  e->assembly = std::make_unique<Workspace>(e->session.get(), wopt);
+  if (state) {
+    auto ws = Workspace::Restore(e->session.get(), wopt, std::move(*state));
+    if (!ws) return Fail(ws.error());
+    e->assembly = std::move(*ws);
+  } else {
+    e->assembly = std::make_unique<Workspace>(e->session.get(), wopt);
+  }
   auto rep = e->session->Report();
   if (!rep) return Fail(rep.error());
   e->config = cfg;
@@ -101,6 +159,7 @@ Result<SessionManager::Opened> SessionManager::Insert(const std::string& workspa
   e->memory_bytes = memory_bytes;
   e->report = *rep;
   e->stats = e->assembly->Stats();
+  e->file_sizes = e->assembly->FileSizes();  // a restored workspace has files from the start
   e->last_used = Clock::now();
   std::lock_guard lock(mu_);
   if (sessions_.contains(workspace)) {  // never replace a live entry: its memory would go uncounted
@@ -114,13 +173,9 @@ Result<SessionManager::Opened> SessionManager::Insert(const std::string& workspa
 }
 
 Result<SessionManager::Lease> SessionManager::Acquire(const std::string& workspace, bool wait) {
-  std::shared_ptr<SessionEntry> e;
-  {
-    std::lock_guard lock(mu_);
-    auto found = FindLocked(workspace);
-    if (!found) return Fail(found.error());
-    e = std::move(*found);
-  }
+  auto found = FindOrRestore(workspace);
+  if (!found) return Fail(found.error());
+  std::shared_ptr<SessionEntry> e = std::move(*found);
   std::unique_lock call(e->call_mu, std::defer_lock);
   if (wait) {
     call.lock();
@@ -144,6 +199,20 @@ void SessionManager::Lease::Release() {
   }
 }
 
+Result<std::shared_ptr<SessionEntry>> SessionManager::FindOrRestore(const std::string& workspace) {
+  {
+    std::lock_guard lock(mu_);
+    auto found = FindLocked(workspace);
+    if (found || !restore_ || found.error().Is(ErrorCode::kSessionClosed)) return found;
+  }
+  if (!restore_(workspace)) {
+    std::lock_guard lock(mu_);
+    return FindLocked(workspace);  // the miss's own error
+  }
+  std::lock_guard lock(mu_);
+  return FindLocked(workspace);
+}
+
 Result<std::shared_ptr<SessionEntry>> SessionManager::FindLocked(const std::string& workspace) {
   auto it = sessions_.find(workspace);
   if (it != sessions_.end()) return it->second;
@@ -160,16 +229,20 @@ Result<std::shared_ptr<SessionEntry>> SessionManager::FindLocked(const std::stri
 }
 
 Result<SessionManager::Snapshot> SessionManager::GetSnapshot(const std::string& workspace) {
-  std::lock_guard lock(mu_);
-  auto e = FindLocked(workspace);
+  auto e = FindOrRestore(workspace);
   if (!e) return Fail(e.error());
+  std::lock_guard lock(mu_);
   return Snapshot{(*e)->stats, (*e)->file_sizes};
 }
 
 Result<SessionManager::Hold> SessionManager::HoldWorkspace(const std::string& workspace) {
-  std::lock_guard lock(mu_);
-  auto e = FindLocked(workspace);
+  auto e = FindOrRestore(workspace);
   if (!e) return Fail(e.error());
+  std::lock_guard lock(mu_);
+  if (!(*e)->gone.empty()) {
+    return Fail(Error(ErrorCode::kSessionUnavailable, "the session of workspace '" + workspace + "' was " + (*e)->gone)
+                    .WithReason("evicted"));
+  }
   if (!(*e)->assembly) return Fail(ErrorCode::kInvalidArgument, "'" + workspace + "' is not a workspace");
   ++(*e)->holds;
   (*e)->last_used = Clock::now();
@@ -197,6 +270,7 @@ void SessionManager::RefreshWorkspace(SessionEntry& e) {
   std::lock_guard lock(mu_);
   e.stats = std::move(stats);
   e.file_sizes = std::move(sizes);
+  ++e.changes;
 }
 
 void SessionManager::Release(SessionEntry& e) {
@@ -220,6 +294,8 @@ void SessionManager::Remove(const std::shared_ptr<SessionEntry>& e, const std::s
   e->gone = why == "closed" ? "closed" : "evicted";
   tombstones_[e->workspace] = why == "closed" ? "closed" : why;
   sessions_.erase(e->workspace);
+  // Made room for another: it goes to disk, not lost (a fatal session's state is unknown).
+  if (why == "lru" && save_) save_(*e);
   (void)e->session->Close();
   if (why != "closed" && metrics_) metrics_->CountEviction(why);
   // Bound the tombstones: forget the oldest-named ones beyond 4096.
@@ -356,6 +432,7 @@ void SessionManager::CloseAll() {
     if (e->gone.empty()) {
       e->gone = "closed";
       sessions_.erase(e->workspace);
+      if (save_ && e->changes != e->saved_changes) save_(*e);
       (void)e->session->Close();
     }
   }

@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -37,6 +38,8 @@ struct SessionEntry {
   WorkspaceStats stats;                                     // the workspace's, as of the end of the last call
   std::vector<std::pair<std::string, int64_t>> file_sizes;  // path -> bytes, same
   std::chrono::steady_clock::time_point last_used;
+  int64_t changes = 0;        // calls and changes ended on it (Release, Hold)
+  int64_t saved_changes = 0;  // ... as of its last save (SaveIdle)
   bool busy = false;
   std::string gone;  // "" while in the table; else why it left ("evicted", "closed")
 };
@@ -85,6 +88,25 @@ class SessionManager {
   // busy sessions.
   Result<Opened> Open(const std::string& workspace, const std::string& model, const SessionConfig& cfg,
                       const WorkspaceOptions& wopt, const ProgressFunc& progress);
+  // Open with a session made by `open_session` (from a snapshot) and the workspace restored from
+  // `state` (Workspace::Restore). A workspace that has a session keeps it (created false).
+  using SessionOpener = std::function<Result<std::unique_ptr<Session>>(const SessionConfig&, const ProgressFunc&)>;
+  Result<Opened> OpenRestored(const std::string& workspace, const std::string& model, const SessionConfig& cfg,
+                              const WorkspaceOptions& wopt, const ProgressFunc& progress,
+                              const SessionOpener& open_session, std::optional<WorkspaceState> state);
+
+  // Persistence (docs/snapshot.md). `save` copies an entry's state for the disk; it is called with
+  // the entry's call lock held (and the table's: it must not call back) when the entry leaves
+  // memory in good state (evicted to make room, the daemon stopping) and by SaveIdle. `restore`
+  // brings a workspace back from disk when a call finds it missing (never opened here, or
+  // evicted; not closed): ok when it is in the table afterwards, else the call's own error
+  // stands. Set once, before serving.
+  using Saver = std::function<void(SessionEntry&)>;
+  using Restorer = std::function<Status(const std::string& workspace)>;
+  void SetPersistence(Saver save, Restorer restore);
+  // Saves the workspaces changed since their last save and idle for `idle` (none busy or held);
+  // returns how many.
+  int SaveIdle(std::chrono::milliseconds idle);
 
   // Puts a session made elsewhere (a Fork of another's) in the table under `workspace`, its memory
   // counted from `room` (taken with ReserveSpare) on. kInvalidArgument when the workspace has one.
@@ -171,7 +193,12 @@ class SessionManager {
   // Makes the entry of a session just opened or adopted and puts it in the table.
   Result<Opened> Insert(const std::string& workspace, const std::string& model, const SessionConfig& cfg,
                         int64_t memory_bytes, std::unique_ptr<Session> session, KvReservation room,
-                        const WorkspaceOptions& wopt);
+                        const WorkspaceOptions& wopt, std::optional<WorkspaceState> state = std::nullopt);
+  Result<Opened> OpenWith(const std::string& workspace, const std::string& model, const SessionConfig& cfg,
+                          const WorkspaceOptions& wopt, const ProgressFunc& progress, const SessionOpener& open_session,
+                          std::optional<WorkspaceState> state);
+  // A miss (`why`): brings the workspace back through the restorer when it may; then the entry.
+  Result<std::shared_ptr<SessionEntry>> FindOrRestore(const std::string& workspace);
   // The live entry, or why there is none (never opened, closed, evicted). With mu_ held.
   Result<std::shared_ptr<SessionEntry>> FindLocked(const std::string& workspace);
   // Evicts idle sessions (never `keep`) until within the limits. With mu_ held.
@@ -186,6 +213,8 @@ class SessionManager {
 
   Planner planner_;
   Opener opener_;
+  Saver save_;
+  Restorer restore_;
   int64_t budget_;
   int max_sessions_;
   Metrics* metrics_;

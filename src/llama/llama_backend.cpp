@@ -41,6 +41,15 @@ Result<std::unique_ptr<Session>> LlamaBackend::OpenSession(const OpenSessionRequ
   return std::unique_ptr<Session>(std::move(*s));
 }
 
+Result<std::unique_ptr<Session>> LlamaBackend::RestoreSession(const OpenSessionRequest& req, const ModelInfo& info,
+                                                              const SessionSnapshot& snapshot) {
+  auto model = GetModel(info, req.progress, req.cancel);
+  if (!model) return Fail(model.error());
+  auto s = LlamaSession::Restore(std::move(*model), req.workspace_id, req.config, req.gate, snapshot);
+  if (!s) return Fail(s.error());
+  return std::unique_ptr<Session>(std::move(*s));
+}
+
 Result<std::shared_ptr<const ChatFormat>> LlamaBackend::OpenChatFormat(const OpenSessionRequest& req,
                                                                        const ModelInfo& info) {
   return OpenLlamaChatFormat(info, req.chat_template);

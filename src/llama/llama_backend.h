@@ -18,6 +18,8 @@ class LlamaBackend final : public Backend {
   std::string_view kind() const override { return "gguf"; }
   Result<SessionPlan> PlanSession(const OpenSessionRequest& req, const ModelInfo& info) override;
   Result<std::unique_ptr<Session>> OpenSession(const OpenSessionRequest& req, const ModelInfo& info) override;
+  Result<std::unique_ptr<Session>> RestoreSession(const OpenSessionRequest& req, const ModelInfo& info,
+                                                  const SessionSnapshot& snapshot) override;
   bool CanEmbed() const override { return true; }
   Result<Embedding> Embed(const EmbedRequest& req, const ModelInfo& info) override;
   Result<std::shared_ptr<const ChatFormat>> OpenChatFormat(const OpenSessionRequest& req,

@@ -4,6 +4,8 @@
 #include <cstdlib>
 #include <mutex>
 
+#include "format/fingerprint.h"
+
 namespace modeld::llama {
 namespace {
 
@@ -76,6 +78,12 @@ Result<std::shared_ptr<LlamaModel>> LlamaModel::Make(const ModelInfo& info, cons
   m->partial_trim_ = !llama_model_is_recurrent(model.get()) && !llama_model_is_hybrid(model.get());
   m->model_ = std::move(model);
   m->info_ = info;
+  // Read now, while the file is the one just loaded (a few MiB): snapshots name the weights by it.
+  if (!vocab_only) {
+    auto fp = format::WeightsFingerprint(info.path, info.data_offset, info.file_size);
+    if (!fp) return Fail(fp.error());
+    m->fingerprint_ = std::move(*fp);
+  }
   return m;
 }
 

@@ -78,6 +78,8 @@ class LlamaModel {
   // Whether the memory of a context on this model can drop a tail of its
   // tokens (false for recurrent and hybrid models).
   bool partial_trim() const { return partial_trim_; }
+  // The weights' fingerprint (format::WeightsFingerprint), read at load; "" for a vocab-only model.
+  const std::string& fingerprint() const { return fingerprint_; }
 
   // Tokens of one segment: no BOS/EOS added; specials parsed only if asked.
   Result<std::vector<llama_token>> Tokenize(std::string_view text, bool parse_special, bool add_special = false) const;
@@ -91,6 +93,7 @@ class LlamaModel {
   ModelInfo info_;
   int32_t n_vocab_ = 0;
   bool partial_trim_ = true;
+  std::string fingerprint_;
 };
 
 // The last llama.cpp error logged on this thread (llama.cpp reports load

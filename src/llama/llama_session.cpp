@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <optional>
 #include <thread>
 #include <utility>
@@ -597,6 +598,204 @@ Result<std::unique_ptr<Session>> LlamaSession::Fork() {
   f.suffix_len_ = suffix_len_;
   f.token_cache_ = token_cache_;
   return std::unique_ptr<Session>(std::move(*fork));
+}
+
+std::string LlamaSession::BackendBuild() { return std::string("llama.cpp ") + MODELD_LLAMA_COMMIT; }
+
+namespace {
+
+SnapshotIdentity IdentityOf(const LlamaModel& model, const SessionConfig& cfg) {
+  SnapshotIdentity id;
+  id.backend = "gguf";
+  id.backend_build = LlamaSession::BackendBuild();
+  id.model_digest = model.info().digest;
+  id.model_fingerprint = model.fingerprint();
+  id.architecture = model.info().architecture;
+  id.n_layer = llama_model_n_layer(model.get());
+  id.n_embd = llama_model_n_embd(model.get());
+  id.n_head_kv = llama_model_n_head_kv(model.get());
+  id.n_vocab = model.n_vocab();
+  id.kv_type = cfg.kv_type;
+  id.flash_attn = cfg.flash_attn;
+  id.n_ctx = cfg.n_ctx;
+  return id;
+}
+
+// The first field of `got` that differs from `want`, "" when none.
+std::string IdentityDiff(const SnapshotIdentity& want, const SnapshotIdentity& got) {
+  auto s = [](const std::string& v) { return "'" + v + "'"; };
+  auto n = [](int64_t v) { return std::to_string(v); };
+  const std::pair<const char*, std::pair<std::string, std::string>> fields[] = {
+      {"backend", {s(want.backend), s(got.backend)}},
+      {"backend build", {s(want.backend_build), s(got.backend_build)}},
+      {"model digest", {s(want.model_digest), s(got.model_digest)}},
+      {"weights fingerprint", {s(want.model_fingerprint), s(got.model_fingerprint)}},
+      {"architecture", {s(want.architecture), s(got.architecture)}},
+      {"n_layer", {n(want.n_layer), n(got.n_layer)}},
+      {"n_embd", {n(want.n_embd), n(got.n_embd)}},
+      {"n_head_kv", {n(want.n_head_kv), n(got.n_head_kv)}},
+      {"n_vocab", {n(want.n_vocab), n(got.n_vocab)}},
+      {"kv_type", {s(want.kv_type), s(got.kv_type)}},
+      {"flash_attn", {n(want.flash_attn), n(got.flash_attn)}},
+      {"n_ctx", {n(want.n_ctx), n(got.n_ctx)}},
+  };
+  for (const auto& [name, v] : fields) {
+    if (v.first != v.second) return std::string(name) + " " + v.second + " (this session's: " + v.first + ")";
+  }
+  return "";
+}
+
+// The cells of llama.cpp's sequence state (llama_context::state_seq_get_data, then
+// llama_kv_cache::state_write at our pin: u32 magic, i32 seq_id, u32 n_stream, then per stream
+// u32 cell_count and cell_count x {i32 pos, u32 n_seq_id, n_seq_id x i32 seq_id})
+// must hold positions 0..n-1, each once, all of sequence 0: llama.cpp loads other positions
+// without a word. Only for the plain attention cache (no sliding window, no M-RoPE cell
+// extension, not recurrent); the others are checked after the load only.
+Status CheckCellPositions(std::string_view state, size_t n_tokens) {
+  size_t at = 0;
+  auto u32 = [&](uint32_t* v) {
+    if (state.size() - at < 4) return false;
+    std::memcpy(v, state.data() + at, 4);
+    at += 4;
+    return true;
+  };
+  uint32_t magic = 0, seq_id = 0, n_stream = 0, cells = 0;
+  if (!u32(&magic) || magic != 0xaf143cd8 || !u32(&seq_id) || seq_id != 0) {
+    return Fail(ErrorCode::kCorruptSnapshot, "state: not llama.cpp's state of sequence 0");
+  }
+  if (!u32(&n_stream) || n_stream != 1) return Fail(ErrorCode::kCorruptSnapshot, "state: not one stream");
+  if (!u32(&cells) || cells != n_tokens) {
+    return Fail(ErrorCode::kCorruptSnapshot,
+                "state: " + std::to_string(cells) + " cells for " + std::to_string(n_tokens) + " tokens");
+  }
+  std::vector<bool> seen(n_tokens, false);
+  for (uint32_t i = 0; i < cells; ++i) {
+    uint32_t pos = 0, n_seq = 0, seq = 0;
+    if (!u32(&pos) || !u32(&n_seq) || n_seq != 1 || !u32(&seq) || seq != 0) {
+      return Fail(ErrorCode::kCorruptSnapshot, "state: cell " + std::to_string(i) + " is not of sequence 0");
+    }
+    const auto p = static_cast<int32_t>(pos);
+    if (p < 0 || static_cast<size_t>(p) >= n_tokens || seen[p]) {
+      return Fail(ErrorCode::kCorruptSnapshot, "state: cell " + std::to_string(i) + " has position " +
+                                                   std::to_string(p) + ", not one of 0.." +
+                                                   std::to_string(n_tokens - 1) + " once each");
+    }
+    seen[p] = true;
+  }
+  return {};
+}
+
+// Segments laid out from `start` on, contiguous; returns where they end.
+Result<int64_t> CheckSegments(const std::vector<SnapshotSegment>& segs, int64_t start, int64_t n_tokens) {
+  for (const auto& seg : segs) {
+    if (seg.start != start || seg.n_tokens < 0 || seg.n_tokens > n_tokens - start) {
+      return Fail(ErrorCode::kCorruptSnapshot, "segment '" + seg.id + "' is not where the layout says");
+    }
+    start += seg.n_tokens;
+  }
+  return start;
+}
+
+}  // namespace
+
+Result<SessionSnapshot> LlamaSession::Snapshot() {
+  std::lock_guard lock(mu_);
+  if (auto ok = CheckUsable(); !ok) return Fail(ok.error());
+  SessionSnapshot snap;
+  snap.identity = IdentityOf(*model_, cfg_);
+  snap.tokens.assign(tokens_.begin(), tokens_.end());
+  snap.prefix_digest = has_prefix_ ? prefix_digest_ : "";
+  auto segs = [](const std::vector<ResidentSegment>& in) {
+    std::vector<SnapshotSegment> out;
+    for (const auto& r : in) out.push_back({r.id, r.digest, r.kind, r.start, r.n_tokens});
+    return out;
+  };
+  if (has_prefix_) {
+    snap.prefix_segments = segs(prefix_segments_);
+    snap.suffix_segments = segs(suffix_segments_);
+  }
+  snap.total_reused = total_reused_;
+  snap.total_prefilled = total_prefilled_;
+  snap.total_generated = total_generated_;
+  if (!tokens_.empty()) {
+    snap.state.resize(llama_state_seq_get_size(ctx_.get(), 0));
+    const size_t got =
+        llama_state_seq_get_data(ctx_.get(), reinterpret_cast<uint8_t*>(snap.state.data()), snap.state.size(), 0);
+    if (got == 0) return Fail(ErrorCode::kInternal, "llama.cpp could not copy the session's state");
+    snap.state.resize(got);
+  }
+  return snap;
+}
+
+Result<std::unique_ptr<LlamaSession>> LlamaSession::Restore(std::shared_ptr<LlamaModel> model, std::string workspace_id,
+                                                            const SessionConfig& cfg, std::shared_ptr<ComputeGate> gate,
+                                                            const SessionSnapshot& snap) {
+  SessionConfig want_cfg = cfg;
+  if (want_cfg.n_ctx == 0) want_cfg.n_ctx = kDefaultCtx;
+  if (auto diff = IdentityDiff(IdentityOf(*model, want_cfg), snap.identity); !diff.empty()) {
+    return Fail(ErrorCode::kSnapshotMismatch, "the snapshot was written with " + diff);
+  }
+  // The layout, before anything is allocated.
+  const auto n = static_cast<int64_t>(snap.tokens.size());
+  if (n > want_cfg.n_ctx) return Fail(ErrorCode::kCorruptSnapshot, "more tokens than n_ctx");
+  for (int32_t t : snap.tokens) {
+    if (t < 0 || t >= model->n_vocab()) {
+      return Fail(ErrorCode::kCorruptSnapshot, "token " + std::to_string(t) + " is not in the vocabulary");
+    }
+  }
+  auto prefix_end = CheckSegments(snap.prefix_segments, 0, n);
+  if (!prefix_end) return Fail(prefix_end.error());
+  auto suffix_end = CheckSegments(snap.suffix_segments, *prefix_end, n);
+  if (!suffix_end) return Fail(suffix_end.error());
+  const bool has_prefix = !snap.prefix_digest.empty();
+  if (!has_prefix && (!snap.prefix_segments.empty() || !snap.suffix_segments.empty())) {
+    return Fail(ErrorCode::kCorruptSnapshot, "segments without a prefix digest");
+  }
+  if (n == 0 && !snap.state.empty()) return Fail(ErrorCode::kCorruptSnapshot, "a state without tokens");
+  if (n > 0 && snap.state.empty()) return Fail(ErrorCode::kCorruptSnapshot, "tokens without a state");
+  const auto rope = llama_model_rope_type(model->get());
+  const bool plain_cache = model->partial_trim() && llama_model_n_swa(model->get()) == 0 &&
+                           rope != LLAMA_ROPE_TYPE_MROPE && rope != LLAMA_ROPE_TYPE_IMROPE &&
+                           rope != LLAMA_ROPE_TYPE_VISION;
+  if (n > 0 && plain_cache) {
+    if (auto ok = CheckCellPositions(snap.state, static_cast<size_t>(n)); !ok) return Fail(ok.error());
+  }
+
+  auto opened = Open(model, std::move(workspace_id), want_cfg, std::move(gate));
+  if (!opened) return Fail(opened.error());
+  LlamaSession& s = **opened;
+  if (n > 0) {
+    const size_t read = llama_state_seq_set_data(s.ctx_.get(), reinterpret_cast<const uint8_t*>(snap.state.data()),
+                                                 snap.state.size(), 0);
+    llama_memory_t mem = llama_get_memory(s.ctx_.get());
+    if (read != snap.state.size() || llama_memory_seq_pos_min(mem, 0) != 0 ||
+        llama_memory_seq_pos_max(mem, 0) != n - 1) {
+      return Fail(ErrorCode::kCorruptSnapshot, "llama.cpp's state does not hold positions 0.." + std::to_string(n - 1) +
+                                                   " (read " + std::to_string(read) + " of " +
+                                                   std::to_string(snap.state.size()) + " bytes)");
+    }
+  }
+  s.tokens_.assign(snap.tokens.begin(), snap.tokens.end());
+  s.logits_valid_ = false;  // logits are not part of the state: re-evaluated when needed
+  s.has_prefix_ = has_prefix;
+  s.prefix_digest_ = snap.prefix_digest;
+  auto resident = [&](const std::vector<SnapshotSegment>& in) {
+    std::vector<ResidentSegment> out;
+    for (const auto& g : in) {
+      out.push_back({g.id, g.digest, g.kind, g.start, g.n_tokens});
+      // The segment's tokens, so an unchanged segment is not tokenized again.
+      s.token_cache_.try_emplace(g.digest, s.tokens_.begin() + g.start, s.tokens_.begin() + g.start + g.n_tokens);
+    }
+    return out;
+  };
+  s.prefix_segments_ = resident(snap.prefix_segments);
+  s.suffix_segments_ = resident(snap.suffix_segments);
+  s.prefix_len_ = *prefix_end;
+  s.suffix_len_ = *suffix_end - *prefix_end;
+  s.total_reused_ = snap.total_reused;
+  s.total_prefilled_ = snap.total_prefilled;
+  s.total_generated_ = snap.total_generated;
+  return opened;
 }
 
 Status LlamaSession::Close() {

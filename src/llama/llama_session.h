@@ -43,6 +43,15 @@ class LlamaSession final : public Session {
   Result<std::vector<int32_t>> Tokenize(std::string_view text, bool parse_special) override;
   Status Close() override;
   Result<std::unique_ptr<Session>> Fork() override;
+  Result<SessionSnapshot> Snapshot() override;
+  // A session on `model` that continues where `snap` left off: its identity checked against
+  // this model, build and cfg (kSnapshotMismatch), its layout, tokens and the state's positions
+  // (kCorruptSnapshot), before and after llama.cpp loads the state.
+  static Result<std::unique_ptr<LlamaSession>> Restore(std::shared_ptr<LlamaModel> model, std::string workspace_id,
+                                                       const SessionConfig& cfg, std::shared_ptr<ComputeGate> gate,
+                                                       const SessionSnapshot& snap);
+  // What Snapshot() writes as this backend's build: "llama.cpp <commit>".
+  static std::string BackendBuild();
 
   // For tests: the logits after the last resident token (evaluates it if needed).
   Result<std::vector<float>> LastLogits();

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -267,6 +268,192 @@ TEST(LlamaSession, ForkContinuesWithoutRecomputingAndIsIndependent) {
   auto a_again = a->Decode(dc, {});
   ASSERT_TRUE(a_again.has_value());
   EXPECT_EQ(a_again->text, first->text);
+}
+
+// A session after a prefix, a suffix and a few generated tokens, for the snapshot tests.
+struct Live {
+  std::unique_ptr<Session> s;
+  ContextManifest manifest;
+  std::string prefix_digest;
+};
+Live LiveSession(const std::string& ws, uint32_t seed) {
+  Live l;
+  std::mt19937 rng(seed);
+  l.s = Open(ws);
+  l.manifest = Manifest(MakeFiles(rng, 2));
+  auto ps = l.s->EnsurePrefix({l.manifest, {}});
+  EXPECT_TRUE(ps.has_value());
+  l.prefix_digest = ps->manifest_digest;
+  EXPECT_TRUE(l.s->PrefillSuffix(Suffix(l.prefix_digest, "what does this do?")).has_value());
+  DecodeConfig dc;
+  dc.max_tokens = 5;
+  EXPECT_TRUE(l.s->Decode(dc, {}).has_value());
+  return l;
+}
+
+OpenSessionRequest RestoreRequest(const std::string& ws, const std::string& model = TinyModel()) {
+  OpenSessionRequest req;
+  req.model_path = model;
+  req.workspace_id = ws;
+  req.config.n_ctx = 2048;
+  req.config.threads = 2;
+  return req;
+}
+
+TEST(LlamaSnapshot, RestoredAndForkedSessionsContinueExactlyAsTheLiveOne) {
+  Live live = LiveSession("snap-live", 21);
+  auto snap = live.s->Snapshot();
+  ASSERT_TRUE(snap.has_value()) << snap.error().ToString();
+  EXPECT_EQ(snap->identity.backend_build, llama::LlamaSession::BackendBuild());
+  EXPECT_FALSE(snap->identity.model_fingerprint.empty());
+  EXPECT_EQ(snap->tokens.size(), static_cast<size_t>(live.s->Report()->tokens_resident));
+
+  auto restored = Service().RestoreSession(RestoreRequest("snap-live"), *snap);
+  ASSERT_TRUE(restored.has_value()) << restored.error().ToString();
+  auto forked = Service().RestoreSession(RestoreRequest("snap-fork"), *snap);  // a fork: another workspace
+  ASSERT_TRUE(forked.has_value()) << forked.error().ToString();
+
+  const auto live_report = live.s->Report();
+  const auto live_logits = dynamic_cast<llama::LlamaSession&>(*live.s).LastLogits();
+  ASSERT_TRUE(live_logits.has_value());
+  DecodeConfig dc;
+  dc.max_tokens = 10;
+  auto live_next = live.s->Decode(dc, {});
+  ASSERT_TRUE(live_next.has_value());
+  for (Session* s : {restored->get(), forked->get()}) {
+    auto r = s->Report();
+    ASSERT_TRUE(r.has_value());
+    EXPECT_EQ(r->tokens_resident, live_report->tokens_resident);
+    EXPECT_EQ(r->prefix_tokens, live_report->prefix_tokens);
+    EXPECT_EQ(r->suffix_tokens, live_report->suffix_tokens);
+    EXPECT_EQ(r->manifest_digest, live_report->manifest_digest);
+    EXPECT_EQ(r->total_prefilled, live_report->total_prefilled);
+    ASSERT_EQ(r->segments.size(), live_report->segments.size());
+    auto logits = dynamic_cast<llama::LlamaSession&>(*s).LastLogits();
+    ASSERT_TRUE(logits.has_value());
+    ASSERT_EQ(logits->size(), live_logits->size());
+    float max_diff = 0;
+    for (size_t i = 0; i < logits->size(); ++i)
+      max_diff = std::max(max_diff, std::fabs((*logits)[i] - (*live_logits)[i]));
+    EXPECT_LT(max_diff, kLogitTolerance);
+    auto next = s->Decode(dc, {});
+    ASSERT_TRUE(next.has_value());
+    EXPECT_EQ(next->text, live_next->text);
+    EXPECT_EQ(next->tokens_generated, live_next->tokens_generated);
+    // The layout came back too: the same prefix is all reused, and a new question after it
+    // prefills only itself.
+    auto ps = s->EnsurePrefix({live.manifest, {}});
+    ASSERT_TRUE(ps.has_value());
+    EXPECT_EQ(ps->tokens_prefilled, 0);
+    auto ss = s->PrefillSuffix(Suffix(ps->manifest_digest, "and then?"));
+    ASSERT_TRUE(ss.has_value());
+    EXPECT_EQ(ss->tokens_resident - ss->tokens_prefilled, live_report->prefix_tokens + ss->tokens_reused);
+  }
+}
+
+TEST(LlamaSnapshot, AnEmptySessionRoundTrips) {
+  auto s = Open("snap-empty");
+  auto snap = s->Snapshot();
+  ASSERT_TRUE(snap.has_value());
+  EXPECT_TRUE(snap->tokens.empty());
+  auto r = Service().RestoreSession(RestoreRequest("snap-empty"), *snap);
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  EXPECT_EQ((*r)->Report()->tokens_resident, 0);
+}
+
+TEST(LlamaSnapshot, MismatchesAndCorruptionAreRefusedWithTypedErrors) {
+  Live live = LiveSession("snap-bad", 22);
+  auto good = live.s->Snapshot();
+  ASSERT_TRUE(good.has_value());
+  auto expect = [&](SessionSnapshot snap, ErrorCode code, const char* what,
+                    OpenSessionRequest req = RestoreRequest("snap-bad")) {
+    auto r = Service().RestoreSession(req, snap);
+    ASSERT_FALSE(r.has_value()) << what;
+    EXPECT_TRUE(r.error().Is(code)) << what << ": " << r.error().ToString();
+  };
+  {
+    auto s = *good;
+    s.identity.backend_build = "llama.cpp 0000000";
+    expect(s, ErrorCode::kSnapshotMismatch, "another backend build");
+  }
+  {
+    auto s = *good;
+    s.identity.model_digest = "sha256:00";
+    expect(s, ErrorCode::kSnapshotMismatch, "another model digest");
+  }
+  {
+    auto s = *good;
+    s.identity.n_ctx = 4096;
+    expect(s, ErrorCode::kSnapshotMismatch, "another n_ctx");
+  }
+  {
+    auto req = RestoreRequest("snap-bad");
+    req.config.kv_type = "f32";
+    expect(*good, ErrorCode::kSnapshotMismatch, "another KV type", req);
+  }
+  {
+    auto s = *good;
+    s.identity.backend = "openvino";
+    expect(s, ErrorCode::kSnapshotMismatch, "another backend");
+  }
+  {
+    auto s = *good;
+    s.tokens[3] = 1 << 30;
+    expect(s, ErrorCode::kCorruptSnapshot, "a token outside the vocabulary");
+  }
+  {
+    auto s = *good;
+    s.prefix_segments[1].start += 1;
+    expect(s, ErrorCode::kCorruptSnapshot, "a gap in the layout");
+  }
+  {
+    auto s = *good;
+    s.tokens.push_back(s.tokens.back());
+    expect(s, ErrorCode::kCorruptSnapshot, "more tokens than the state holds");
+  }
+  {
+    // Cell 2's position set to cell 1's: llama.cpp would load it without a word.
+    auto s = *good;
+    const size_t cell = 16 + 2 * 12;  // magic, seq_id, n_stream, cell_count, then {pos, n_seq_id, seq_id} per cell
+    int32_t pos = 1;
+    std::memcpy(s.state.data() + cell, &pos, 4);
+    expect(s, ErrorCode::kCorruptSnapshot, "a duplicated position");
+  }
+  {
+    auto s = *good;
+    s.state.resize(s.state.size() / 2);
+    expect(s, ErrorCode::kCorruptSnapshot, "a truncated state");
+  }
+  {
+    auto s = *good;
+    s.state.clear();
+    expect(s, ErrorCode::kCorruptSnapshot, "no state");
+  }
+  // Another model of the same shape with the same header (so the same digest): the header of
+  // the tiny model followed by the weights of one with another seed.
+  {
+    auto spec = llama::PresetSpec("tiny", MODELD_VOCAB_DIR);
+    ASSERT_TRUE(spec.has_value());
+    spec->seed = 99;
+    const std::string other = std::string(MODELD_TEST_TMP) + "/snap-other-seed.gguf";
+    ASSERT_TRUE(llama::WriteRandomModel(*spec, other).has_value());
+    auto a = Service().Describe(RestoreRequest("x"));
+    ASSERT_TRUE(a.has_value());
+    std::ifstream fa(TinyModel(), std::ios::binary), fb(other, std::ios::binary);
+    std::string ba((std::istreambuf_iterator<char>(fa)), {}), bb((std::istreambuf_iterator<char>(fb)), {});
+    ASSERT_EQ(ba.size(), bb.size());
+    ASSERT_NE(ba.substr(a->data_offset), bb.substr(a->data_offset));
+    const std::string franken = std::string(MODELD_TEST_TMP) + "/snap-same-header.gguf";
+    std::ofstream(franken, std::ios::binary) << ba.substr(0, a->data_offset) << bb.substr(a->data_offset);
+    auto req = RestoreRequest("snap-bad", franken);
+    auto d = Service().Describe(req);
+    ASSERT_TRUE(d.has_value());
+    EXPECT_EQ(d->digest, a->digest);  // the header's digest cannot tell them apart
+    expect(*good, ErrorCode::kSnapshotMismatch, "same header, other weights", req);
+  }
+  // The good one still restores after all that.
+  auto ok = Service().RestoreSession(RestoreRequest("snap-bad"), *good);
+  ASSERT_TRUE(ok.has_value()) << ok.error().ToString();
 }
 
 TEST(LlamaSession, ManifestMismatchIsRefusedAndChangesNothing) {

@@ -150,6 +150,8 @@ int HttpStatus(ErrorCode code) {
     case ErrorCode::kTruncated:
     case ErrorCode::kUnsupportedVersion:
     case ErrorCode::kCorruptMetadata:
+    case ErrorCode::kSnapshotMismatch:
+    case ErrorCode::kCorruptSnapshot:
       return 422;
     case ErrorCode::kCancelled:
       return 499;
@@ -163,6 +165,21 @@ int HttpStatus(ErrorCode code) {
       return 500;
   }
   return 500;
+}
+
+Json ToJson(const SnapshotIdentity& id) {
+  return Json{{"backend", id.backend},
+              {"backend_build", id.backend_build},
+              {"model_digest", id.model_digest},
+              {"model_fingerprint", id.model_fingerprint},
+              {"architecture", id.architecture},
+              {"n_layer", id.n_layer},
+              {"n_embd", id.n_embd},
+              {"n_head_kv", id.n_head_kv},
+              {"n_vocab", id.n_vocab},
+              {"kv_type", id.kv_type},
+              {"flash_attn", id.flash_attn},
+              {"n_ctx", id.n_ctx}};
 }
 
 Json ToJson(const ModelInfo& m) {

@@ -21,6 +21,7 @@ Error ErrorFromJson(const Json& j);
 int HttpStatus(ErrorCode code);
 
 Json ToJson(const ModelInfo& m);
+Json ToJson(const SnapshotIdentity& id);
 Result<ModelInfo> ModelInfoFromJson(const Json& j);
 
 // Segments: {"id", "kind", "content", "parse_special"?, "digest"?}. A digest,

@@ -30,6 +30,71 @@ Workspace::Workspace(Session* session, WorkspaceOptions opt) : opt_(opt), sessio
   if (auto rep = session_->Report()) n_ctx_ = rep->n_ctx;
 }
 
+WorkspaceState Workspace::Export() const {
+  MutexLock lock(&mu_);
+  WorkspaceState st;
+  st.mode = opt_.mode;
+  st.prefilled = prefilled_;
+  st.asked = asked_;
+  st.system = system_;
+  st.tools = tools_;
+  st.repo_map = repo_map_;
+  st.base = base_;
+  st.files = files_;
+  st.log = log_;
+  st.compactions = compactions_;
+  st.compactions_in_place = compactions_in_place_;
+  st.generation = generation_;
+  st.rewrites = rewrites_;
+  st.prefilled_log_size = static_cast<int64_t>(prefilled_log_size_);
+  st.prefilled_rewrites = prefilled_rewrites_;
+  st.context_tokens = context_tokens_;
+  st.log_tokens = log_tokens_;
+  st.note_tokens = note_tokens_;
+  return st;
+}
+
+Result<std::unique_ptr<Workspace>> Workspace::Restore(Session* session, WorkspaceOptions opt, WorkspaceState st) {
+  auto ws = std::make_unique<Workspace>(session, std::move(opt));
+  // The limits of the options in force now, as a put would meet them.
+  for (const auto& [what, text] : {std::pair<std::string, const std::string*>{"system", &st.system},
+                                   {"tools", &st.tools},
+                                   {"repo map", &st.repo_map}}) {
+    if (auto ok = ws->CheckText(what, *text); !ok) return Fail(ok.error());
+  }
+  for (const auto& [path, content] : st.files) {
+    if (auto ok = ws->CheckText("file '" + path + "'", content); !ok) return Fail(ok.error());
+  }
+  for (const auto& e : st.log) {
+    if (e.kind == LogEntry::kTurn && e.role != "user" && e.role != "assistant") {
+      return Fail(ErrorCode::kInvalidArgument, "a turn of role '" + e.role + "'");
+    }
+  }
+  if (st.prefilled_log_size < 0 || st.prefilled_log_size > static_cast<int64_t>(st.log.size())) {
+    return Fail(ErrorCode::kInvalidArgument, "prefilled_log_size past the log");
+  }
+  MutexLock lock(&ws->mu_);
+  ws->prefilled_ = st.prefilled;
+  ws->asked_ = st.asked;
+  ws->system_ = std::move(st.system);
+  ws->tools_ = std::move(st.tools);
+  ws->repo_map_ = std::move(st.repo_map);
+  ws->base_ = std::move(st.base);
+  ws->files_ = std::move(st.files);
+  ws->log_ = std::move(st.log);
+  if (auto ok = ws->CheckRoom(0); !ok) return Fail(ok.error());
+  ws->compactions_ = st.compactions;
+  ws->compactions_in_place_ = st.compactions_in_place;
+  ws->generation_ = st.generation;
+  ws->rewrites_ = st.rewrites;
+  ws->prefilled_log_size_ = static_cast<size_t>(st.prefilled_log_size);
+  ws->prefilled_rewrites_ = st.prefilled_rewrites;
+  ws->context_tokens_ = st.context_tokens;
+  ws->log_tokens_ = st.log_tokens;
+  ws->note_tokens_ = st.note_tokens;
+  return ws;
+}
+
 Status Workspace::CheckText(const std::string& what, const std::string& text) const {
   if (static_cast<int64_t>(text.size()) > opt_.max_file_bytes) {
     return Fail(ErrorCode::kInvalidArgument, what + " is " + std::to_string(text.size()) +

@@ -962,3 +962,67 @@ TEST(Workspace, AMessageEditedDuringACompactionIsToldOnce) {
 
 }  // namespace
 }  // namespace modeld
+
+namespace modeld {
+namespace {
+
+// A workspace exported with its session's snapshot and restored over a session restored from it
+// is whole: the same files, log and stats, nothing left to prefill, and its next answer is the
+// live workspace's.
+TEST(WorkspaceSnapshot, RestoredWorkspaceIsWholeAndAnswersAsTheLiveOne) {
+  std::mt19937 rng(31);
+  auto live_session = Open("ws-snap");
+  Workspace live(live_session.get());
+  ASSERT_TRUE(live.SetSystem("You review code.").has_value());
+  for (int f = 0; f < 3; ++f) ASSERT_TRUE(live.PutFile("src/f" + std::to_string(f) + ".cc", RandomCode(rng, 20)));
+  DecodeConfig dc;
+  dc.max_tokens = 4;
+  ASSERT_TRUE(live.Ask("what is here?", dc, {}).has_value());
+  ASSERT_TRUE(live.PutFile("src/f1.cc", EditLines(rng, live.files().at("src/f1.cc"))).has_value());  // a note
+  ASSERT_TRUE(live.Prefill().has_value());
+
+  auto snap = live_session->Snapshot();
+  ASSERT_TRUE(snap.has_value()) << snap.error().ToString();
+  const WorkspaceState state = live.Export();
+  EXPECT_EQ(state.log.size(), 3u);  // question, answer, note
+
+  OpenSessionRequest req;
+  req.model_path = TinyModel();
+  req.workspace_id = "ws-snap";
+  req.config.n_ctx = 8192;
+  req.config.threads = 2;
+  auto session = Service().RestoreSession(req, *snap);
+  ASSERT_TRUE(session.has_value()) << session.error().ToString();
+  auto restored = Workspace::Restore(session->get(), {}, state);
+  ASSERT_TRUE(restored.has_value()) << restored.error().ToString();
+  Workspace& ws = **restored;
+  EXPECT_EQ(ws.files(), live.files());
+  EXPECT_EQ(ws.AssembledText(), live.AssembledText());
+  EXPECT_EQ(ws.Stats().log_entries, live.Stats().log_entries);
+  EXPECT_EQ(ws.Stats().context_tokens, live.Stats().context_tokens);
+  EXPECT_FALSE(ws.Stale());
+  auto p = ws.Prefill();
+  ASSERT_TRUE(p.has_value());
+  EXPECT_EQ(p->tokens_prefilled, 0);
+
+  dc.max_tokens = 12;
+  auto a = live.Ask("and now?", dc, {});
+  auto b = ws.Ask("and now?", dc, {});
+  ASSERT_TRUE(a.has_value() && b.has_value());
+  EXPECT_EQ(b->decode.text, a->decode.text);
+  EXPECT_EQ(b->prefix.tokens_prefilled, a->prefix.tokens_prefilled);
+  EXPECT_EQ(b->suffix.tokens_prefilled, a->suffix.tokens_prefilled);
+
+  // A state that breaks the limits in force is refused, not half restored.
+  WorkspaceOptions small;
+  small.max_file_bytes = 8;
+  auto refused = Workspace::Restore(session->get(), small, state);
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_TRUE(refused.error().Is(ErrorCode::kInvalidArgument));
+  WorkspaceState bad = state;
+  bad.prefilled_log_size = 99;
+  EXPECT_FALSE(Workspace::Restore(session->get(), {}, bad).has_value());
+}
+
+}  // namespace
+}  // namespace modeld

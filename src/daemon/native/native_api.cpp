@@ -302,6 +302,10 @@ void OpenSession(ServerContext& c, const http::Request& req, http::Response& res
     if (auto plan = c.Plan(**m, cfg); !plan) return ReplyError(res, plan.error());
   }
   auto run = [&c, ws, name, cfg, wopt](const ProgressFunc& progress) -> Result<Json> {
+    // A workspace kept on disk comes back as it was (its own config), when it was of this model.
+    if (c.snapshots && !c.sessions->Contains(ws)) {
+      if (auto info = c.snapshots->Info(ws); info && info->model == name) (void)c.snapshots->Restore(ws);
+    }
     auto opened = c.sessions->Open(ws, name, cfg, wopt, progress);
     if (!opened) return Fail(opened.error());
     std::lock_guard lock(opened->entry->call_mu);  // a consistent report
@@ -358,8 +362,87 @@ void GetReport(ServerContext& c, const std::string& ws, http::Response& res) {
 }
 
 void CloseSession(ServerContext& c, const std::string& ws, http::Response& res) {
-  if (auto ok = c.sessions->Close(ws); !ok) return ReplyError(res, ok.error());
+  auto ok = c.sessions->Close(ws);
+  // Closing discards the workspace: its snapshot too (a session only on disk is closed by that).
+  bool deleted = false;
+  if (c.snapshots && ValidWorkspace(ws)) {
+    auto d = c.snapshots->Delete(ws);
+    deleted = d.has_value();
+    if (!d && !d.error().Is(ErrorCode::kNotFound)) return ReplyError(res, d.error());
+  }
+  if (!ok && !deleted) return ReplyError(res, ok.error());
   Reply(res, 200, Json{{"closed", true}});
+}
+
+Json SnapshotJson(const snapshot::SnapshotInfo& i) {
+  return Json{{"workspace", i.workspace},
+              {"model", i.model},
+              {"saved_unix_ms", i.saved_unix_ms},
+              {"identity", wire::ToJson(i.identity)},
+              {"tokens", i.n_tokens},
+              {"state_bytes", i.state_bytes},
+              {"file_bytes", i.file_bytes},
+              {"prefix_digest", i.prefix_digest},
+              {"files", i.files},
+              {"log_entries", i.log_entries}};
+}
+
+Status SnapshotsOn(ServerContext& c) {
+  if (c.snapshots) return {};
+  return Fail(Error::UnsupportedFeature("snapshots (the daemon runs with --no-snapshots)"));
+}
+
+void ListSnapshots(ServerContext& c, http::Response& res) {
+  if (auto ok = SnapshotsOn(c); !ok) return ReplyError(res, ok.error());
+  Json list = Json::array();
+  for (const auto& i : c.snapshots->List()) {
+    Json j = SnapshotJson(i);
+    j["live"] = c.sessions->Contains(i.workspace);
+    list.push_back(std::move(j));
+  }
+  Reply(res, 200, Json{{"snapshots", list}});
+}
+
+void SnapshotOp(ServerContext& c, const std::string& ws, const std::string& op, const http::Request& req,
+                http::Response& res) {
+  if (auto ok = SnapshotsOn(c); !ok) return ReplyError(res, ok.error());
+  if (!ValidWorkspace(ws)) {
+    return ReplyError(
+        res, Error(ErrorCode::kInvalidArgument, "'workspace' must be 1-128 characters of A-Z a-z 0-9 . _ - : @ +"));
+  }
+  if (op == "show" || op == "save") {
+    // A live workspace is written first, so what is shown is what a restart would bring back.
+    if (auto ok = c.snapshots->SaveNow(ws); !ok) return ReplyError(res, ok.error());
+    auto i = c.snapshots->Info(ws);
+    if (!i) return ReplyError(res, i.error());
+    Json j = SnapshotJson(*i);
+    j["live"] = c.sessions->Contains(ws);
+    return Reply(res, 200, j);
+  }
+  if (op == "delete") {
+    if (auto ok = c.snapshots->Delete(ws); !ok) return ReplyError(res, ok.error());
+    return Reply(res, 200, Json{{"deleted", true}});
+  }
+  // fork
+  auto body = wire::ParseObject(req.body);
+  if (!body) return ReplyError(res, body.error());
+  std::string to;
+  for (const auto& [k, v] : body->items()) {
+    if (k == "to" && v.is_string()) {
+      to = v.get<std::string>();
+    } else {
+      return ReplyError(res, Error(ErrorCode::kInvalidArgument, "fork: unknown or mistyped field '" + k + "'"));
+    }
+  }
+  if (!ValidWorkspace(to)) {
+    return ReplyError(
+        res,
+        Error(ErrorCode::kInvalidArgument, "'to' must be 1-128 characters of A-Z a-z 0-9 . _ - : @ +").WithField("to"));
+  }
+  if (auto ok = c.snapshots->Fork(ws, to); !ok) return ReplyError(res, ok.error());
+  auto i = c.snapshots->Info(to);
+  if (!i) return ReplyError(res, i.error());
+  Reply(res, 200, SnapshotJson(*i));
 }
 
 void Prefill(ServerContext& c, const std::string& ws, bool suffix, const http::Request& req, http::Response& res) {
@@ -565,6 +648,12 @@ void RegisterNativeApi(http::Router& router, ServerContext& c) {
   router.Post("/v1/workspaces/:ws/ask",
               own([&c](Req req, Res res) { WorkspaceAsk(c, req.params.at("ws"), req, res); }));
   router.Get("/v1/workspaces/:ws", [&c](Req req, Res res) { WorkspaceInfo(c, req.params.at("ws"), false, res); });
+  router.Get("/v1/snapshots", [&c](Req, Res res) { ListSnapshots(c, res); });
+  router.Get("/v1/snapshots/:ws", [&c](Req req, Res res) { SnapshotOp(c, req.params.at("ws"), "show", req, res); });
+  router.Delete("/v1/snapshots/:ws",
+                [&c](Req req, Res res) { SnapshotOp(c, req.params.at("ws"), "delete", req, res); });
+  router.Post("/v1/snapshots/:ws/fork",
+              [&c](Req req, Res res) { SnapshotOp(c, req.params.at("ws"), "fork", req, res); });
   router.Get("/v1/workspaces/:ws/context",
              own([&c](Req req, Res res) { WorkspaceInfo(c, req.params.at("ws"), true, res); }));
 }

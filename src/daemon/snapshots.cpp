@@ -1,0 +1,209 @@
+#include "daemon/snapshots.h"
+
+#include <cstdio>
+
+#include "daemon/context.h"
+#include "modeld/service.h"
+#include "snapshot/snapshot_file.h"
+
+namespace modeld::daemon {
+
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+int64_t UnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+double MsSince(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
+
+// OpenAI conversations (~chat-N) are not kept: their records live in memory only, and a new
+// request rebuilds one from its prompt.
+bool Durable(const std::string& workspace) { return !workspace.empty() && workspace[0] != '~'; }
+
+}  // namespace
+
+Result<std::unique_ptr<Snapshots>> Snapshots::Start(ServerContext& ctx) {
+  auto store = snapshot::SnapshotStore::Open({ctx.opt.snapshot_dir, ctx.opt.snapshot_budget_bytes});
+  if (!store) return Fail(store.error());
+  std::unique_ptr<Snapshots> s(new Snapshots(ctx, std::move(*store)));
+  Snapshots* self = s.get();
+  ctx.sessions->SetPersistence([self](SessionEntry& e) { self->Save(e); },
+                               [self](const std::string& ws) { return self->Restore(ws); });
+  s->idle_ = std::thread([self] { self->IdleLoop(); });
+  return s;
+}
+
+Snapshots::Snapshots(ServerContext& ctx, std::unique_ptr<snapshot::SnapshotStore> store)
+    : ctx_(ctx),
+      store_(std::move(store)),
+      writer_(std::make_unique<snapshot::SnapshotWriter>(store_.get(), [this](const std::string& l) { Log(l); })) {}
+
+Snapshots::~Snapshots() {
+  Stop();
+  writer_.reset();  // finishes what is queued
+}
+
+void Snapshots::Log(const std::string& line) const { std::fprintf(stderr, "modeld: snapshot: %s\n", line.c_str()); }
+
+void Snapshots::Stop() {
+  {
+    std::lock_guard lock(stop_mu_);
+    stop_ = true;
+  }
+  stop_cv_.notify_all();
+  if (idle_.joinable()) idle_.join();
+}
+
+void Snapshots::IdleLoop() {
+  const auto idle = ctx_.opt.snapshot_idle;
+  // Looks a few times per idle period (at most once a second) for workspaces idle long enough.
+  const auto period =
+      std::clamp<std::chrono::milliseconds>(idle / 4, std::chrono::milliseconds(10), std::chrono::milliseconds(1000));
+  std::unique_lock lock(stop_mu_);
+  while (!stop_cv_.wait_for(lock, period, [&] { return stop_; })) {
+    lock.unlock();
+    ctx_.sessions->SaveIdle(idle);
+    lock.lock();
+  }
+}
+
+void Snapshots::Save(SessionEntry& e) {
+  if (!Durable(e.workspace) || !e.assembly) return;
+  const auto t0 = Clock::now();
+  auto session = e.session->Snapshot();
+  if (!session) {
+    Log("workspace '" + e.workspace + "' not saved: " + session.error().ToString());
+    return;
+  }
+  snapshot::SnapshotFile f;
+  f.workspace = e.workspace;
+  f.model = e.model;
+  f.saved_unix_ms = UnixMs();
+  f.config = e.config;
+  f.session = std::move(*session);
+  f.workspace_state = e.assembly->Export();
+  auto bytes = snapshot::Encode(f);
+  if (!bytes) {
+    Log("workspace '" + e.workspace + "' not saved: " + bytes.error().ToString());
+    return;
+  }
+  if (ctx_.opt.log_requests) {
+    std::fprintf(stderr, "modeld: snapshot: workspace '%s' copied (%zu tokens, %.1f MiB) in %.1f ms\n",
+                 e.workspace.c_str(), f.session.tokens.size(), static_cast<double>(bytes->size()) / (1 << 20),
+                 MsSince(t0));
+  }
+  {
+    MutexLock lock(&mu_);
+    failed_.erase(e.workspace);
+  }
+  writer_->Submit(e.workspace, std::move(*bytes));
+}
+
+Status Snapshots::Restore(const std::string& workspace) {
+  if (!Durable(workspace)) return Fail(ErrorCode::kNotFound, "not kept on disk");
+  writer_->WaitIdle(workspace);  // a write of it under way: restore what it writes
+  {
+    MutexLock lock(&mu_);
+    if (failed_.contains(workspace)) return Fail(ErrorCode::kNotFound, "its snapshot could not be restored");
+  }
+  const auto t0 = Clock::now();
+  auto bytes = store_->Read(workspace);
+  if (!bytes) return Fail(bytes.error());  // kNotFound: never saved
+  auto refuse = [&](const Error& e) -> Status {
+    Log("workspace '" + workspace + "' starts cold: its snapshot " + store_->PathOf(workspace) +
+        " was not restored: " + e.ToString());
+    MutexLock lock(&mu_);
+    failed_.insert(workspace);
+    return Fail(e);
+  };
+  auto f = snapshot::Decode(*bytes);
+  bytes->clear();
+  bytes->shrink_to_fit();
+  if (!f) return refuse(f.error());
+  if (f->workspace != workspace) {
+    return refuse(Error(ErrorCode::kCorruptSnapshot, "it holds workspace '" + f->workspace + "'"));
+  }
+  const ServedModel* m = ctx_.FindModel(f->model);
+  if (m == nullptr) {
+    return refuse(Error(ErrorCode::kSnapshotMismatch, "its model '" + f->model + "' is not served"));
+  }
+  SessionConfig cfg = f->config;
+  cfg.threads = ctx_.opt.threads;  // this daemon's, not the one that wrote it
+  WorkspaceOptions wopt;
+  wopt.compact_in_background = true;
+  wopt.cancel = ctx_.stop.get_token();
+  wopt.markers = ctx_.MarkersFor(*m);
+  std::optional<WorkspaceState> state = std::move(f->workspace_state);
+  if (state) wopt.mode = state->mode;
+  const SessionSnapshot& snap = f->session;
+  auto open_session = [&](const SessionConfig& planned, const ProgressFunc& progress) {
+    OpenSessionRequest req = ctx_.Request(*m, planned);
+    req.workspace_id = workspace;
+    req.progress = progress;
+    return Service().RestoreSession(req, snap);
+  };
+  auto opened = ctx_.sessions->OpenRestored(workspace, m->name, cfg, wopt, {}, open_session, std::move(state));
+  if (!opened) {
+    // No room (busy), or a stop: not the snapshot's fault; tried again on the next call.
+    if (opened.error().Is(ErrorCode::kBusy) || opened.error().Is(ErrorCode::kCancelled)) return Fail(opened.error());
+    return refuse(opened.error());
+  }
+  if (ctx_.opt.log_requests) {
+    std::fprintf(stderr, "modeld: snapshot: workspace '%s' restored (%zu tokens) in %.1f ms\n", workspace.c_str(),
+                 snap.tokens.size(), MsSince(t0));
+  }
+  return {};
+}
+
+Status Snapshots::SaveNow(const std::string& workspace) {
+  if (!ctx_.sessions->Contains(workspace)) return {};
+  auto lease = ctx_.sessions->Acquire(workspace, /*wait=*/true);
+  if (!lease) return lease.error().Is(ErrorCode::kNotFound) ? Status{} : Fail(lease.error());
+  Save(lease->entry());
+  lease->Release();
+  writer_->WaitIdle(workspace);
+  if (auto info = store_->Info(workspace); !info) return Fail(info.error());
+  return {};
+}
+
+std::vector<snapshot::SnapshotInfo> Snapshots::List() { return store_->List(); }
+
+Result<snapshot::SnapshotInfo> Snapshots::Info(const std::string& workspace) {
+  writer_->WaitIdle(workspace);
+  return store_->Info(workspace);
+}
+
+Status Snapshots::Delete(const std::string& workspace) {
+  writer_->WaitIdle(workspace);
+  {
+    MutexLock lock(&mu_);
+    failed_.erase(workspace);
+  }
+  return store_->Remove(workspace);
+}
+
+Status Snapshots::Fork(const std::string& from, const std::string& to) {
+  if (!Durable(to)) return Fail(ErrorCode::kInvalidArgument, "'" + to + "' cannot be kept on disk");
+  if (ctx_.sessions->Contains(to) || store_->Contains(to)) {
+    return Fail(ErrorCode::kInvalidArgument, "workspace '" + to + "' exists: delete it first");
+  }
+  if (auto ok = SaveNow(from); !ok) return Fail(ok.error());
+  writer_->WaitIdle(from);
+  auto bytes = store_->Read(from);
+  if (!bytes) return Fail(bytes.error());
+  auto f = snapshot::Decode(*bytes);
+  if (!f) return Fail(f.error());
+  f->workspace = to;
+  f->saved_unix_ms = UnixMs();
+  auto out = snapshot::Encode(*f);
+  if (!out) return Fail(out.error());
+  writer_->Submit(to, std::move(*out));
+  writer_->WaitIdle(to);
+  if (auto info = store_->Info(to); !info) return Fail(info.error());
+  return {};
+}
+
+}  // namespace modeld::daemon
