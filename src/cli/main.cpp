@@ -33,11 +33,11 @@ commands:
   serve [--socket PATH] [--model PATH]... [--port N --token-file FILE] [--host ADDR --allow-remote]
         [--threads N] [--max-ctx N] [--kv-budget-mb N] [--max-sessions N] [--max-body-mb N]
         [--max-connections N] [--ctx-size N] [--flash-attn on|off] [--chat-template-file FILE] [--quiet]
-        [--snapshot-dir DIR | --no-snapshots] [--snapshot-budget-mb N] [--snapshot-idle-s N]
+        [--snapshot-dir DIR | --no-snapshots] [--snapshot-budget-mb N] [--snapshot-idle-s N] [--snapshot-warm N]
         run the daemon until SIGINT/SIGTERM (default socket: $MODELD_HOME/modeld.sock;
         no --model: the built-in default model). Workspaces are kept on disk (docs/snapshot.md;
         default DIR: <socket>.snapshots, budget 8192 MiB, written after 30 s idle) and come back
-        after a restart. With --port it also serves OpenAI's /v1 API
+        after a restart: on their first call, or at start for the N most recent (default 1). With --port it also serves OpenAI's /v1 API
         (docs/openai.md): --ctx-size is a conversation's n_ctx, --flash-attn its attention path
         (default off), --chat-template-file a Jinja template used instead of the models' own
   describe [--json] PATH
@@ -183,6 +183,8 @@ int CmdServe(Args& a) {
   o.snapshot_dir = a.Value("--snapshot-dir").value_or("");
   o.snapshot_budget_mb = a.Int("--snapshot-budget-mb", o.snapshot_budget_mb);
   o.snapshot_idle_s = a.Int("--snapshot-idle-s", o.snapshot_idle_s);
+  o.snapshot_warm = static_cast<int>(a.Int("--snapshot-warm", o.snapshot_warm));
+  if (o.snapshot_warm < 0 || o.snapshot_warm > 1024) return Fatal("--snapshot-warm is in [0, 1024]");
   if (o.snapshot_budget_mb < 0 || o.snapshot_budget_mb > (int64_t{1} << 30)) {
     return Fatal("--snapshot-budget-mb is in [0 (unlimited), 2^30]");
   }

@@ -53,6 +53,7 @@ int RunServe(const ServeOptions& o) {
     opt.snapshot_dir = o.snapshot_dir.empty() ? opt.socket_path + ".snapshots" : o.snapshot_dir;
     opt.snapshot_budget_bytes = o.snapshot_budget_mb << 20;
     opt.snapshot_idle = std::chrono::seconds(o.snapshot_idle_s);
+    opt.snapshot_warm = o.snapshot_warm;
   }
   if (!o.chat_template_file.empty()) {
     auto t = ReadSmallFile(o.chat_template_file, kMaxChatTemplateBytes);

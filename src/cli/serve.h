@@ -29,6 +29,7 @@ struct ServeOptions {
   std::string snapshot_dir;           // "" = next to the socket: <socket>.snapshots
   int64_t snapshot_budget_mb = 8192;  // least recently used pruned past it; 0 = unlimited
   int64_t snapshot_idle_s = 30;       // a changed workspace is written after this long idle
+  int snapshot_warm = 1;              // restored at start, most recently saved first
 };
 
 // The largest chat template file read (real templates are under 40 KiB).

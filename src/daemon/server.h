@@ -37,6 +37,7 @@ struct ServerOptions {
   std::string snapshot_dir;
   int64_t snapshot_budget_bytes = 0;                // 0 = unlimited; least recently used pruned past it
   std::chrono::milliseconds snapshot_idle{30'000};  // a changed workspace is written after this long idle
+  int snapshot_warm = 1;  // at start, the most recently saved workspaces restored in the background
 };
 
 // n_ctx of an OpenAI conversation's session unless --ctx-size says otherwise (the model's

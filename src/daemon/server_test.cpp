@@ -793,6 +793,8 @@ TEST_F(DurableTest, AWorkspaceSurvivesARestartAndContinuesAsItsForkDid) {
   const std::string context = Context("w");
 
   Restart();  // a graceful stop writes every changed workspace
+  // The most recently saved one comes back at start (--snapshot-warm 1), before any call to it.
+  ASSERT_TRUE(WaitFor([&] { return Get("/v1/sessions").second["sessions"].size() == 1; }));
   auto [stl, list] = Get("/v1/snapshots");
   ASSERT_EQ(stl, 200);
   ASSERT_EQ(list["snapshots"].size(), 2u) << list.dump();
@@ -868,8 +870,15 @@ TEST_F(DurableTest, IdleWorkspacesAreWrittenAndTheApiAnswersItsErrors) {
   opt.snapshot_idle = std::chrono::milliseconds(20);
   Start(opt);
   Workspace("w");
-  // Written once idle: waits on the directory, not on a time.
-  ASSERT_TRUE(WaitFor([&] { return fs::exists(dir_ + "/ws-w.snap"); }));
+  ASSERT_EQ(Post("/v1/workspaces/w/prefill", "{}").first, 200);  // nothing left for the eager worker
+  // Written once idle, all of it: waits on the snapshot list, not on a time.
+  auto written = [&] {
+    const Json list = Get("/v1/snapshots").second;
+    const Json live = Get("/v1/sessions/w").second;
+    return list.contains("snapshots") && list["snapshots"].size() == 1 &&
+           list["snapshots"][0]["tokens"] == live.value("tokens_resident", -1);
+  };
+  ASSERT_TRUE(WaitFor(written));
   auto [st, show] = Get("/v1/snapshots/w");
   ASSERT_EQ(st, 200) << show.dump();
   EXPECT_EQ(show["files"], 3);
@@ -885,14 +894,21 @@ TEST_F(DurableTest, IdleWorkspacesAreWrittenAndTheApiAnswersItsErrors) {
   auto d = c.Delete("/v1/snapshots/w");
   ASSERT_TRUE(d);
   EXPECT_EQ(d->status, 200);
+  // Reads (the show, the reports above) changed nothing, so nothing writes it again.
   EXPECT_FALSE(fs::exists(dir_ + "/ws-w.snap"));
   // Closing a workspace deletes its snapshot too.
   ASSERT_EQ(Ask("w", "q?").first, 200);
-  ASSERT_TRUE(WaitFor([&] { return fs::exists(dir_ + "/ws-w.snap"); }));
-  auto cl = c.Delete("/v1/sessions/w");
-  ASSERT_TRUE(cl);
-  EXPECT_EQ(cl->status, 200);
+  ASSERT_TRUE(WaitFor(written));
+  // 409 while the idle saver holds it for a moment: closing is retried, as a client would.
+  int status = 0;
+  ASSERT_TRUE(WaitFor([&] {
+    auto cl = c.Delete("/v1/sessions/w");
+    status = cl ? cl->status : -1;
+    return status != 409;
+  }));
+  EXPECT_EQ(status, 200);
   EXPECT_FALSE(fs::exists(dir_ + "/ws-w.snap"));
+  EXPECT_EQ(Get("/v1/workspaces/w").first, 410);  // closed: not brought back
 }
 
 TEST_F(DurableTest, WithoutASnapshotDirectoryTheApiSaysSo) {

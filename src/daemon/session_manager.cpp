@@ -27,20 +27,27 @@ Result<SessionManager::Opened> SessionManager::Open(const std::string& workspace
   auto open = [&](const SessionConfig& planned, const ProgressFunc& p) {
     return opener_(workspace, model, planned, p);
   };
-  return OpenWith(workspace, model, cfg, wopt, progress, open, std::nullopt);
+  return OpenWith(workspace, model, cfg, wopt, progress, open, std::nullopt, std::nullopt);
 }
 
 Result<SessionManager::Opened> SessionManager::OpenRestored(const std::string& workspace, const std::string& model,
                                                             const SessionConfig& cfg, const WorkspaceOptions& wopt,
                                                             const ProgressFunc& progress,
                                                             const SessionOpener& open_session,
-                                                            std::optional<WorkspaceState> state) {
-  return OpenWith(workspace, model, cfg, wopt, progress, open_session, std::move(state));
+                                                            std::optional<WorkspaceState> state, uint64_t epoch) {
+  return OpenWith(workspace, model, cfg, wopt, progress, open_session, std::move(state), epoch);
 }
 
-void SessionManager::SetPersistence(Saver save, Restorer restore) {
+void SessionManager::SetPersistence(Saver save, Restorer restore, Forgetter forget) {
   save_ = std::move(save);
   restore_ = std::move(restore);
+  forget_ = std::move(forget);
+}
+
+uint64_t SessionManager::Epoch(const std::string& workspace) {
+  std::lock_guard lock(mu_);
+  auto it = epochs_.find(workspace);
+  return it == epochs_.end() ? 0 : it->second;
 }
 
 int SessionManager::SaveIdle(std::chrono::milliseconds idle) {
@@ -63,8 +70,9 @@ int SessionManager::SaveIdle(std::chrono::milliseconds idle) {
       if (!e->gone.empty()) continue;
       changes = e->changes;
     }
-    save_(*e);
-    ++saved;
+    // A failure is logged, and tried again after the next change (not every idle period: a
+    // backend that cannot snapshot would fill the log).
+    if (save_(*e)) ++saved;
     std::lock_guard lock(mu_);
     e->saved_changes = changes;
   }
@@ -74,10 +82,14 @@ int SessionManager::SaveIdle(std::chrono::milliseconds idle) {
 Result<SessionManager::Opened> SessionManager::OpenWith(const std::string& workspace, const std::string& model,
                                                         const SessionConfig& cfg, const WorkspaceOptions& wopt,
                                                         const ProgressFunc& progress, const SessionOpener& open_session,
-                                                        std::optional<WorkspaceState> state) {
+                                                        std::optional<WorkspaceState> state,
+                                                        std::optional<uint64_t> epoch) {
   {
     std::unique_lock lock(mu_);
     opened_cv_.wait(lock, [&] { return !opening_.contains(workspace); });
+    if (epoch && epochs_[workspace] != *epoch) {
+      return Fail(ErrorCode::kBusy, "workspace '" + workspace + "' changed while it was being restored");
+    }
     if (auto it = sessions_.find(workspace); it != sessions_.end()) {
       if (it->second->model != model) {
         return Fail(ErrorCode::kInvalidArgument, "workspace '" + workspace + "' is open on model '" +
@@ -167,13 +179,17 @@ Result<SessionManager::Opened> SessionManager::Insert(const std::string& workspa
   }
   sessions_[workspace] = e;
   tombstones_.erase(workspace);
+  ++epochs_[workspace];
   room.Drop();  // the entry counts itself now
   EnforceLimits(e.get());
   return Opened{e, true};
 }
 
-Result<SessionManager::Lease> SessionManager::Acquire(const std::string& workspace, bool wait) {
-  auto found = FindOrRestore(workspace);
+Result<SessionManager::Lease> SessionManager::Acquire(const std::string& workspace, bool wait, bool restore) {
+  auto found = restore ? FindOrRestore(workspace) : [&] {
+    std::lock_guard lock(mu_);
+    return FindLocked(workspace);
+  }();
   if (!found) return Fail(found.error());
   std::shared_ptr<SessionEntry> e = std::move(*found);
   std::unique_lock call(e->call_mu, std::defer_lock);
@@ -267,10 +283,20 @@ void SessionManager::RefreshWorkspace(SessionEntry& e) {
   if (!e.assembly) return;
   WorkspaceStats stats = e.assembly->Stats();
   std::vector<std::pair<std::string, int64_t>> sizes = e.assembly->FileSizes();
+  std::vector<int64_t> sig = {stats.files,          stats.log_entries, stats.notes, stats.compactions,
+                              stats.context_tokens, stats.log_tokens,  0,           0};
+  if (auto rep = e.session->Report()) {
+    sig[6] = rep->total_prefilled + rep->total_reused;
+    sig[7] = rep->total_generated + rep->tokens_resident;
+  }
+  for (const auto& [path, bytes] : sizes) sig.push_back(bytes + static_cast<int64_t>(std::hash<std::string>{}(path)));
   std::lock_guard lock(mu_);
   e.stats = std::move(stats);
   e.file_sizes = std::move(sizes);
-  ++e.changes;
+  if (sig != e.signature) {  // a read (a report, a show) changes nothing: no new snapshot for it
+    e.signature = std::move(sig);
+    ++e.changes;
+  }
 }
 
 void SessionManager::Release(SessionEntry& e) {
@@ -294,9 +320,19 @@ void SessionManager::Remove(const std::shared_ptr<SessionEntry>& e, const std::s
   e->gone = why == "closed" ? "closed" : "evicted";
   tombstones_[e->workspace] = why == "closed" ? "closed" : why;
   sessions_.erase(e->workspace);
-  // Made room for another: it goes to disk, not lost (a fatal session's state is unknown).
-  if (why == "lru" && save_) save_(*e);
+  ++epochs_[e->workspace];
+  if (why == "lru" && save_) {
+    // Made room for another: it goes to disk, not lost. Unless the copy failed: then the older
+    // snapshot must not come back in its place.
+    if (e->changes != e->saved_changes && !save_(*e) && forget_) forget_(e->workspace);
+  } else if (why != "closed" && forget_) {
+    forget_(e->workspace);  // a fatal session's state is unknown: the next call gets "evicted"
+  }
   (void)e->session->Close();
+  // Bound the epochs like the tombstones: forget those of workspaces long gone.
+  for (auto it = epochs_.begin(); epochs_.size() > 4096 + sessions_.size() && it != epochs_.end();) {
+    it = sessions_.contains(it->first) || it->first == e->workspace ? std::next(it) : epochs_.erase(it);
+  }
   if (why != "closed" && metrics_) metrics_->CountEviction(why);
   // Bound the tombstones: forget the oldest-named ones beyond 4096.
   while (tombstones_.size() > 4096) tombstones_.erase(tombstones_.begin());
@@ -314,22 +350,28 @@ bool SessionManager::OverLimits() const {
 }
 
 void SessionManager::EnforceLimits(const SessionEntry* keep) {
+  std::set<const SessionEntry*> tried;
   while (OverLimits()) {
     std::shared_ptr<SessionEntry> victim;
     for (const auto& [_, e] : sessions_) {
-      if (e.get() == keep || e->busy || e->holds > 0) continue;
+      if (e.get() == keep || e->busy || e->holds > 0 || tried.contains(e.get())) continue;
       if (!victim || e->last_used < victim->last_used) victim = e;
     }
     if (!victim) return;  // everything else is busy: over the limit until a call ends
     std::unique_lock call(victim->call_mu, std::try_to_lock);
-    if (!call.owns_lock()) return;
+    if (!call.owns_lock()) {  // being saved (the idle saver): try the next least recently used
+      tried.insert(victim.get());
+      continue;
+    }
     Remove(victim, "lru");
   }
 }
 
 Status SessionManager::Close(const std::string& workspace) {
-  auto lease = Acquire(workspace);
+  auto lease = Acquire(workspace, /*wait=*/false, /*restore=*/false);
   if (!lease) return Fail(lease.error());
+  // Its snapshot goes too, while the lease keeps the idle saver from writing a new one.
+  if (forget_) forget_(workspace);
   std::lock_guard lock(mu_);
   auto it = sessions_.find(workspace);
   if (it != sessions_.end()) {
@@ -432,7 +474,8 @@ void SessionManager::CloseAll() {
     if (e->gone.empty()) {
       e->gone = "closed";
       sessions_.erase(e->workspace);
-      if (save_ && e->changes != e->saved_changes) save_(*e);
+      ++epochs_[e->workspace];
+      if (save_ && e->changes != e->saved_changes) (void)save_(*e);  // a failure is logged; the older copy stays
       (void)e->session->Close();
     }
   }

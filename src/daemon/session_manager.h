@@ -38,8 +38,9 @@ struct SessionEntry {
   WorkspaceStats stats;                                     // the workspace's, as of the end of the last call
   std::vector<std::pair<std::string, int64_t>> file_sizes;  // path -> bytes, same
   std::chrono::steady_clock::time_point last_used;
-  int64_t changes = 0;        // calls and changes ended on it (Release, Hold)
-  int64_t saved_changes = 0;  // ... as of its last save (SaveIdle)
+  int64_t changes = 0;             // calls and changes that changed it (Release, Hold; a read does not count)
+  int64_t saved_changes = 0;       // ... as of its last save (SaveIdle)
+  std::vector<int64_t> signature;  // what Release and Hold compare to tell a change
   bool busy = false;
   std::string gone;  // "" while in the table; else why it left ("evicted", "closed")
 };
@@ -93,7 +94,7 @@ class SessionManager {
   using SessionOpener = std::function<Result<std::unique_ptr<Session>>(const SessionConfig&, const ProgressFunc&)>;
   Result<Opened> OpenRestored(const std::string& workspace, const std::string& model, const SessionConfig& cfg,
                               const WorkspaceOptions& wopt, const ProgressFunc& progress,
-                              const SessionOpener& open_session, std::optional<WorkspaceState> state);
+                              const SessionOpener& open_session, std::optional<WorkspaceState> state, uint64_t epoch);
 
   // Persistence (docs/snapshot.md). `save` copies an entry's state for the disk; it is called with
   // the entry's call lock held (and the table's: it must not call back) when the entry leaves
@@ -101,9 +102,16 @@ class SessionManager {
   // brings a workspace back from disk when a call finds it missing (never opened here, or
   // evicted; not closed): ok when it is in the table afterwards, else the call's own error
   // stands. Set once, before serving.
-  using Saver = std::function<void(SessionEntry&)>;
+  // `forget` drops the workspace's snapshot when the state in memory leaves it without a good copy
+  // on disk (a fatal session, a failed save, a close), so no call brings back an older state.
+  using Saver = std::function<Status(SessionEntry&)>;
   using Restorer = std::function<Status(const std::string& workspace)>;
-  void SetPersistence(Saver save, Restorer restore);
+  using Forgetter = std::function<void(const std::string& workspace)>;
+  void SetPersistence(Saver save, Restorer restore, Forgetter forget);
+  // Bumped whenever the workspace enters or leaves the table: a restore read from disk at one epoch
+  // is refused (kBusy) by OpenRestored at another, so it never brings back a state older than one
+  // written meanwhile, nor a workspace closed meanwhile.
+  uint64_t Epoch(const std::string& workspace);
   // Saves the workspaces changed since their last save and idle for `idle` (none busy or held);
   // returns how many.
   int SaveIdle(std::chrono::milliseconds idle);
@@ -139,7 +147,8 @@ class SessionManager {
   // and kBusy when another call holds the session, unless `wait`: then it
   // queues behind that call (workspace calls do, so an ask waits for the
   // eager prefill it would otherwise redo).
-  Result<Lease> Acquire(const std::string& workspace, bool wait = false);
+  // `restore` false: a workspace not in memory is not brought back from disk for this.
+  Result<Lease> Acquire(const std::string& workspace, bool wait = false, bool restore = true);
 
   // A workspace for a change that needs no computation (a put, a rename): the workspace takes it
   // at once, also while a call holds the session (Workspace's own lock), so it never waits on a
@@ -196,7 +205,7 @@ class SessionManager {
                         const WorkspaceOptions& wopt, std::optional<WorkspaceState> state = std::nullopt);
   Result<Opened> OpenWith(const std::string& workspace, const std::string& model, const SessionConfig& cfg,
                           const WorkspaceOptions& wopt, const ProgressFunc& progress, const SessionOpener& open_session,
-                          std::optional<WorkspaceState> state);
+                          std::optional<WorkspaceState> state, std::optional<uint64_t> epoch);
   // A miss (`why`): brings the workspace back through the restorer when it may; then the entry.
   Result<std::shared_ptr<SessionEntry>> FindOrRestore(const std::string& workspace);
   // The live entry, or why there is none (never opened, closed, evicted). With mu_ held.
@@ -215,6 +224,8 @@ class SessionManager {
   Opener opener_;
   Saver save_;
   Restorer restore_;
+  Forgetter forget_;
+  std::map<std::string, uint64_t> epochs_;  // with mu_ held (bounded like the tombstones)
   int64_t budget_;
   int max_sessions_;
   Metrics* metrics_;

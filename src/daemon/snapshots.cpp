@@ -1,5 +1,6 @@
 #include "daemon/snapshots.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "daemon/context.h"
@@ -30,8 +31,9 @@ Result<std::unique_ptr<Snapshots>> Snapshots::Start(ServerContext& ctx) {
   if (!store) return Fail(store.error());
   std::unique_ptr<Snapshots> s(new Snapshots(ctx, std::move(*store)));
   Snapshots* self = s.get();
-  ctx.sessions->SetPersistence([self](SessionEntry& e) { self->Save(e); },
-                               [self](const std::string& ws) { return self->Restore(ws); });
+  ctx.sessions->SetPersistence([self](SessionEntry& e) { return self->Save(e); },
+                               [self](const std::string& ws) { return self->Restore(ws); },
+                               [self](const std::string& ws) { self->Forget(ws); });
   s->idle_ = std::thread([self] { self->IdleLoop(); });
   return s;
 }
@@ -57,7 +59,22 @@ void Snapshots::Stop() {
   if (idle_.joinable()) idle_.join();
 }
 
+void Snapshots::WarmUp() {
+  if (ctx_.opt.snapshot_warm <= 0) return;
+  auto list = store_->List();
+  std::sort(list.begin(), list.end(), [](const auto& a, const auto& b) { return a.saved_unix_ms > b.saved_unix_ms; });
+  int warmed = 0;
+  for (const auto& info : list) {
+    if (warmed >= ctx_.opt.snapshot_warm || ctx_.stop.stop_requested()) break;
+    if (ctx_.FindModel(info.model) == nullptr || ctx_.sessions->Contains(info.workspace)) continue;
+    if (Restore(info.workspace)) ++warmed;
+  }
+}
+
 void Snapshots::IdleLoop() {
+  // The first question after a restart should not wait for the model to load and the workspace
+  // to come back: the most recent workspaces are restored now.
+  WarmUp();
   const auto idle = ctx_.opt.snapshot_idle;
   // Looks a few times per idle period (at most once a second) for workspaces idle long enough.
   const auto period =
@@ -70,13 +87,30 @@ void Snapshots::IdleLoop() {
   }
 }
 
-void Snapshots::Save(SessionEntry& e) {
-  if (!Durable(e.workspace) || !e.assembly) return;
+void Snapshots::Forget(const std::string& workspace) {
+  if (!Durable(workspace)) return;
+  writer_->WaitIdle(workspace);
+  if (auto ok = store_->Remove(workspace); ok) Log("workspace '" + workspace + "': snapshot deleted");
+  MutexLock lock(&mu_);
+  failed_.erase(workspace);
+}
+
+Status Snapshots::Save(SessionEntry& e) {
+  if (!Durable(e.workspace) || !e.assembly) return {};
+  try {
+    return SaveOrThrow(e);
+  } catch (const std::exception& x) {  // bad_alloc of a copy: the daemon goes on
+    Log("workspace '" + e.workspace + "' not saved: " + x.what());
+    return Fail(ErrorCode::kInternal, std::string("snapshot: ") + x.what());
+  }
+}
+
+Status Snapshots::SaveOrThrow(SessionEntry& e) {
   const auto t0 = Clock::now();
   auto session = e.session->Snapshot();
   if (!session) {
     Log("workspace '" + e.workspace + "' not saved: " + session.error().ToString());
-    return;
+    return Fail(session.error());
   }
   snapshot::SnapshotFile f;
   f.workspace = e.workspace;
@@ -88,7 +122,7 @@ void Snapshots::Save(SessionEntry& e) {
   auto bytes = snapshot::Encode(f);
   if (!bytes) {
     Log("workspace '" + e.workspace + "' not saved: " + bytes.error().ToString());
-    return;
+    return Fail(bytes.error());
   }
   if (ctx_.opt.log_requests) {
     std::fprintf(stderr, "modeld: snapshot: workspace '%s' copied (%zu tokens, %.1f MiB) in %.1f ms\n",
@@ -100,18 +134,26 @@ void Snapshots::Save(SessionEntry& e) {
     failed_.erase(e.workspace);
   }
   writer_->Submit(e.workspace, std::move(*bytes));
+  return {};
 }
 
 Status Snapshots::Restore(const std::string& workspace) {
+  // A restore read at one epoch of the workspace is refused when it entered or left memory
+  // meanwhile (kBusy): then the newest snapshot is read again.
+  for (int attempt = 0;; ++attempt) {
+    auto ok = RestoreOnce(workspace);
+    if (ok || !ok.error().Is(ErrorCode::kBusy) || attempt == 2 || ctx_.sessions->Contains(workspace)) return ok;
+  }
+}
+
+Status Snapshots::RestoreOnce(const std::string& workspace) {
   if (!Durable(workspace)) return Fail(ErrorCode::kNotFound, "not kept on disk");
+  const uint64_t epoch = ctx_.sessions->Epoch(workspace);
   writer_->WaitIdle(workspace);  // a write of it under way: restore what it writes
   {
     MutexLock lock(&mu_);
     if (failed_.contains(workspace)) return Fail(ErrorCode::kNotFound, "its snapshot could not be restored");
   }
-  const auto t0 = Clock::now();
-  auto bytes = store_->Read(workspace);
-  if (!bytes) return Fail(bytes.error());  // kNotFound: never saved
   auto refuse = [&](const Error& e) -> Status {
     Log("workspace '" + workspace + "' starts cold: its snapshot " + store_->PathOf(workspace) +
         " was not restored: " + e.ToString());
@@ -119,7 +161,28 @@ Status Snapshots::Restore(const std::string& workspace) {
     failed_.insert(workspace);
     return Fail(e);
   };
+  const auto t0 = Clock::now();
+  // The header first: a file whose state is larger than its session's whole KV could be is
+  // refused before it is read into memory.
+  auto info = store_->Info(workspace);
+  if (!info) return info.error().Is(ErrorCode::kNotFound) ? Fail(info.error()) : refuse(info.error());
+  const ServedModel* served = ctx_.FindModel(info->model);
+  if (served != nullptr) {
+    SessionConfig c;
+    c.n_ctx = info->identity.n_ctx;
+    c.kv_type = info->identity.kv_type;
+    c.flash_attn = info->identity.flash_attn;
+    c.threads = ctx_.opt.threads;
+    if (auto plan = ctx_.Plan(*served, c); plan && info->state_bytes > 2 * plan->kv_bytes + (16 << 20)) {
+      return refuse(Error(ErrorCode::kCorruptSnapshot, "its state (" + std::to_string(info->state_bytes) +
+                                                           " bytes) is larger than the session's KV could be"));
+    }
+  }
+  auto bytes = store_->Read(workspace);
+  if (!bytes) return bytes.error().Is(ErrorCode::kNotFound) ? Fail(bytes.error()) : refuse(bytes.error());
+  const double read_ms = MsSince(t0);
   auto f = snapshot::Decode(*bytes);
+  const double decode_ms = MsSince(t0) - read_ms;
   bytes->clear();
   bytes->shrink_to_fit();
   if (!f) return refuse(f.error());
@@ -139,21 +202,29 @@ Status Snapshots::Restore(const std::string& workspace) {
   std::optional<WorkspaceState> state = std::move(f->workspace_state);
   if (state) wopt.mode = state->mode;
   const SessionSnapshot& snap = f->session;
+  double session_ms = 0;
   auto open_session = [&](const SessionConfig& planned, const ProgressFunc& progress) {
     OpenSessionRequest req = ctx_.Request(*m, planned);
     req.workspace_id = workspace;
     req.progress = progress;
-    return Service().RestoreSession(req, snap);
+    const auto t1 = Clock::now();
+    auto s = Service().RestoreSession(req, snap);
+    session_ms = MsSince(t1);
+    return s;
   };
-  auto opened = ctx_.sessions->OpenRestored(workspace, m->name, cfg, wopt, {}, open_session, std::move(state));
+  auto opened = ctx_.sessions->OpenRestored(workspace, m->name, cfg, wopt, {}, open_session, std::move(state), epoch);
   if (!opened) {
-    // No room (busy), or a stop: not the snapshot's fault; tried again on the next call.
-    if (opened.error().Is(ErrorCode::kBusy) || opened.error().Is(ErrorCode::kCancelled)) return Fail(opened.error());
-    return refuse(opened.error());
+    // Only a snapshot found wrong is set aside; no room, a stop, memory: tried again on the next call.
+    const Error& e = opened.error();
+    if (e.Is(ErrorCode::kCorruptSnapshot) || e.Is(ErrorCode::kSnapshotMismatch)) return refuse(e);
+    Log("workspace '" + workspace + "' not restored now: " + e.ToString());
+    return Fail(e);
   }
   if (ctx_.opt.log_requests) {
-    std::fprintf(stderr, "modeld: snapshot: workspace '%s' restored (%zu tokens) in %.1f ms\n", workspace.c_str(),
-                 snap.tokens.size(), MsSince(t0));
+    std::fprintf(stderr,
+                 "modeld: snapshot: workspace '%s' restored (%zu tokens) in %.1f ms (read %.1f, checked %.1f, "
+                 "session %.1f)\n",
+                 workspace.c_str(), snap.tokens.size(), MsSince(t0), read_ms, decode_ms, session_ms);
   }
   return {};
 }
@@ -162,7 +233,7 @@ Status Snapshots::SaveNow(const std::string& workspace) {
   if (!ctx_.sessions->Contains(workspace)) return {};
   auto lease = ctx_.sessions->Acquire(workspace, /*wait=*/true);
   if (!lease) return lease.error().Is(ErrorCode::kNotFound) ? Status{} : Fail(lease.error());
-  Save(lease->entry());
+  if (auto ok = Save(lease->entry()); !ok) return ok;
   lease->Release();
   writer_->WaitIdle(workspace);
   if (auto info = store_->Info(workspace); !info) return Fail(info.error());

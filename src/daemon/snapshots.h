@@ -30,8 +30,11 @@ class Snapshots {
   static Result<std::unique_ptr<Snapshots>> Start(ServerContext& ctx);
   ~Snapshots();  // Stop()
 
-  // Copies a workspace's state and queues its write (SessionManager's save hook).
-  void Save(SessionEntry& e);
+  // Copies a workspace's state and queues its write (SessionManager's save hook); an error (the
+  // backend cannot, no memory) is logged and returned.
+  Status Save(SessionEntry& e);
+  // Drops a workspace's snapshot (SessionManager's forget hook), after any write of it queued.
+  void Forget(const std::string& workspace);
   // Brings a workspace back from its snapshot (the restore hook): kNotFound when there is none;
   // a snapshot that cannot be restored (corrupt, another model or config) is logged, left on disk
   // and not tried again until it is rewritten: the workspace starts cold.
@@ -57,6 +60,9 @@ class Snapshots {
   Snapshots(ServerContext& ctx, std::unique_ptr<snapshot::SnapshotStore> store);
   void Log(const std::string& line) const;
   void IdleLoop();
+  Status RestoreOnce(const std::string& workspace);
+  Status SaveOrThrow(SessionEntry& e);
+  void WarmUp();  // restores the --snapshot-warm most recently saved workspaces
 
   ServerContext& ctx_;
   std::unique_ptr<snapshot::SnapshotStore> store_;

@@ -685,6 +685,15 @@ Status CheckCellPositions(std::string_view state, size_t n_tokens) {
   return {};
 }
 
+// Whether the model's memory is the plain attention cache whose state CheckCellPositions reads:
+// not recurrent or hybrid, no sliding window (its state drops masked cells), no M-RoPE cell
+// extension. Snapshots are offered for these only.
+bool PlainCache(const LlamaModel& model) {
+  const auto rope = llama_model_rope_type(model.get());
+  return model.partial_trim() && llama_model_n_swa(model.get()) == 0 && rope != LLAMA_ROPE_TYPE_MROPE &&
+         rope != LLAMA_ROPE_TYPE_IMROPE && rope != LLAMA_ROPE_TYPE_VISION;
+}
+
 // Segments laid out from `start` on, contiguous; returns where they end.
 Result<int64_t> CheckSegments(const std::vector<SnapshotSegment>& segs, int64_t start, int64_t n_tokens) {
   for (const auto& seg : segs) {
@@ -701,6 +710,9 @@ Result<int64_t> CheckSegments(const std::vector<SnapshotSegment>& segs, int64_t 
 Result<SessionSnapshot> LlamaSession::Snapshot() {
   std::lock_guard lock(mu_);
   if (auto ok = CheckUsable(); !ok) return Fail(ok.error());
+  if (!PlainCache(*model_)) {
+    return Fail(Error::UnsupportedFeature("snapshots of a model whose memory is recurrent, hybrid or windowed"));
+  }
   SessionSnapshot snap;
   snap.identity = IdentityOf(*model_, cfg_);
   snap.tokens.assign(tokens_.begin(), tokens_.end());
@@ -723,6 +735,10 @@ Result<SessionSnapshot> LlamaSession::Snapshot() {
         llama_state_seq_get_data(ctx_.get(), reinterpret_cast<uint8_t*>(snap.state.data()), snap.state.size(), 0);
     if (got == 0) return Fail(ErrorCode::kInternal, "llama.cpp could not copy the session's state");
     snap.state.resize(got);
+    // What Restore will check, checked here: a layout this reader does not know is not written.
+    if (auto ok = CheckCellPositions(snap.state, tokens_.size()); !ok) {
+      return Fail(Error::UnsupportedFeature("snapshots of this memory layout: " + ok.error().message()));
+    }
   }
   return snap;
 }
@@ -753,11 +769,10 @@ Result<std::unique_ptr<LlamaSession>> LlamaSession::Restore(std::shared_ptr<Llam
   }
   if (n == 0 && !snap.state.empty()) return Fail(ErrorCode::kCorruptSnapshot, "a state without tokens");
   if (n > 0 && snap.state.empty()) return Fail(ErrorCode::kCorruptSnapshot, "tokens without a state");
-  const auto rope = llama_model_rope_type(model->get());
-  const bool plain_cache = model->partial_trim() && llama_model_n_swa(model->get()) == 0 &&
-                           rope != LLAMA_ROPE_TYPE_MROPE && rope != LLAMA_ROPE_TYPE_IMROPE &&
-                           rope != LLAMA_ROPE_TYPE_VISION;
-  if (n > 0 && plain_cache) {
+  if (!PlainCache(*model)) {
+    return Fail(Error::UnsupportedFeature("snapshots of a model whose memory is recurrent, hybrid or windowed"));
+  }
+  if (n > 0) {
     if (auto ok = CheckCellPositions(snap.state, static_cast<size_t>(n)); !ok) return Fail(ok.error());
   }
 

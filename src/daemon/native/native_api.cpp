@@ -356,21 +356,20 @@ void GetReport(ServerContext& c, const std::string& ws, http::Response& res) {
   for (const auto& s : c.sessions->List()) {
     if (s.report.workspace_id == ws) return Reply(res, 200, ListedJson(s));
   }
-  // Not live: say why (never opened, evicted, closed).
-  auto lease = c.sessions->Acquire(ws);
-  ReplyError(res, lease ? Error(ErrorCode::kInternal, "session appeared during lookup") : lease.error());
+  // Not live: say why (never opened, evicted, closed); one on disk is not restored for this.
+  auto lease = c.sessions->Acquire(ws, /*wait=*/false, /*restore=*/false);
+  ReplyError(res, lease ? Error(ErrorCode::kBusy, "the session appeared during the lookup: retry") : lease.error());
 }
 
 void CloseSession(ServerContext& c, const std::string& ws, http::Response& res) {
+  // Closing discards the workspace, its snapshot too (SessionManager::Close deletes it under the
+  // lease). One that is only on disk is closed by deleting that.
   auto ok = c.sessions->Close(ws);
-  // Closing discards the workspace: its snapshot too (a session only on disk is closed by that).
-  bool deleted = false;
-  if (c.snapshots && ValidWorkspace(ws)) {
-    auto d = c.snapshots->Delete(ws);
-    deleted = d.has_value();
-    if (!d && !d.error().Is(ErrorCode::kNotFound)) return ReplyError(res, d.error());
+  if (!ok && c.snapshots && ValidWorkspace(ws) &&
+      (ok.error().Is(ErrorCode::kNotFound) || ok.error().reason() == "evicted")) {
+    if (auto d = c.snapshots->Delete(ws); d) ok = {};
   }
-  if (!ok && !deleted) return ReplyError(res, ok.error());
+  if (!ok) return ReplyError(res, ok.error());
   Reply(res, 200, Json{{"closed", true}});
 }
 
