@@ -140,9 +140,10 @@ Status Snapshots::SaveOrThrow(SessionEntry& e) {
 Status Snapshots::Restore(const std::string& workspace) {
   // A restore read at one epoch of the workspace is refused when it entered or left memory
   // meanwhile (kBusy): then the newest snapshot is read again.
-  for (int attempt = 0;; ++attempt) {
+    for (int attempt = 0;; ++attempt) {
+    if (ctx_.sessions->Contains(workspace)) return {};  // another call (or the warm-up) brought it back
     auto ok = RestoreOnce(workspace);
-    if (ok || !ok.error().Is(ErrorCode::kBusy) || attempt == 2 || ctx_.sessions->Contains(workspace)) return ok;
+    if (ok || !ok.error().Is(ErrorCode::kBusy) || attempt == 2) return ok;
   }
 }
 
@@ -217,7 +218,9 @@ Status Snapshots::RestoreOnce(const std::string& workspace) {
     // Only a snapshot found wrong is set aside; no room, a stop, memory: tried again on the next call.
     const Error& e = opened.error();
     if (e.Is(ErrorCode::kCorruptSnapshot) || e.Is(ErrorCode::kSnapshotMismatch)) return refuse(e);
-    Log("workspace '" + workspace + "' not restored now: " + e.ToString());
+        if (!e.Is(ErrorCode::kBusy) || !ctx_.sessions->Contains(workspace)) {
+      Log("workspace '" + workspace + "' not restored now: " + e.ToString());
+    }
     return Fail(e);
   }
   if (ctx_.opt.log_requests) {
