@@ -182,10 +182,8 @@ Status Snapshots::RestoreOnce(const std::string& workspace) {
   auto bytes = store_->Read(workspace);
   if (!bytes) return bytes.error().Is(ErrorCode::kNotFound) ? Fail(bytes.error()) : refuse(bytes.error());
   const double read_ms = MsSince(t0);
-  auto f = snapshot::Decode(*bytes);
+    auto f = snapshot::Decode(std::move(*bytes));
   const double decode_ms = MsSince(t0) - read_ms;
-  bytes->clear();
-  bytes->shrink_to_fit();
   if (!f) return refuse(f.error());
   if (f->workspace != workspace) {
     return refuse(Error(ErrorCode::kCorruptSnapshot, "it holds workspace '" + f->workspace + "'"));

@@ -539,7 +539,8 @@ Result<size_t> HeadBytes(std::string_view fixed_header) {
   return static_cast<size_t>(h->head_bytes());
 }
 
-static Result<SnapshotFile> DecodeImpl(std::string_view b) {
+// `owner`: the bytes' own string, whose buffer becomes the state (no copy of the largest part).
+static Result<SnapshotFile> DecodeImpl(std::string_view b, std::string* owner) {
   auto h = ParseHead(b);
   if (!h) return std::unexpected(h.error());
   if (auto st = CheckSize(*h, b.size()); !st) return std::unexpected(st.error());
@@ -558,7 +559,16 @@ static Result<SnapshotFile> DecodeImpl(std::string_view b) {
     for (int32_t& t : s.tokens) t = FromLe(t);
   }
   if (std::string why = IncoherentTokens(s.identity, s.tokens); !why.empty()) return Corrupt(why);
-  s.state.assign(b.data() + h->state_at(), h->state_len);
+    if (owner != nullptr) {
+    // The state is the file's tail: moved to the front of the same buffer (its pages are
+    // already there) rather than copied into new ones.
+    std::string buf = std::move(*owner);
+    buf.erase(0, h->state_at());
+    buf.resize(h->state_len);
+    s.state = std::move(buf);
+  } else {
+    s.state.assign(b.data() + h->state_at(), h->state_len);
+  }
   return f;
 }
 
@@ -595,9 +605,17 @@ Result<std::string> Encode(const SnapshotFile& f) {
   }
 }
 
+Result<SnapshotFile> Decode(std::string&& bytes) {
+  try {
+    return DecodeImpl(bytes, &bytes);
+  } catch (const std::bad_alloc&) {
+    return Fail(ErrorCode::kInternal, "snapshot: out of memory decoding " + std::to_string(bytes.size()) + " bytes");
+  }
+}
+
 Result<SnapshotFile> Decode(std::string_view b) {
   try {
-    return DecodeImpl(b);
+    return DecodeImpl(b, nullptr);
   } catch (const std::bad_alloc&) {
     return Fail(ErrorCode::kInternal, "snapshot: out of memory decoding " + std::to_string(b.size()) + " bytes");
   }

@@ -62,6 +62,9 @@ Result<std::string> Encode(const SnapshotFile& f);
 // kCorruptSnapshot for bad content, kUnsupportedVersion for another format version, kTruncated
 // for bytes shorter than the header says.
 Result<SnapshotFile> Decode(std::string_view bytes);
+// The same, taking the bytes: their buffer becomes the state (no copy of it). On an error the
+// bytes are left as they were.
+Result<SnapshotFile> Decode(std::string&& bytes);
 
 // How many bytes of the file DecodeInfo needs (kFixedHeaderBytes + meta_len), from its first
 // kFixedHeaderBytes: the header is checked (magic, version, flags, limits) first.

@@ -453,7 +453,7 @@ TEST(SnapshotFile, VersionAndFlagsAreChecked) {
   auto magic = Decode("MODELDSX" + b.substr(8));
   ASSERT_FALSE(magic.has_value());
   EXPECT_TRUE(magic.error().Is(ErrorCode::kCorruptSnapshot));
-  auto empty = Decode("");
+  auto empty = Decode(std::string_view(""));
   ASSERT_FALSE(empty.has_value());
   EXPECT_TRUE(empty.error().Is(ErrorCode::kTruncated));
 }
