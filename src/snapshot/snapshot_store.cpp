@@ -235,7 +235,7 @@ Result<std::string> SnapshotStore::Read(const std::string& workspace) {
   struct stat st {};
   {
     MutexLock lock(&mu_);
-    raw = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    raw = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
     if (raw < 0) {
       const int err = errno;
       if (err == ENOENT) {
@@ -273,13 +273,15 @@ Result<std::string> SnapshotStore::Read(const std::string& workspace) {
 Result<SnapshotInfo> SnapshotStore::Info(const std::string& workspace) {
   if (auto st = CheckId(workspace); !st) return std::unexpected(st.error());
   const std::string path = PathOf(workspace);
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW));
   if (fd.get() < 0) {
     if (errno == ENOENT) return Fail(ErrorCode::kNotFound, "no snapshot of workspace '" + workspace + "'");
     return IoError("open " + path, errno);
   }
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) return IoError("fstat " + path, errno);
+  // Opened without blocking (a FIFO put in its place would hang the store) and refused here.
+  if (!S_ISREG(st.st_mode)) return Fail(ErrorCode::kCorruptSnapshot, path + ": not a regular file");
   const size_t size = static_cast<size_t>(st.st_size);
   std::string head(std::min(size, kFixedHeaderBytes), '\0');
   int err = ReadAll(fd.get(), head.data(), head.size(), 0);

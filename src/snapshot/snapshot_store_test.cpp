@@ -260,6 +260,25 @@ TEST_F(StoreTest, ReadRefusesAnOversizedFileWithoutAllocating) {
   EXPECT_TRUE(info.error().Is(ErrorCode::kCorruptSnapshot));
 }
 
+// Something that is not a regular file where a snapshot should be (a FIFO would block a read
+// forever, with the store's lock held): refused at once, the store goes on.
+TEST_F(StoreTest, AFifoOrDirectoryInPlaceOfASnapshotIsRefusedWithoutBlocking) {
+  auto s = MustOpen(dir_);
+  ASSERT_EQ(::mkfifo((dir_ + "/ws-fifo.snap").c_str(), 0600), 0) << std::strerror(errno);
+  ASSERT_EQ(::mkdir((dir_ + "/ws-dir.snap").c_str(), 0700), 0) << std::strerror(errno);
+  for (const char* ws : {"fifo", "dir"}) {
+    auto r = s->Read(ws);
+    ASSERT_FALSE(r.has_value()) << ws;
+    EXPECT_FALSE(r.error().Is(ErrorCode::kNotFound)) << ws << ": " << r.error().ToString();
+    auto i = s->Info(ws);
+    ASSERT_FALSE(i.has_value()) << ws;
+    EXPECT_FALSE(i.error().Is(ErrorCode::kNotFound)) << ws << ": " << i.error().ToString();
+  }
+  EXPECT_TRUE(s->List().empty());
+  ASSERT_TRUE(s->Write("ok", std::string_view("not checked by the store")).has_value());
+  EXPECT_TRUE(s->Read("ok").has_value());
+}
+
 TEST_F(StoreTest, BudgetDropsTheLeastRecentlyUsed) {
   const std::string a = Snap("a", 1, 10000), b = Snap("b", 2, 10000), c = Snap("c", 3, 10000), d = Snap("d", 4, 10000),
                     e = Snap("e", 5, 10000);
