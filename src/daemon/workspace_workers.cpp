@@ -115,7 +115,8 @@ void WorkspaceWorkers::Compact(const std::string& ws) {
   auto job = std::make_shared<Job>();
   job->worker = std::this_thread::get_id();
   {
-    auto lease = sessions_->Acquire(ws, /*wait=*/true);
+    // Background work never brings a workspace back from disk (that would evict another).
+    auto lease = sessions_->Acquire(ws, /*wait=*/true, /*restore=*/false);
     if (!lease || !lease->entry().assembly->CompactionDue()) return;
     // The second session counts in the KV budget: idle sessions are evicted to make room for it,
     // and without room there is no background compaction (an overflowing call compacts in place).
@@ -179,7 +180,7 @@ void WorkspaceWorkers::Compact(const std::string& ws) {
     job->status = st;
   }
   job->cv.notify_all();
-  auto lease = sessions_->Acquire(ws, /*wait=*/true);
+  auto lease = sessions_->Acquire(ws, /*wait=*/true, /*restore=*/false);
   DropJob(ws, job.get());
   // Failed (e.g. it does not fit: the next prefill compacts in place or reports the overflow),
   // or a call waiting for it adopted it already.
@@ -216,7 +217,8 @@ void WorkspaceWorkers::Loop(bool compactions) {
       Compact(task.ws);
       continue;
     }
-    auto lease = sessions_->Acquire(task.ws);  // busy: a foreground call is on it and will prefill anyway
+    // Busy: a foreground call is on it and will prefill anyway. Not in memory: left on disk.
+    auto lease = sessions_->Acquire(task.ws, /*wait=*/false, /*restore=*/false);
     if (!lease) continue;
     const auto t0 = Clock::now();
     auto hooks = Hooks(&*lease, /*wait=*/false);
