@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -909,6 +910,54 @@ TEST_F(DurableTest, IdleWorkspacesAreWrittenAndTheApiAnswersItsErrors) {
   EXPECT_EQ(status, 200);
   EXPECT_FALSE(fs::exists(dir_ + "/ws-w.snap"));
   EXPECT_EQ(Get("/v1/workspaces/w").first, 410);  // closed: not brought back
+}
+
+// A full disk (a 256 KiB tmpfs): the write fails and is counted, the previous snapshot stays whole
+// and the workspace goes on answering.
+TEST_F(DurableTest, AFullDiskKeepsThePreviousSnapshotAndTheDaemonGoesOn) {
+  fs::create_directories(dir_);
+  if (::mount("tmpfs", dir_.c_str(), "tmpfs", 0, "size=256k,mode=0700") != 0) {
+    // Not root: the store's own test covers this path with a file size limit instead.
+    ASSERT_EQ(errno, EPERM) << std::strerror(errno);
+    GTEST_SKIP() << "mounting a tmpfs needs root; snapshot_store_test covers a full disk without it";
+  }
+  struct Unmount {
+    std::string dir;
+    ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
+  } unmount{dir_};
+  ServerOptions opt;
+  opt.snapshot_idle = std::chrono::milliseconds(20);
+  Start(opt);
+  Open("w", 2048);
+  ASSERT_EQ(Post("/v1/workspaces/w/files", Json{{"path", "small.cc"}, {"content", "int a;\n"}}.dump()).first, 200);
+  ASSERT_EQ(Post("/v1/workspaces/w/prefill", "{}").first, 200);
+  ASSERT_TRUE(WaitFor([&] { return Get("/v1/snapshots").second.value("written", 0) >= 1; }));
+  // ~300 KiB of file: its snapshot does not fit.
+  std::string big;
+  while (big.size() < (300 << 10)) big += "int f" + std::to_string(big.size()) + "() { return 0; }\n";
+  ASSERT_EQ(Post("/v1/workspaces/w/files", Json{{"path", "big.cc"}, {"content", big}, {"prefill", false}}.dump()).first,
+            200);
+  ASSERT_TRUE(WaitFor([&] { return Get("/v1/snapshots").second.value("failed", 0) >= 1; }));
+  auto [st, list] = Get("/v1/snapshots");
+  ASSERT_EQ(st, 200);
+  ASSERT_EQ(list["snapshots"].size(), 1u) << list.dump();
+  EXPECT_EQ(list["snapshots"][0]["files"], 1);  // the previous one, whole (its head checks out)
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(dir_)) left.push_back(e.path().filename().string());
+  EXPECT_EQ(left, std::vector<std::string>{"ws-w.snap"});  // no temporary file left
+  // The daemon goes on: the file (too large for this context anyway) removed, the workspace answers.
+  EXPECT_EQ(Post("/v1/workspaces/w/files/remove", Json{{"path", "big.cc"}}.dump()).first, 200);
+  EXPECT_EQ(Ask("w", "still there?").first, 200);
+  // A snapshot restores after a restart: the previous one, or one written since the file went.
+  server_->Stop();
+  server_.reset();
+  opt.snapshot_idle = std::chrono::hours(1);
+  Start(opt);
+  auto [sti, info] = Get("/v1/workspaces/w");
+  ASSERT_EQ(sti, 200) << info.dump();
+  EXPECT_EQ(info["files"], 1);
+  server_->Stop();
+  server_.reset();
 }
 
 TEST_F(DurableTest, WithoutASnapshotDirectoryTheApiSaysSo) {

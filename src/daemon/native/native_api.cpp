@@ -399,7 +399,8 @@ void ListSnapshots(ServerContext& c, http::Response& res) {
     j["live"] = c.sessions->Contains(i.workspace);
     list.push_back(std::move(j));
   }
-  Reply(res, 200, Json{{"snapshots", list}});
+  // The writer's counts since the start: a failed write (a full disk) is logged and counted here.
+  Reply(res, 200, Json{{"snapshots", list}, {"written", c.snapshots->written()}, {"failed", c.snapshots->failed()}});
 }
 
 void SnapshotOp(ServerContext& c, const std::string& ws, const std::string& op, const http::Request& req,
