@@ -910,6 +910,12 @@ TEST_F(DurableTest, IdleWorkspacesAreWrittenAndTheApiAnswersItsErrors) {
   EXPECT_EQ(status, 200);
   EXPECT_FALSE(fs::exists(dir_ + "/ws-w.snap"));
   EXPECT_EQ(Get("/v1/workspaces/w").first, 410);  // closed: not brought back
+  // A fork into a closed id is a new workspace there, which its next call finds.
+  Workspace("src");
+  ASSERT_EQ(Post("/v1/snapshots/src/fork", Json{{"to", "w"}}.dump()).first, 200);
+  auto [stw, w] = Get("/v1/workspaces/w");
+  EXPECT_EQ(stw, 200) << w.dump();
+  EXPECT_EQ(w["files"], 3);
 }
 
 // A full disk (a 256 KiB tmpfs): the write fails and is counted, the previous snapshot stays whole

@@ -44,6 +44,11 @@ void SessionManager::SetPersistence(Saver save, Restorer restore, Forgetter forg
   forget_ = std::move(forget);
 }
 
+void SessionManager::ClearTombstone(const std::string& workspace) {
+  std::lock_guard lock(mu_);
+  tombstones_.erase(workspace);
+}
+
 uint64_t SessionManager::Epoch(const std::string& workspace) {
   std::lock_guard lock(mu_);
   auto it = epochs_.find(workspace);

@@ -112,6 +112,9 @@ class SessionManager {
   // is refused (kBusy) by OpenRestored at another, so it never brings back a state older than one
   // written meanwhile, nor a workspace closed meanwhile.
   uint64_t Epoch(const std::string& workspace);
+  // Forgets that the workspace was closed or evicted: a snapshot forked into its id is then what
+  // its next call finds.
+  void ClearTombstone(const std::string& workspace);
   // Saves the workspaces changed since their last save and idle for `idle` (none busy or held);
   // returns how many.
   int SaveIdle(std::chrono::milliseconds idle);

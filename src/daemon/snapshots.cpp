@@ -140,7 +140,7 @@ Status Snapshots::SaveOrThrow(SessionEntry& e) {
 Status Snapshots::Restore(const std::string& workspace) {
   // A restore read at one epoch of the workspace is refused when it entered or left memory
   // meanwhile (kBusy): then the newest snapshot is read again.
-    for (int attempt = 0;; ++attempt) {
+  for (int attempt = 0;; ++attempt) {
     if (ctx_.sessions->Contains(workspace)) return {};  // another call (or the warm-up) brought it back
     auto ok = RestoreOnce(workspace);
     if (ok || !ok.error().Is(ErrorCode::kBusy) || attempt == 2) return ok;
@@ -182,7 +182,7 @@ Status Snapshots::RestoreOnce(const std::string& workspace) {
   auto bytes = store_->Read(workspace);
   if (!bytes) return bytes.error().Is(ErrorCode::kNotFound) ? Fail(bytes.error()) : refuse(bytes.error());
   const double read_ms = MsSince(t0);
-    auto f = snapshot::Decode(std::move(*bytes));
+  auto f = snapshot::Decode(std::move(*bytes));
   const double decode_ms = MsSince(t0) - read_ms;
   if (!f) return refuse(f.error());
   if (f->workspace != workspace) {
@@ -216,7 +216,7 @@ Status Snapshots::RestoreOnce(const std::string& workspace) {
     // Only a snapshot found wrong is set aside; no room, a stop, memory: tried again on the next call.
     const Error& e = opened.error();
     if (e.Is(ErrorCode::kCorruptSnapshot) || e.Is(ErrorCode::kSnapshotMismatch)) return refuse(e);
-        if (!e.Is(ErrorCode::kBusy) || !ctx_.sessions->Contains(workspace)) {
+    if (!e.Is(ErrorCode::kBusy) || !ctx_.sessions->Contains(workspace)) {
       Log("workspace '" + workspace + "' not restored now: " + e.ToString());
     }
     return Fail(e);
@@ -259,6 +259,7 @@ Status Snapshots::Delete(const std::string& workspace) {
 
 Status Snapshots::Fork(const std::string& from, const std::string& to) {
   if (!Durable(to)) return Fail(ErrorCode::kInvalidArgument, "'" + to + "' cannot be kept on disk");
+  writer_->WaitIdle(to);  // an eviction's write of `to` still queued counts as a snapshot of it
   if (ctx_.sessions->Contains(to) || store_->Contains(to)) {
     return Fail(ErrorCode::kInvalidArgument, "workspace '" + to + "' exists: delete it first");
   }
@@ -274,6 +275,11 @@ Status Snapshots::Fork(const std::string& from, const std::string& to) {
   if (!out) return Fail(out.error());
   writer_->Submit(to, std::move(*out));
   writer_->WaitIdle(to);
+  {
+    MutexLock lock(&mu_);
+    failed_.erase(to);
+  }
+  ctx_.sessions->ClearTombstone(to);  // an id closed before is a new workspace now
   if (auto info = store_->Info(to); !info) return Fail(info.error());
   return {};
 }
