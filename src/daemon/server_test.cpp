@@ -966,6 +966,44 @@ TEST_F(DurableTest, AFullDiskKeepsThePreviousSnapshotAndTheDaemonGoesOn) {
   server_.reset();
 }
 
+// An eviction whose spill does not reach the disk (full): the older snapshot is not restored in
+// its place; the next call hears the workspace was evicted, and the client sends its state again.
+TEST_F(DurableTest, ASpillThatFailsNeverBringsBackAnOlderState) {
+  fs::create_directories(dir_);
+  if (::mount("tmpfs", dir_.c_str(), "tmpfs", 0, "size=256k,mode=0700") != 0) {
+    ASSERT_EQ(errno, EPERM) << std::strerror(errno);
+    GTEST_SKIP() << "mounting a tmpfs needs root; snapshot_store_test covers a full disk without it";
+  }
+  struct Unmount {
+    std::string dir;
+    ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
+  } unmount{dir_};
+  ServerOptions opt;
+  opt.max_sessions = 1;
+  opt.snapshot_idle = std::chrono::hours(1);  // written only when asked, and when evicted
+  opt.snapshot_warm = 0;
+  Start(opt);
+  Open("a", 2048);
+  ASSERT_EQ(Post("/v1/workspaces/a/files", Json{{"path", "small.cc"}, {"content", "int a;\n"}}.dump()).first, 200);
+  ASSERT_EQ(Get("/v1/snapshots/a").first, 200);  // the older snapshot, written
+  std::string big;
+  while (big.size() < (300 << 10)) big += "int f" + std::to_string(big.size()) + "() { return 0; }\n";
+  ASSERT_EQ(Post("/v1/workspaces/a/files", Json{{"path", "big.cc"}, {"content", big}, {"prefill", false}}.dump()).first,
+            200);
+  Open("b", 2048);  // evicts a: its spill does not fit
+  ASSERT_TRUE(WaitFor([&] { return Get("/v1/snapshots").second.value("failed", 0) >= 1; }));
+  auto [st, j] = Get("/v1/workspaces/a");
+  EXPECT_EQ(st, 503) << j.dump();
+  EXPECT_EQ(j["error"].value("reason", ""), "evicted");
+  // Opened again, it starts from what the client sends, not from the older snapshot.
+  Open("a", 2048);
+  auto [st2, j2] = Get("/v1/workspaces/a");
+  ASSERT_EQ(st2, 200) << j2.dump();
+  EXPECT_EQ(j2["files"], 0);
+  server_->Stop();
+  server_.reset();
+}
+
 TEST_F(DurableTest, WithoutASnapshotDirectoryTheApiSaysSo) {
   StartServer();
   auto [st, j] = Get("/v1/snapshots");

@@ -44,6 +44,14 @@ void SessionManager::SetPersistence(Saver save, Restorer restore, Forgetter forg
   forget_ = std::move(forget);
 }
 
+bool SessionManager::MarkUnsaved(const std::string& workspace) {
+  std::lock_guard lock(mu_);
+  auto it = sessions_.find(workspace);
+  if (it == sessions_.end()) return false;
+  it->second->saved_changes = it->second->changes - 1;
+  return true;
+}
+
 void SessionManager::ClearTombstone(const std::string& workspace) {
   std::lock_guard lock(mu_);
   tombstones_.erase(workspace);

@@ -115,6 +115,9 @@ class SessionManager {
   // Forgets that the workspace was closed or evicted: a snapshot forked into its id is then what
   // its next call finds.
   void ClearTombstone(const std::string& workspace);
+  // A save of the workspace did not reach the disk: it is saved again (idle, eviction, stop).
+  // false when it is not in memory.
+  bool MarkUnsaved(const std::string& workspace);
   // Saves the workspaces changed since their last save and idle for `idle` (none busy or held);
   // returns how many.
   int SaveIdle(std::chrono::milliseconds idle);

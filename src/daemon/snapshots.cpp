@@ -41,10 +41,25 @@ Result<std::unique_ptr<Snapshots>> Snapshots::Start(ServerContext& ctx) {
 Snapshots::Snapshots(ServerContext& ctx, std::unique_ptr<snapshot::SnapshotStore> store)
     : ctx_(ctx),
       store_(std::move(store)),
-      writer_(std::make_unique<snapshot::SnapshotWriter>(store_.get(), [this](const std::string& l) { Log(l); })) {}
+      writer_(std::make_unique<snapshot::SnapshotWriter>(
+          store_.get(), [this](const std::string& l) { Log(l); }, [this](const std::string& ws) { WriteFailed(ws); })) {
+}
+
+void Snapshots::WriteFailed(const std::string& workspace) {
+  // Live: written again at its next idle time, eviction or the stop. Gone from memory (a spill
+  // that failed): the file on disk is older than what was lost, so no call restores it silently;
+  // the call gets the miss ("evicted": open it again) and the client sends its state again.
+  if (ctx_.sessions->MarkUnsaved(workspace)) return;
+  Log("workspace '" + workspace + "': its older snapshot is not restored (the newer one was not written)");
+  MutexLock lock(&mu_);
+  failed_.insert(workspace);
+}
 
 Snapshots::~Snapshots() {
   Stop();
+  // The session manager outlives this (declared before it in ServerContext): no hook may call in
+  // here after this. The server has stopped every thread that could by now.
+  ctx_.sessions->SetPersistence(nullptr, nullptr, nullptr);
   writer_.reset();  // finishes what is queued
 }
 

@@ -59,7 +59,8 @@ class Snapshots {
  private:
   Snapshots(ServerContext& ctx, std::unique_ptr<snapshot::SnapshotStore> store);
   void Log(const std::string& line) const;
-  void IdleLoop();
+    void IdleLoop();
+  void WriteFailed(const std::string& workspace);  // the writer's failure hook
   Status RestoreOnce(const std::string& workspace);
   Status SaveOrThrow(SessionEntry& e);
   void WarmUp();  // restores the --snapshot-warm most recently saved workspaces

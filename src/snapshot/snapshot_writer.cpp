@@ -26,8 +26,9 @@ class CvLock {
 
 }  // namespace
 
-SnapshotWriter::SnapshotWriter(SnapshotStore* store, std::function<void(const std::string&)> log)
-    : store_(store), log_(std::move(log)), thread_([this] { Run(); }) {}
+SnapshotWriter::SnapshotWriter(SnapshotStore* store, std::function<void(const std::string&)> log,
+                               std::function<void(const std::string& workspace)> on_failure)
+    : store_(store), log_(std::move(log)), on_failure_(std::move(on_failure)), thread_([this] { Run(); }) {}
 
 SnapshotWriter::~SnapshotWriter() {
   {
@@ -105,6 +106,7 @@ void SnapshotWriter::Run() {
     // The disk, with no lock held: Submit never waits for it.
     const Status st = store_->Write(workspace, job.bytes);
     if (!st && log_) log_("snapshot of workspace '" + workspace + "' not written: " + st.error().ToString());
+    if (!st && on_failure_) on_failure_(workspace);  // before WaitIdle's waiters wake
     {
       MutexLock lock(&mu_);
       busy_.reset();

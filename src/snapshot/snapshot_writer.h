@@ -21,7 +21,10 @@ class SnapshotWriter {
  public:
   // log: called with one line per failed write (the daemon logs it), from the writer's thread with no
   // lock held; may be null.
-  SnapshotWriter(SnapshotStore* store, std::function<void(const std::string&)> log);
+  // on_failure: called with the workspace of each failed write, on the writer's thread, while a
+  // WaitIdle of that workspace still waits (it must not call WaitIdle itself); may be null.
+  SnapshotWriter(SnapshotStore* store, std::function<void(const std::string&)> log,
+                 std::function<void(const std::string& workspace)> on_failure = nullptr);
   ~SnapshotWriter();  // finishes what is queued, then stops its thread
   SnapshotWriter(const SnapshotWriter&) = delete;
   SnapshotWriter& operator=(const SnapshotWriter&) = delete;
@@ -48,6 +51,7 @@ class SnapshotWriter {
 
   SnapshotStore* const store_;
   const std::function<void(const std::string&)> log_;
+  const std::function<void(const std::string&)> on_failure_;
 
   mutable Mutex mu_;
   std::condition_variable_any work_cv_;  // a job was queued, or stop_
