@@ -772,7 +772,20 @@ class DurableTest : public ServerTest {
     }
     return r->body;
   }
+  // The snapshot directory on a 256 KiB tmpfs (unmounted at the end): false when mounting is not
+  // permitted (not root), any other failure fails the test.
+  bool MountSmallTmpfs() {
+    fs::create_directories(dir_);
+    if (::mount("tmpfs", dir_.c_str(), "tmpfs", 0, "size=256k,mode=0700") == 0) return mounted_ = true;
+    EXPECT_EQ(errno, EPERM) << std::strerror(errno);
+    return false;
+  }
+  void TearDown() override {
+    ServerTest::TearDown();
+    if (mounted_) ::umount2(dir_.c_str(), MNT_DETACH);
+  }
   std::string dir_;
+  bool mounted_ = false;
 };
 
 TEST_F(DurableTest, AWorkspaceSurvivesARestartAndContinuesAsItsForkDid) {
@@ -921,16 +934,8 @@ TEST_F(DurableTest, IdleWorkspacesAreWrittenAndTheApiAnswersItsErrors) {
 // A full disk (a 256 KiB tmpfs): the write fails and is counted, the previous snapshot stays whole
 // and the workspace goes on answering.
 TEST_F(DurableTest, AFullDiskKeepsThePreviousSnapshotAndTheDaemonGoesOn) {
-  fs::create_directories(dir_);
-  if (::mount("tmpfs", dir_.c_str(), "tmpfs", 0, "size=256k,mode=0700") != 0) {
-    // Not root: the store's own test covers this path with a file size limit instead.
-    ASSERT_EQ(errno, EPERM) << std::strerror(errno);
-    GTEST_SKIP() << "mounting a tmpfs needs root; snapshot_store_test covers a full disk without it";
-  }
-  struct Unmount {
-    std::string dir;
-    ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
-  } unmount{dir_};
+  // Not root: the store's own test covers a full disk with a file size limit instead.
+  if (!MountSmallTmpfs()) GTEST_SKIP() << "mounting a tmpfs needs root; snapshot_store_test covers a full disk";
   ServerOptions opt;
   opt.snapshot_idle = std::chrono::milliseconds(20);
   Start(opt);
@@ -969,15 +974,8 @@ TEST_F(DurableTest, AFullDiskKeepsThePreviousSnapshotAndTheDaemonGoesOn) {
 // An eviction whose spill does not reach the disk (full): the older snapshot is not restored in
 // its place; the next call hears the workspace was evicted, and the client sends its state again.
 TEST_F(DurableTest, ASpillThatFailsNeverBringsBackAnOlderState) {
-  fs::create_directories(dir_);
-  if (::mount("tmpfs", dir_.c_str(), "tmpfs", 0, "size=256k,mode=0700") != 0) {
-    ASSERT_EQ(errno, EPERM) << std::strerror(errno);
-    GTEST_SKIP() << "mounting a tmpfs needs root; snapshot_store_test covers a full disk without it";
-  }
-  struct Unmount {
-    std::string dir;
-    ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
-  } unmount{dir_};
+  // Not root: the store's own test covers a full disk with a file size limit instead.
+  if (!MountSmallTmpfs()) GTEST_SKIP() << "mounting a tmpfs needs root; snapshot_store_test covers a full disk";
   ServerOptions opt;
   opt.max_sessions = 1;
   opt.snapshot_idle = std::chrono::hours(1);  // written only when asked, and when evicted
