@@ -46,10 +46,11 @@ Snapshots::Snapshots(ServerContext& ctx, std::unique_ptr<snapshot::SnapshotStore
 }
 
 void Snapshots::WriteFailed(const std::string& workspace) {
-  // Live: written again at its next idle time, eviction or the stop. Gone from memory (a spill
-  // that failed): the file on disk is older than what was lost, so no call restores it silently;
-  // the call gets the miss ("evicted": open it again) and the client sends its state again.
-  if (ctx_.sessions->MarkUnsaved(workspace)) return;
+  // The file on disk is older than what was to be written: no call restores it (a spill that
+  // failed: the call gets the miss, "evicted: open it again", and the client sends its state
+  // again). A live workspace is marked to be written again by the idle saver (IdleLoop). Only
+  // this object's lock here: the writer's thread runs this while a WaitIdle of the workspace,
+  // maybe under the session manager's lock, waits for it.
   Log("workspace '" + workspace + "': its older snapshot is not restored (the newer one was not written)");
   MutexLock lock(&mu_);
   failed_.insert(workspace);
@@ -97,6 +98,13 @@ void Snapshots::IdleLoop() {
   std::unique_lock lock(stop_mu_);
   while (!stop_cv_.wait_for(lock, period, [&] { return stop_; })) {
     lock.unlock();
+    // Live workspaces whose last write failed are written again (Save clears the mark).
+    std::set<std::string> failed;
+    {
+      MutexLock l(&mu_);
+      failed = failed_;
+    }
+    for (const auto& ws : failed) ctx_.sessions->MarkUnsaved(ws);
     ctx_.sessions->SaveIdle(idle);
     lock.lock();
   }
