@@ -9,6 +9,8 @@
 #include <memory>
 #include <vector>
 
+#include "format/fd.h"
+
 namespace modeld::format {
 
 std::string Xxh3Hex(uint64_t h) {
@@ -20,12 +22,9 @@ std::string Xxh3Hex(uint64_t h) {
 
 Result<std::string> WeightsFingerprint(const std::string& path, uint64_t data_offset, uint64_t file_size) {
   if (data_offset > file_size) return Fail(ErrorCode::kCorruptMetadata, path + ": data offset past the file's end");
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  const Fd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  const int fd = file.get();
   if (fd < 0) return Fail(ErrorCode::kIoError, path + ": " + std::strerror(errno));
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
   std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> st(XXH3_createState(), &XXH3_freeState);
   if (!st || XXH3_64bits_reset(st.get()) != XXH_OK) return Fail(ErrorCode::kInternal, "xxh3: no state");
   XXH3_64bits_update(st.get(), &file_size, sizeof(file_size));

@@ -17,6 +17,7 @@
 #include <utility>
 
 #include "core/sha256.h"
+#include "format/fd.h"
 #include "format/ggml_types.h"
 
 namespace modeld::gguf {
@@ -507,20 +508,7 @@ Result<Header> Parser::Run() {
   return h;
 }
 
-// A file descriptor closed on scope exit.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
+using format::Fd;
 
 Error OpenError(const std::string& path, int err) {
   const ErrorCode code = (err == ENOENT || err == ENOTDIR) ? ErrorCode::kNotFound : ErrorCode::kIoError;

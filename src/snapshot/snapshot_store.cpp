@@ -12,6 +12,8 @@
 #include <new>
 #include <tuple>
 
+#include "format/fd.h"
+
 namespace modeld::snapshot {
 namespace {
 
@@ -23,26 +25,7 @@ std::unexpected<Error> IoError(const std::string& what, int err) {
   return Fail(ErrorCode::kIoError, "snapshot store: " + what + ": " + std::strerror(err));
 }
 
-// Closes a descriptor on every path out.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  // Closes now and reports close's error (0 or an errno).
-  int Close() {
-    const int r = ::close(fd_);
-    fd_ = -1;
-    return r == 0 ? 0 : errno;
-  }
-
- private:
-  int fd_;
-};
+using format::Fd;
 
 // 0 or an errno. Loops on short writes and EINTR.
 int WriteAll(int fd, std::string_view bytes) {
