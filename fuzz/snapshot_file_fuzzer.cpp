@@ -9,7 +9,10 @@
 //    claiming huge sizes must be refused before anything is allocated);
 //  - DecodeInfo on the head alone (HeadBytes of it) agrees with DecodeInfo on the whole file;
 //  - a file that decodes has a head that decodes (DecodeInfo), with the same fields;
-//  - a decoded file encodes (Encode), the encoding decodes, and encodes again to the same bytes.
+//  - the file in parts (as SnapshotStore::ReadParts splits it, by StateRangeOf) decodes exactly when
+//    the whole file does, to the same tokens and state;
+//  - a decoded file encodes (Encode), the encoding decodes, and encodes again to the same bytes; in
+//    parts (EncodeParts) it is the same bytes.
 #include <xxhash.h>
 
 #include <algorithm>
@@ -17,6 +20,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -80,10 +84,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
 
   auto f = Decode(file);
+  // In parts, where the header puts them (the store reads them only when they add up to the file).
+  std::optional<Result<SnapshotFile>> from_parts;
+  if (auto range = StateRangeOf(std::string_view(file).substr(0, std::min(file.size(), kFixedHeaderBytes)));
+      range && range->at + range->len + kTrailerBytes == file.size()) {
+    EncodedFile parts{file.substr(0, range->at), file.substr(range->at, range->len),
+                      file.substr(range->at + range->len)};
+    from_parts = Decode(std::move(parts));
+    if (from_parts->has_value() != f.has_value()) Die("Decode in parts disagrees with the whole file's");
+    if (f && ((*from_parts)->session.tokens != f->session.tokens || (*from_parts)->session.state != f->session.state)) {
+      Die("Decode in parts gives other tokens or state");
+    }
+  }
   if (!f) {
     (void)f.error().ToString();
     return 0;
   }
+  if (!from_parts) Die("a file decodes but its header's parts do not add up to it");
   if (!info) Die("a file decodes but its head does not");
   SnapshotInfo expect = *info;
   expect.n_tokens = static_cast<int64_t>(f->session.tokens.size());
@@ -99,6 +116,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!again) Die("an encoded file does not decode");
   auto encoded_again = Encode(*again);
   if (!encoded_again || *encoded_again != *encoded) Die("encode(decode(encode(x))) != encode(x)");
+  SnapshotFile copy = *again;
+  auto in_parts = EncodeParts(std::move(copy));
+  if (!in_parts || in_parts->head + in_parts->state + in_parts->trailer != *encoded) {
+    Die("EncodeParts differs from Encode");
+  }
   if (again->session.tokens != f->session.tokens || again->session.state != f->session.state) {
     Die("tokens or state changed in the round trip");
   }

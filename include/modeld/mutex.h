@@ -18,6 +18,7 @@
 #define EXCLUDES(...) MODELD_THREAD_ANNOTATION(locks_excluded(__VA_ARGS__))
 #define ACQUIRE(...) MODELD_THREAD_ANNOTATION(acquire_capability(__VA_ARGS__))
 #define RELEASE(...) MODELD_THREAD_ANNOTATION(release_capability(__VA_ARGS__))
+#define NO_THREAD_SAFETY_ANALYSIS MODELD_THREAD_ANNOTATION(no_thread_safety_analysis)
 
 namespace modeld {
 
@@ -36,6 +37,19 @@ class SCOPED_CAPABILITY MutexLock {
   ~MutexLock() RELEASE() { mu_->Unlock(); }
   MutexLock(const MutexLock&) = delete;
   MutexLock& operator=(const MutexLock&) = delete;
+
+ private:
+  Mutex* mu_;
+};
+
+// What std::condition_variable_any needs (lock/unlock) over a Mutex the caller already holds
+// through a MutexLock: wait() releases it while blocked and takes it again before returning, so to
+// the analysis the capability stays held across the wait, as it is whenever the caller's code runs.
+class CvLock {
+ public:
+  explicit CvLock(Mutex* mu) : mu_(mu) {}
+  void lock() NO_THREAD_SAFETY_ANALYSIS { mu_->Lock(); }
+  void unlock() NO_THREAD_SAFETY_ANALYSIS { mu_->Unlock(); }
 
  private:
   Mutex* mu_;

@@ -236,7 +236,13 @@ class Session {
   virtual Result<std::unique_ptr<Session>> Fork() { return Fail(Error::UnsupportedFeature("fork")); }
   // A copy of the session's state (Service::RestoreSession opens a session from it). Taken under
   // the session's lock: a memory copy, no disk. kUnsupportedFeature where the backend cannot.
-  virtual Result<SessionSnapshot> Snapshot() { return Fail(Error::UnsupportedFeature("snapshot")); }
+  Result<SessionSnapshot> Snapshot() { return SnapshotInto(std::string()); }
+  // The same, the state written into `buffer` (its capacity reused, so a caller that snapshots
+  // often does not fault in new pages each time); `buffer` may be empty.
+  virtual Result<SessionSnapshot> SnapshotInto(std::string buffer) {
+    (void)buffer;
+    return Fail(Error::UnsupportedFeature("snapshot"));
+  }
 };
 
 }  // namespace modeld

@@ -42,8 +42,8 @@ Snapshots::Snapshots(ServerContext& ctx, std::unique_ptr<snapshot::SnapshotStore
     : ctx_(ctx),
       store_(std::move(store)),
       writer_(std::make_unique<snapshot::SnapshotWriter>(
-          store_.get(), [this](const std::string& l) { Log(l); }, [this](const std::string& ws) { WriteFailed(ws); })) {
-}
+          store_.get(), [this](const std::string& l) { Log(l); }, [this](const std::string& ws) { WriteFailed(ws); },
+          [this](std::string&& buffer) { spares_.Give(std::move(buffer)); })) {}
 
 void Snapshots::WriteFailed(const std::string& workspace) {
   // The file on disk is older than what was to be written: no call restores it (a spill that
@@ -106,6 +106,7 @@ void Snapshots::IdleLoop() {
     }
     for (const auto& ws : failed) ctx_.sessions->MarkUnsaved(ws);
     ctx_.sessions->SaveIdle(idle);
+    spares_.TrimIdle(std::chrono::seconds(10));  // an idle daemon keeps no spare buffers
     lock.lock();
   }
 }
@@ -130,7 +131,7 @@ Status Snapshots::Save(SessionEntry& e) {
 
 Status Snapshots::SaveOrThrow(SessionEntry& e) {
   const auto t0 = Clock::now();
-  auto session = e.session->Snapshot();
+  auto session = e.session->SnapshotInto(spares_.Take());
   if (!session) {
     Log("workspace '" + e.workspace + "' not saved: " + session.error().ToString());
     return Fail(session.error());
@@ -142,21 +143,21 @@ Status Snapshots::SaveOrThrow(SessionEntry& e) {
   f.config = e.config;
   f.session = std::move(*session);
   f.workspace_state = e.assembly->Export();
-  auto bytes = snapshot::Encode(f);
-  if (!bytes) {
-    Log("workspace '" + e.workspace + "' not saved: " + bytes.error().ToString());
-    return Fail(bytes.error());
+  const size_t n_tokens = f.session.tokens.size();
+  auto file = snapshot::EncodeParts(std::move(f));
+  if (!file) {
+    Log("workspace '" + e.workspace + "' not saved: " + file.error().ToString());
+    return Fail(file.error());
   }
   if (ctx_.opt.log_requests) {
     std::fprintf(stderr, "modeld: snapshot: workspace '%s' copied (%zu tokens, %.1f MiB) in %.1f ms\n",
-                 e.workspace.c_str(), f.session.tokens.size(), static_cast<double>(bytes->size()) / (1 << 20),
-                 MsSince(t0));
+                 e.workspace.c_str(), n_tokens, static_cast<double>(file->size()) / (1 << 20), MsSince(t0));
   }
   {
     MutexLock lock(&mu_);
     failed_.erase(e.workspace);
   }
-  writer_->Submit(e.workspace, std::move(*bytes));
+  writer_->Submit(e.workspace, std::move(*file));
   return {};
 }
 
@@ -202,12 +203,25 @@ Status Snapshots::RestoreOnce(const std::string& workspace) {
                                                            " bytes) is larger than the session's KV could be"));
     }
   }
-  auto bytes = store_->Read(workspace);
-  if (!bytes) return bytes.error().Is(ErrorCode::kNotFound) ? Fail(bytes.error()) : refuse(bytes.error());
+  snapshot::EncodedFile parts;
+  parts.state = spares_.Take();
+  if (auto read = store_->ReadParts(workspace, &parts); !read) {
+    spares_.Give(std::move(parts.state));
+    return read.error().Is(ErrorCode::kNotFound) ? Fail(read.error()) : refuse(read.error());
+  }
   const double read_ms = MsSince(t0);
-  auto f = snapshot::Decode(std::move(*bytes));
+  auto f = snapshot::Decode(std::move(parts));
   const double decode_ms = MsSince(t0) - read_ms;
-  if (!f) return refuse(f.error());
+  if (!f) {
+    spares_.Give(std::move(parts.state));  // left as they were
+    return refuse(f.error());
+  }
+  // The state's buffer serves the next save or restore once this one is done with it.
+  struct GiveBack {
+    snapshot::SpareBuffers& spares;
+    std::string& state;
+    ~GiveBack() { spares.Give(std::move(state)); }
+  } give_back{spares_, f->session.state};
   if (f->workspace != workspace) {
     return refuse(Error(ErrorCode::kCorruptSnapshot, "it holds workspace '" + f->workspace + "'"));
   }

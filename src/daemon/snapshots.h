@@ -18,6 +18,7 @@
 #include "modeld/mutex.h"
 #include "snapshot/snapshot_store.h"
 #include "snapshot/snapshot_writer.h"
+#include "snapshot/spare_buffers.h"
 
 namespace modeld::daemon {
 
@@ -59,13 +60,14 @@ class Snapshots {
  private:
   Snapshots(ServerContext& ctx, std::unique_ptr<snapshot::SnapshotStore> store);
   void Log(const std::string& line) const;
-    void IdleLoop();
+  void IdleLoop();
   void WriteFailed(const std::string& workspace);  // the writer's failure hook
   Status RestoreOnce(const std::string& workspace);
   Status SaveOrThrow(SessionEntry& e);
   void WarmUp();  // restores the --snapshot-warm most recently saved workspaces
 
   ServerContext& ctx_;
+  snapshot::SpareBuffers spares_;  // state buffers, reused by the next save or restore
   std::unique_ptr<snapshot::SnapshotStore> store_;
   std::unique_ptr<snapshot::SnapshotWriter> writer_;
   Mutex mu_;

@@ -16,6 +16,8 @@ class Fd {
   }
   Fd(const Fd&) = delete;
   Fd& operator=(const Fd&) = delete;
+  Fd(Fd&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  Fd& operator=(Fd&&) = delete;
   int get() const { return fd_; }
   // Closes now and reports close's error (0 or an errno).
   int Close() {

@@ -7,30 +7,13 @@
 #include <string_view>
 #include <vector>
 
-#include "ggml-cpu.h"
-#include "llama.h"
+#include "llama/llama_context_pool.h"
+#include "llama/llama_handles.h"
 #include "modeld/error.h"
 #include "modeld/model_info.h"
 #include "modeld/session.h"
 
 namespace modeld::llama {
-
-struct ModelDeleter {
-  void operator()(llama_model* m) const { llama_model_free(m); }
-};
-struct ContextDeleter {
-  void operator()(llama_context* c) const { llama_free(c); }
-};
-struct SamplerDeleter {
-  void operator()(llama_sampler* s) const { llama_sampler_free(s); }
-};
-struct ThreadpoolDeleter {
-  void operator()(ggml_threadpool* t) const { ggml_threadpool_free(t); }
-};
-using ModelPtr = std::unique_ptr<llama_model, ModelDeleter>;
-using ContextPtr = std::unique_ptr<llama_context, ContextDeleter>;
-using SamplerPtr = std::unique_ptr<llama_sampler, SamplerDeleter>;
-using ThreadpoolPtr = std::unique_ptr<ggml_threadpool, ThreadpoolDeleter>;
 
 // RAII for llama_batch.
 class Batch {
@@ -80,6 +63,8 @@ class LlamaModel {
   bool partial_trim() const { return partial_trim_; }
   // The weights' fingerprint (format::WeightsFingerprint), read at load; "" for a vocab-only model.
   const std::string& fingerprint() const { return fingerprint_; }
+  // Contexts of closed sessions on this model, for the next session of the same shape.
+  ContextPool& contexts() const { return contexts_; }
 
   // Tokens of one segment: no BOS/EOS added; specials parsed only if asked.
   Result<std::vector<llama_token>> Tokenize(std::string_view text, bool parse_special, bool add_special = false) const;
@@ -94,6 +79,7 @@ class LlamaModel {
   int32_t n_vocab_ = 0;
   bool partial_trim_ = true;
   std::string fingerprint_;
+  mutable ContextPool contexts_;  // after model_: its contexts are freed before the model
 };
 
 // The last llama.cpp error logged on this thread (llama.cpp reports load

@@ -9,6 +9,7 @@
 #include <thread>
 #include <utility>
 
+#include "core/resize_for_overwrite.h"
 #include "core/text_stream.h"
 #include "llama/llama_chat.h"
 
@@ -51,6 +52,16 @@ int64_t KvBytesForShape(int64_t n_layer, int64_t n_head, int64_t n_head_kv, int6
 int64_t KvBytes(const llama_model* m, const SessionConfig& c) {
   return KvBytesForShape(llama_model_n_layer(m), llama_model_n_head(m), llama_model_n_head_kv(m), llama_model_n_embd(m),
                          c);
+}
+
+ContextShape ShapeOf(const llama_context_params& cp) {
+  return {cp.n_ctx,
+          cp.n_batch,
+          cp.n_ubatch,
+          static_cast<int32_t>(cp.type_k),
+          static_cast<int32_t>(cp.type_v),
+          cp.flash_attn_type == LLAMA_FLASH_ATTN_TYPE_ENABLED,
+          cp.n_threads};
 }
 
 }  // namespace
@@ -113,25 +124,36 @@ Result<std::unique_ptr<LlamaSession>> LlamaSession::Open(std::shared_ptr<LlamaMo
   cp.swa_full = true;
   cp.no_perf = true;
   cp.embeddings = false;
-  TakeLastLlamaError();
-  ContextPtr ctx(llama_init_from_model(model->get(), cp));
-  if (!ctx) {
-    const std::string why = TakeLastLlamaError();
-    return Fail(ErrorCode::kInvalidArgument,
-                "llama.cpp could not create a context with this config" + (why.empty() ? std::string() : ": " + why));
+  const ContextShape shape = ShapeOf(cp);
+  ContextPool::Lent lent;
+  if (auto pooled = model->contexts().Take(shape)) {
+    lent = std::move(*pooled);
+  } else {
+    TakeLastLlamaError();
+    lent.ctx.reset(llama_init_from_model(model->get(), cp));
+    if (!lent.ctx) {
+      const std::string why = TakeLastLlamaError();
+      return Fail(ErrorCode::kInvalidArgument,
+                  "llama.cpp could not create a context with this config" + (why.empty() ? std::string() : ": " + why));
+    }
+    // The session's own compute threads, kept between calls (without one, ggml starts and joins
+    // threads on every llama_decode); they spin briefly after work (poll), as llama-bench's do.
+    ggml_threadpool_params tpp = ggml_threadpool_params_default(threads);
+    tpp.poll = 50;
+    lent.threadpool.reset(ggml_threadpool_new(&tpp));
+    if (!lent.threadpool) {
+      return Fail(ErrorCode::kInternal, "could not start " + std::to_string(threads) + " compute threads");
+    }
+    llama_attach_threadpool(lent.ctx.get(), lent.threadpool.get(), nullptr);
   }
-  // The session's own compute threads, kept between calls (without one, ggml starts and joins
-  // threads on every llama_decode); they spin briefly after work (poll), as llama-bench's do.
-  ggml_threadpool_params tpp = ggml_threadpool_params_default(threads);
-  tpp.poll = 50;
-  ThreadpoolPtr threadpool(ggml_threadpool_new(&tpp));
-  if (!threadpool) return Fail(ErrorCode::kInternal, "could not start " + std::to_string(threads) + " compute threads");
-  llama_attach_threadpool(ctx.get(), threadpool.get(), nullptr);
+  ContextPtr ctx = std::move(lent.ctx);
+  ThreadpoolPtr threadpool = std::move(lent.threadpool);
   SessionConfig actual = cfg;
   actual.n_ctx = static_cast<int32_t>(llama_n_ctx(ctx.get()));
   actual.threads = threads;
   auto s = std::make_unique<LlamaSession>(Key{}, std::move(model), std::move(workspace_id), actual,
                                           std::move(threadpool), std::move(ctx));
+  s->shape_ = shape;
   s->gate_ = std::move(gate);
   // Background work can stop midway for a foreground request only where the batch's earlier
   // ubatches can then be dropped from the memory (DecodeBatch).
@@ -156,7 +178,19 @@ LlamaSession::LlamaSession(Key, std::shared_ptr<LlamaModel> model, std::string w
       threadpool_(std::move(threadpool)),
       ctx_(std::move(ctx)) {}
 
-LlamaSession::~LlamaSession() = default;
+LlamaSession::~LlamaSession() { ReleaseContext(); }
+
+void LlamaSession::ReleaseContext() {
+  if (!ctx_) return;
+  // A context in known state serves the next session of its shape; one whose llama_decode failed
+  // is freed.
+  if (!fatal_ && model_) {
+    model_->contexts().Put(shape_, {std::move(threadpool_), std::move(ctx_)});
+  } else {
+    ctx_.reset();
+    threadpool_.reset();
+  }
+}
 
 Status LlamaSession::CheckUsable() const {
   if (closed_) return Fail(ErrorCode::kSessionClosed, "session '" + workspace_id_ + "' is closed");
@@ -707,7 +741,7 @@ Result<int64_t> CheckSegments(const std::vector<SnapshotSegment>& segs, int64_t 
 
 }  // namespace
 
-Result<SessionSnapshot> LlamaSession::Snapshot() {
+Result<SessionSnapshot> LlamaSession::SnapshotInto(std::string buffer) {
   std::lock_guard lock(mu_);
   if (auto ok = CheckUsable(); !ok) return Fail(ok.error());
   if (!PlainCache(*model_)) {
@@ -730,7 +764,9 @@ Result<SessionSnapshot> LlamaSession::Snapshot() {
   snap.total_prefilled = total_prefilled_;
   snap.total_generated = total_generated_;
   if (!tokens_.empty()) {
-    snap.state.resize(llama_state_seq_get_size(ctx_.get(), 0));
+    snap.state = std::move(buffer);
+    // Not zeroed first: llama.cpp writes every byte it reports.
+    ResizeForOverwrite(snap.state, llama_state_seq_get_size(ctx_.get(), 0));
     const size_t got =
         llama_state_seq_get_data(ctx_.get(), reinterpret_cast<uint8_t*>(snap.state.data()), snap.state.size(), 0);
     if (got == 0) return Fail(ErrorCode::kInternal, "llama.cpp could not copy the session's state");
@@ -817,8 +853,7 @@ Status LlamaSession::Close() {
   std::lock_guard lock(mu_);
   if (closed_) return Fail(ErrorCode::kSessionClosed, "session '" + workspace_id_ + "' is already closed");
   closed_ = true;
-  ctx_.reset();
-  threadpool_.reset();
+  ReleaseContext();
   tokens_.clear();
   tokens_.shrink_to_fit();
   token_cache_.clear();

@@ -43,7 +43,7 @@ class LlamaSession final : public Session {
   Result<std::vector<int32_t>> Tokenize(std::string_view text, bool parse_special) override;
   Status Close() override;
   Result<std::unique_ptr<Session>> Fork() override;
-  Result<SessionSnapshot> Snapshot() override;
+  Result<SessionSnapshot> SnapshotInto(std::string buffer) override;
   // A session on `model` that continues where `snap` left off: its identity checked against
   // this model, build and cfg (kSnapshotMismatch), its layout, tokens and the state's positions
   // (kCorruptSnapshot), before and after llama.cpp loads the state.
@@ -75,6 +75,8 @@ class LlamaSession final : public Session {
   };
 
   Status CheckUsable() const;
+  // Gives the context back to the model's pool (or frees it when its state is unknown).
+  void ReleaseContext();
   void PruneTokenCache();
   Result<Layout> LayOut(const std::vector<ManifestSegment>& segments, int64_t start);
   // Length of the common prefix of tokens_ and `want`, from `from` on.
@@ -101,6 +103,7 @@ class LlamaSession final : public Session {
   SessionConfig cfg_;
   ThreadpoolPtr threadpool_;  // attached to ctx_, so declared (and freed) around it
   ContextPtr ctx_;
+  ContextShape shape_;  // what ctx_ was made with, for the pool
   bool closed_ = false;
   bool fatal_ = false;
   bool inject_failure_ = false;

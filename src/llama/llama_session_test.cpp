@@ -307,6 +307,15 @@ TEST(LlamaSnapshot, RestoredAndForkedSessionsContinueExactlyAsTheLiveOne) {
   EXPECT_EQ(snap->identity.backend_build, llama::LlamaSession::BackendBuild());
   EXPECT_FALSE(snap->identity.model_fingerprint.empty());
   EXPECT_EQ(snap->tokens.size(), static_cast<size_t>(live.s->Report()->tokens_resident));
+  {  // Into a buffer given for reuse: the same bytes, in its pages.
+    std::string buffer;
+    buffer.reserve(snap->state.size() + 100);
+    const char* at = buffer.data();
+    auto again = live.s->SnapshotInto(std::move(buffer));
+    ASSERT_TRUE(again.has_value()) << again.error().ToString();
+    EXPECT_EQ(again->state.data(), at) << snap->state.size() << " bytes, " << again->state.size() << " now";
+    EXPECT_TRUE(again->state == snap->state);
+  }
 
   auto restored = Service().RestoreSession(RestoreRequest("snap-live"), *snap);
   ASSERT_TRUE(restored.has_value()) << restored.error().ToString();
@@ -810,6 +819,66 @@ TEST(LlamaSession, ModelIsSharedBetweenSessions) {
   auto m2 = backend->GetModel(*info, {});
   ASSERT_TRUE(m1.has_value() && m2.has_value());
   EXPECT_EQ(m1->get(), m2->get());
+}
+
+TEST(LlamaContextPool, AClosedSessionsContextServesTheNextLikeANewOne) {
+  auto backend = std::dynamic_pointer_cast<llama::LlamaBackend>(FindBackend("gguf"));
+  ASSERT_NE(backend, nullptr);
+  OpenSessionRequest req;
+  req.model_path = TinyModel();
+  auto info = Service().Describe(req);
+  ASSERT_TRUE(info.has_value());
+  auto model = backend->GetModel(*info, {});  // held: the pool lives as long as the model
+  ASSERT_TRUE(model.has_value());
+  llama::ContextPool& pool = (*model)->contexts();
+  const int64_t reused0 = pool.reused();
+
+  std::mt19937 rng(31);
+  const auto big = Manifest(MakeFiles(rng, 12));
+  const auto small = Manifest(MakeFiles(rng, 2));
+  auto a = Open("pool-a");
+  RunTurn(*a, big, "a long context first");
+  ASSERT_TRUE(a->Close().has_value());
+  EXPECT_TRUE(pool.holds_idle());
+
+  // The next session of the same shape takes it; its answers are those of a new context, though
+  // the closed session's values filled more of the cache than this one uses.
+  auto b = Open("pool-b");
+  EXPECT_EQ(pool.reused(), reused0 + 1);
+  EXPECT_FALSE(pool.holds_idle());
+  auto c = Open("pool-c");  // the pool is empty: a new context
+  EXPECT_EQ(pool.reused(), reused0 + 1);
+  Turn tb = RunTurn(*b, small, "what is here?", 12);
+  Turn tc = RunTurn(*c, small, "what is here?", 12);
+  EXPECT_LE(MaxAbsDiff(tb.logits, tc.logits), kLogitTolerance);
+  EXPECT_EQ(tb.text, tc.text);
+
+  // A session whose llama_decode failed keeps its context out of the pool.
+  dynamic_cast<llama::LlamaSession&>(*b).InjectDecodeFailureForTesting();
+  EXPECT_FALSE(b->EnsurePrefix({big, {}}).has_value());
+  ASSERT_TRUE(b->Close().has_value());
+  EXPECT_FALSE(pool.holds_idle());
+
+  // Another shape does not take it, and frees it: its room is for the new context.
+  c.reset();  // the destructor gives the context back too
+  EXPECT_TRUE(pool.holds_idle());
+  SessionConfig other;
+  other.n_ctx = 1024;
+  auto d = Open("pool-d", other);
+  EXPECT_EQ(pool.reused(), reused0 + 1);
+  EXPECT_FALSE(pool.holds_idle());
+  Turn td = RunTurn(*d, small, "what is here?", 4);
+  EXPECT_FALSE(td.text.empty());
+
+  // An idle context is freed after the TTL.
+  pool.set_idle_ttl_for_testing(std::chrono::milliseconds(10));
+  d.reset();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (pool.holds_idle() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_FALSE(pool.holds_idle()) << "the idle context outlived its TTL by a minute";
+  pool.set_idle_ttl_for_testing(std::chrono::seconds(5));
 }
 
 TEST(LlamaService, RefusesOtherBackendsAndWrongDigestBeforeLoading) {

@@ -8,6 +8,7 @@
 #include <bit>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <utility>
@@ -491,7 +492,8 @@ bool ValidWorkspaceId(std::string_view id) {
   return true;
 }
 
-static Result<std::string> EncodeImpl(const SnapshotFile& f) {
+// The fixed header, the meta and the tokens: all of the file before the state.
+static Result<std::string> EncodeHead(const SnapshotFile& f) {
   const SessionSnapshot& s = f.session;
   if (s.tokens.size() > kMaxTokens) return Fail(ErrorCode::kInvalidArgument, "snapshot: more than 2^24 tokens");
   if (s.state.size() > kMaxStateBytes) return Fail(ErrorCode::kInvalidArgument, "snapshot: a state over 64 GiB");
@@ -512,7 +514,7 @@ static Result<std::string> EncodeImpl(const SnapshotFile& f) {
   const uint64_t total =
       kFixedHeaderBytes + meta.size() + 4 * static_cast<uint64_t>(s.tokens.size()) + s.state.size() + kTrailerBytes;
   std::string out;
-  out.reserve(total);
+  out.reserve(static_cast<size_t>(total - s.state.size() - kTrailerBytes));
   out.append(kMagic, sizeof(kMagic));
   AppendLe<uint32_t>(&out, kFormatVersion);
   AppendLe<uint32_t>(&out, 0);
@@ -528,8 +530,18 @@ static Result<std::string> EncodeImpl(const SnapshotFile& f) {
   } else {
     for (int32_t t : s.tokens) AppendLe<int32_t>(&out, t);
   }
-  out += s.state;
-  AppendLe<uint64_t>(&out, XXH3_64bits(out.data(), out.size()));
+  return out;
+}
+
+// The trailer: XXH3 over the head and the state, as if they were one buffer.
+static std::string Trailer(std::string_view head, std::string_view state) {
+  std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> st(XXH3_createState(), &XXH3_freeState);
+  if (!st) throw std::bad_alloc();
+  XXH3_64bits_reset(st.get());
+  XXH3_64bits_update(st.get(), head.data(), head.size());
+  XXH3_64bits_update(st.get(), state.data(), state.size());
+  std::string out;
+  AppendLe<uint64_t>(&out, XXH3_64bits_digest(st.get()));
   return out;
 }
 
@@ -539,36 +551,59 @@ Result<size_t> HeadBytes(std::string_view fixed_header) {
   return static_cast<size_t>(h->head_bytes());
 }
 
+// A file in its parts (head: the fixed header, meta and tokens) whose header `h` was checked and
+// whose sizes match it: the whole-file checksum, the meta and the tokens; everything but the state.
+static Result<SnapshotFile> DecodeChecked(const Header& h, std::string_view head, std::string_view state,
+                                          std::string_view trailer) {
+  const uint64_t stored = LoadLe<uint64_t>(trailer, 0);
+  const uint64_t sum = LoadLe<uint64_t>(Trailer(head, state), 0);
+  if (stored != sum) {
+    return Corrupt("file checksum mismatch (stored " + format::Xxh3Hex(stored) + ", computed " + format::Xxh3Hex(sum) +
+                   ")");
+  }
+  auto f = ParseMeta(head, h);
+  if (!f) return f;
+  SessionSnapshot& s = f->session;
+  s.tokens.resize(h.n_tokens);
+  if (h.n_tokens > 0) std::memcpy(s.tokens.data(), head.data() + h.tokens_at(), 4 * h.n_tokens);
+  if constexpr (std::endian::native == std::endian::big) {
+    for (int32_t& t : s.tokens) t = FromLe(t);
+  }
+  if (std::string why = IncoherentTokens(s.identity, s.tokens); !why.empty()) return Corrupt(why);
+  return f;
+}
+
 // `owner`: the bytes' own string, whose buffer becomes the state (no copy of the largest part).
 static Result<SnapshotFile> DecodeImpl(std::string_view b, std::string* owner) {
   auto h = ParseHead(b);
   if (!h) return std::unexpected(h.error());
   if (auto st = CheckSize(*h, b.size()); !st) return std::unexpected(st.error());
-  const uint64_t stored = LoadLe<uint64_t>(b, b.size() - kTrailerBytes);
-  const uint64_t sum = XXH3_64bits(b.data(), b.size() - kTrailerBytes);
-  if (stored != sum) {
-    return Corrupt("file checksum mismatch (stored " + format::Xxh3Hex(stored) + ", computed " + format::Xxh3Hex(sum) +
-                   ")");
-  }
-  auto f = ParseMeta(b, *h);
+  auto f = DecodeChecked(*h, b.substr(0, h->state_at()), b.substr(h->state_at(), h->state_len),
+                         b.substr(b.size() - kTrailerBytes));
   if (!f) return f;
-  SessionSnapshot& s = f->session;
-  s.tokens.resize(h->n_tokens);
-  if (h->n_tokens > 0) std::memcpy(s.tokens.data(), b.data() + h->tokens_at(), 4 * h->n_tokens);
-  if constexpr (std::endian::native == std::endian::big) {
-    for (int32_t& t : s.tokens) t = FromLe(t);
-  }
-  if (std::string why = IncoherentTokens(s.identity, s.tokens); !why.empty()) return Corrupt(why);
-    if (owner != nullptr) {
+  if (owner != nullptr) {
     // The state is the file's tail: moved to the front of the same buffer (its pages are
     // already there) rather than copied into new ones.
     std::string buf = std::move(*owner);
     buf.erase(0, h->state_at());
     buf.resize(h->state_len);
-    s.state = std::move(buf);
+    f->session.state = std::move(buf);
   } else {
-    s.state.assign(b.data() + h->state_at(), h->state_len);
+    f->session.state.assign(b.data() + h->state_at(), h->state_len);
   }
+  return f;
+}
+
+static Result<SnapshotFile> DecodePartsImpl(EncodedFile& parts) {
+  auto h = ParseHead(parts.head);
+  if (!h) return std::unexpected(h.error());
+  if (auto st = CheckSize(*h, parts.size()); !st) return std::unexpected(st.error());
+  if (parts.head.size() != h->state_at() || parts.trailer.size() != kTrailerBytes) {
+    return Corrupt("its parts are not where its header says");
+  }
+  auto f = DecodeChecked(*h, parts.head, parts.state, parts.trailer);
+  if (!f) return f;
+  f->session.state = std::move(parts.state);
   return f;
 }
 
@@ -598,7 +633,30 @@ static Result<SnapshotInfo> DecodeInfoImpl(std::string_view head, int64_t file_b
 // Memory for a file within the limits can still run out: an error, never an exception.
 Result<std::string> Encode(const SnapshotFile& f) {
   try {
-    return EncodeImpl(f);
+    auto head = EncodeHead(f);
+    if (!head) return head;
+    const std::string trailer = Trailer(*head, f.session.state);
+    std::string out;
+    out.reserve(head->size() + f.session.state.size() + trailer.size());
+    out += *head;
+    out += f.session.state;
+    out += trailer;
+    return out;
+  } catch (const std::bad_alloc&) {
+    return Fail(ErrorCode::kInternal,
+                "snapshot: out of memory encoding " + std::to_string(f.session.state.size()) + " bytes of state");
+  }
+}
+
+Result<EncodedFile> EncodeParts(SnapshotFile&& f) {
+  try {
+    auto head = EncodeHead(f);
+    if (!head) return std::unexpected(head.error());
+    EncodedFile out;
+    out.trailer = Trailer(*head, f.session.state);
+    out.head = std::move(*head);
+    out.state = std::move(f.session.state);
+    return out;
   } catch (const std::bad_alloc&) {
     return Fail(ErrorCode::kInternal,
                 "snapshot: out of memory encoding " + std::to_string(f.session.state.size()) + " bytes of state");
@@ -611,6 +669,20 @@ Result<SnapshotFile> Decode(std::string&& bytes) {
   } catch (const std::bad_alloc&) {
     return Fail(ErrorCode::kInternal, "snapshot: out of memory decoding " + std::to_string(bytes.size()) + " bytes");
   }
+}
+
+Result<SnapshotFile> Decode(EncodedFile&& parts) {
+  try {
+    return DecodePartsImpl(parts);
+  } catch (const std::bad_alloc&) {
+    return Fail(ErrorCode::kInternal, "snapshot: out of memory decoding " + std::to_string(parts.size()) + " bytes");
+  }
+}
+
+Result<StateRange> StateRangeOf(std::string_view fixed_header) {
+  auto h = ParseFixed(fixed_header);
+  if (!h) return std::unexpected(h.error());
+  return StateRange{h->state_at(), h->state_len};
 }
 
 Result<SnapshotFile> Decode(std::string_view b) {

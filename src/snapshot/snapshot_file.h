@@ -57,6 +57,15 @@ bool ValidWorkspaceId(std::string_view id);
 // The whole file's bytes. kInvalidArgument for a file Decode would refuse: a bad workspace id,
 // sizes past the limits, incoherent content (segments, log), strings that are not UTF-8.
 Result<std::string> Encode(const SnapshotFile& f);
+// The same file in three parts, the state in its own buffer (moved from `f`, not copied): the
+// writer writes them in order, then can give the state's buffer back for reuse.
+struct EncodedFile {
+  std::string head;     // the fixed header, the meta and the tokens
+  std::string state;    // the session's state
+  std::string trailer;  // the whole file's checksum
+  uint64_t size() const { return head.size() + state.size() + trailer.size(); }
+};
+Result<EncodedFile> EncodeParts(SnapshotFile&& f);
 
 // Checks everything (sizes, both checksums, the meta's fields, coherence) before returning.
 // kCorruptSnapshot for bad content, kUnsupportedVersion for another format version, kTruncated
@@ -66,6 +75,16 @@ Result<SnapshotFile> Decode(std::string_view bytes);
 // bytes are left as they were.
 Result<SnapshotFile> Decode(std::string&& bytes);
 
+// The same from the file's parts (a store's ReadParts): the state's buffer is taken as it is, and on an
+// error the parts are left as they were.
+Result<SnapshotFile> Decode(EncodedFile&& parts);
+// Where the state lies in the file, from its first kFixedHeaderBytes (checked as HeadBytes does);
+// the trailer follows it.
+struct StateRange {
+  uint64_t at = 0;
+  uint64_t len = 0;
+};
+Result<StateRange> StateRangeOf(std::string_view fixed_header);
 // How many bytes of the file DecodeInfo needs (kFixedHeaderBytes + meta_len), from its first
 // kFixedHeaderBytes: the header is checked (magic, version, flags, limits) first.
 Result<size_t> HeadBytes(std::string_view fixed_header);

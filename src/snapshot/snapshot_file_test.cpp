@@ -263,6 +263,24 @@ TEST(SnapshotFile, RoundTripFull) {
   EXPECT_EQ(MustEncode(*d), b);
 }
 
+TEST(SnapshotFile, EncodedInPartsIsTheSameFileWithoutCopyingTheState) {
+  for (const SnapshotFile& f : {Full(), Bare()}) {
+    const std::string whole = MustEncode(f);
+    SnapshotFile moved = f;
+    const char* state_data = moved.session.state.data();
+    auto parts = EncodeParts(std::move(moved));
+    ASSERT_TRUE(parts.has_value()) << parts.error().ToString();
+    EXPECT_EQ(parts->head + parts->state + parts->trailer, whole);
+    EXPECT_EQ(parts->size(), whole.size());
+    if (!f.session.state.empty()) {
+      EXPECT_EQ(parts->state.data(), state_data) << "the state was copied";
+    }
+  }
+  SnapshotFile bad = Full();
+  bad.workspace = "no/slashes";
+  EXPECT_TRUE(EncodeParts(std::move(bad)).error().Is(ErrorCode::kInvalidArgument));
+}
+
 TEST(SnapshotFile, RoundTripBare) {
   const SnapshotFile f = Bare();
   const std::string b = MustEncode(f);
@@ -356,6 +374,7 @@ std::vector<size_t> FlipPositions(const std::string& b) {
 TEST(SnapshotFile, EverySingleByteFlipIsRefused) {
   const std::string b = MustEncode(Full());
   const size_t head_bytes = Head(b).size();
+  const size_t state_at = head_bytes + 4 * U64At(b, 24), state_len = U64At(b, 32);
   int checked = 0;
   for (size_t at : FlipPositions(b)) {
     for (uint8_t mask : {0x01, 0x10, 0x80, 0xff}) {
@@ -372,6 +391,9 @@ TEST(SnapshotFile, EverySingleByteFlipIsRefused) {
       } else {
         EXPECT_EQ(code, ErrorCode::kCorruptSnapshot) << at << ": " << d.error().ToString();
       }
+      // In parts, as a store's ReadParts gives them.
+      EncodedFile parts{bad.substr(0, state_at), bad.substr(state_at, state_len), bad.substr(state_at + state_len)};
+      EXPECT_FALSE(Decode(std::move(parts)).has_value()) << "in parts, flip at " << at;
       if (at < head_bytes) {  // list/show trust the head only once its own checksum says so
         auto info = DecodeInfo(std::string_view(bad).substr(0, head_bytes), static_cast<int64_t>(bad.size()));
         EXPECT_FALSE(info.has_value()) << "DecodeInfo, flip at " << at;

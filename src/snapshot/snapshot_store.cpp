@@ -12,6 +12,7 @@
 #include <new>
 #include <tuple>
 
+#include "core/resize_for_overwrite.h"
 #include "format/fd.h"
 
 namespace modeld::snapshot {
@@ -154,7 +155,14 @@ Status SnapshotStore::SyncDir() const {
 }
 
 Status SnapshotStore::Write(const std::string& workspace, std::string_view bytes) {
+  const std::string_view parts[] = {bytes};
+  return Write(workspace, parts);
+}
+
+Status SnapshotStore::Write(const std::string& workspace, std::span<const std::string_view> parts) {
   if (auto st = CheckId(workspace); !st) return st;
+  uint64_t size = 0;
+  for (std::string_view p : parts) size += p.size();
   uint64_t n;
   {
     MutexLock lock(&mu_);
@@ -168,13 +176,14 @@ Status SnapshotStore::Write(const std::string& workspace, std::string_view bytes
   {
     Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
     if (fd.get() < 0) return IoError("create " + tmp, errno);
-    int err = WriteAll(fd.get(), bytes);
+    int err = 0;
+    for (size_t i = 0; err == 0 && i < parts.size(); ++i) err = WriteAll(fd.get(), parts[i]);
     std::string op = "write ";
     if (err == 0 && ::fsync(fd.get()) != 0) err = errno, op = "fsync ";
     if (err == 0) err = fd.Close(), op = "close ";
     if (err != 0) {
       ::unlink(tmp.c_str());
-      return IoError(op + tmp + " (" + std::to_string(bytes.size()) + " bytes for " + path + ")", err);
+      return IoError(op + tmp + " (" + std::to_string(size) + " bytes for " + path + ")", err);
     }
   }
 
@@ -184,7 +193,7 @@ Status SnapshotStore::Write(const std::string& workspace, std::string_view bytes
     ::unlink(tmp.c_str());
     return IoError("rename " + tmp + " to " + path, err);
   }
-  index_[workspace] = Entry{static_cast<int64_t>(bytes.size()), ++tick_};
+  index_[workspace] = Entry{static_cast<int64_t>(size), ++tick_};
   // The rename is done; a failed directory sync means it may not survive a power loss.
   Status synced = SyncDir();
   PruneLocked(workspace);
@@ -211,7 +220,7 @@ void SnapshotStore::PruneLocked(const std::string& keep) {
   }
 }
 
-Result<std::string> SnapshotStore::Read(const std::string& workspace) {
+Result<Fd> SnapshotStore::OpenToRead(const std::string& workspace, uint64_t* size) {
   if (auto st = CheckId(workspace); !st) return std::unexpected(st.error());
   const std::string path = PathOf(workspace);
   int raw;
@@ -241,16 +250,59 @@ Result<std::string> SnapshotStore::Read(const std::string& workspace) {
     return Fail(ErrorCode::kCorruptSnapshot,
                 path + ": " + std::to_string(st.st_size) + " bytes, more than any snapshot may hold");
   }
+  *size = static_cast<uint64_t>(st.st_size);
+  return fd;
+}
+
+Result<std::string> SnapshotStore::Read(const std::string& workspace) {
+  uint64_t size = 0;
+  auto fd = OpenToRead(workspace, &size);
+  if (!fd) return std::unexpected(fd.error());
+  const std::string path = PathOf(workspace);
   std::string out;
   try {
-    out.resize(static_cast<size_t>(st.st_size));
+    ResizeForOverwrite(out, static_cast<size_t>(size));  // not zeroed: read over in full
   } catch (const std::bad_alloc&) {
-    return Fail(ErrorCode::kInternal, path + ": out of memory reading " + std::to_string(st.st_size) + " bytes");
+    return Fail(ErrorCode::kInternal, path + ": out of memory reading " + std::to_string(size) + " bytes");
   }
-  const int err = ReadAll(fd.get(), out.data(), out.size(), 0);
+  const int err = ReadAll(fd->get(), out.data(), out.size(), 0);
   if (err == -1) return Fail(ErrorCode::kTruncated, path + ": shorter than when it was opened");
   if (err != 0) return IoError("read " + path, err);
   return out;
+}
+
+Status SnapshotStore::ReadParts(const std::string& workspace, EncodedFile* out) {
+  uint64_t size = 0;
+  auto fd = OpenToRead(workspace, &size);
+  if (!fd) return std::unexpected(fd.error());
+  const std::string path = PathOf(workspace);
+  char fixed[kFixedHeaderBytes];
+  const int ferr = size < kFixedHeaderBytes ? -1 : ReadAll(fd->get(), fixed, sizeof(fixed), 0);
+  if (ferr == -1) return Fail(ErrorCode::kTruncated, path + ": shorter than a snapshot's header");
+  if (ferr != 0) return IoError("read " + path, ferr);
+  auto range = StateRangeOf(std::string_view(fixed, sizeof(fixed)));
+  if (!range) return Fail(Error(range.error()).WithMessage(path + ": " + range.error().message()));
+  // The parts' sizes against the file's before anything is allocated (the limits bound them too).
+  const uint64_t total = range->at + range->len + kTrailerBytes;
+  if (total != size) {
+    return Fail(total > size ? ErrorCode::kTruncated : ErrorCode::kCorruptSnapshot,
+                path + ": " + std::to_string(size) + " bytes, its header says " + std::to_string(total));
+  }
+  try {
+    ResizeForOverwrite(out->head, static_cast<size_t>(range->at));
+    ResizeForOverwrite(out->state, static_cast<size_t>(range->len));  // a reused buffer keeps its pages
+    ResizeForOverwrite(out->trailer, kTrailerBytes);
+  } catch (const std::bad_alloc&) {
+    return Fail(ErrorCode::kInternal, path + ": out of memory reading " + std::to_string(size) + " bytes");
+  }
+  int err = ReadAll(fd->get(), out->head.data(), out->head.size(), 0);
+  if (err == 0) err = ReadAll(fd->get(), out->state.data(), out->state.size(), static_cast<off_t>(range->at));
+  if (err == 0) {
+    err = ReadAll(fd->get(), out->trailer.data(), kTrailerBytes, static_cast<off_t>(range->at + range->len));
+  }
+  if (err == -1) return Fail(ErrorCode::kTruncated, path + ": shorter than when it was opened");
+  if (err != 0) return IoError("read " + path, err);
+  return {};
 }
 
 Result<SnapshotInfo> SnapshotStore::Info(const std::string& workspace) {

@@ -9,10 +9,12 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "format/fd.h"
 #include "modeld/error.h"
 #include "modeld/mutex.h"
 #include "snapshot/snapshot_file.h"
@@ -34,9 +36,16 @@ class SnapshotStore {
   // "No space left on device") the temporary file is removed and the previous snapshot stays whole.
   // Then prunes to the budget (never the one just written). kInvalidArgument for a bad id.
   Status Write(const std::string& workspace, std::string_view bytes);
+  // The same, the file's bytes given in parts (written in order).
+  Status Write(const std::string& workspace, std::span<const std::string_view> parts);
   // The whole file (kNotFound when none); marks it used for the LRU order (and its mtime, so the
   // order survives a restart). kCorruptSnapshot for a file past kMaxFileBytes (nothing allocated).
   Result<std::string> Read(const std::string& workspace);
+  // The same in its parts (Decode(EncodedFile&&) takes them): the state is read into out->state,
+  // whose buffer is reused when large enough (a restore reads into the last one's), at the front,
+  // where the session wants it. The sizes are checked against the header before anything is
+  // allocated (kTruncated, kCorruptSnapshot); on an error the parts' contents are unspecified.
+  Status ReadParts(const std::string& workspace, EncodedFile* out);
   // DecodeInfo of the file's head (reads only that).
   Result<SnapshotInfo> Info(const std::string& workspace);
   // Every snapshot whose head decodes, by workspace id; the others are skipped, one stderr line each.
@@ -56,6 +65,9 @@ class SnapshotStore {
     uint64_t used = 0;  // LRU tick: larger is more recent
   };
   Status SyncDir() const;
+  // Opens the workspace's file for reading and marks it used: kNotFound, or kCorruptSnapshot when
+  // it is not a regular file or is larger than any snapshot may be.
+  Result<format::Fd> OpenToRead(const std::string& workspace, uint64_t* size);
   void PruneLocked(const std::string& keep) REQUIRES(mu_);
 
   const StoreOptions opt_;

@@ -26,6 +26,7 @@
 
 #include "snapshot/snapshot_file.h"
 #include "snapshot/snapshot_writer.h"
+#include "snapshot/spare_buffers.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
 // GCC pairs the replaced operator new below with free() and warns; they are the same allocator here.
@@ -276,7 +277,8 @@ TEST_F(StoreTest, AFifoOrDirectoryInPlaceOfASnapshotIsRefusedWithoutBlocking) {
   }
   EXPECT_TRUE(s->List().empty());
   ASSERT_TRUE(s->Write("ok", std::string_view("not checked by the store")).has_value());
-  EXPECT_TRUE(s->Read("ok").has_value());
+  auto ok = s->Read("ok");
+  EXPECT_TRUE(ok.has_value()) << ok.error().ToString();
 }
 
 TEST_F(StoreTest, BudgetDropsTheLeastRecentlyUsed) {
@@ -558,6 +560,80 @@ TEST_F(StoreTest, WriterLatestWins) {
   EXPECT_LE(w.written(), 100);  // older ones may have been replaced while queued
   EXPECT_EQ(w.failed(), 0);
   EXPECT_TRUE(TempFiles(dir_).empty());
+}
+
+TEST_F(StoreTest, PartsAndReusedReadBuffers) {
+  auto s = MustOpen(dir_);
+  const std::string bytes = Snap("p", 1, 100000);
+  const std::string_view parts[] = {std::string_view(bytes).substr(0, 10), std::string_view(bytes).substr(10, 50000),
+                                    std::string_view(bytes).substr(50010)};
+  ASSERT_TRUE(s->Write("p", parts).has_value());
+  EXPECT_EQ(MustRead(s.get(), "p"), bytes);
+  // In parts: the state into a buffer given for reuse, in place when it is large enough.
+  auto whole = Decode(bytes);
+  ASSERT_TRUE(whole.has_value());
+  EncodedFile got;
+  got.state.reserve(whole->session.state.size() + 10);
+  const char* at = got.state.data();
+  ASSERT_TRUE(s->ReadParts("p", &got).has_value());
+  EXPECT_EQ(got.head + got.state + got.trailer, bytes);
+  EXPECT_EQ(got.state.data(), at);
+  EXPECT_TRUE(got.state == whole->session.state);
+  auto decoded = Decode(std::move(got));
+  ASSERT_TRUE(decoded.has_value()) << decoded.error().ToString();
+  EXPECT_EQ(decoded->session.state.data(), at);
+  EXPECT_TRUE(decoded->session.tokens == whole->session.tokens);
+  EncodedFile none;
+  EXPECT_TRUE(s->ReadParts("none", &none).error().Is(ErrorCode::kNotFound));
+  // A file whose size is not what its header says is refused before its state is allocated.
+  ASSERT_TRUE(s->Write("short", std::string_view(bytes).substr(0, bytes.size() - 1)).has_value());
+  EncodedFile shorter;
+  EXPECT_TRUE(s->ReadParts("short", &shorter).error().Is(ErrorCode::kTruncated));
+  EXPECT_EQ(shorter.state.capacity(), std::string().capacity());
+  ASSERT_TRUE(s->Write("long", bytes + "x").has_value());
+  EXPECT_TRUE(s->ReadParts("long", &shorter).error().Is(ErrorCode::kCorruptSnapshot));
+}
+
+TEST_F(StoreTest, WriterGivesStateBuffersBack) {
+  auto s = MustOpen(dir_);
+  std::mutex mu;
+  std::vector<const char*> given;
+  SnapshotWriter w(s.get(), nullptr, nullptr, [&](std::string&& b) {
+    std::lock_guard lock(mu);
+    given.push_back(b.data());
+  });
+  const std::string whole = Snap("g", 1, 30000);
+  auto d = Decode(whole);
+  ASSERT_TRUE(d.has_value());
+  auto parts = EncodeParts(std::move(*d));
+  ASSERT_TRUE(parts.has_value());
+  const char* state = parts->state.data();
+  w.Submit("g", std::move(*parts));
+  w.Flush();
+  EXPECT_EQ(MustRead(s.get(), "g"), whole);
+  std::lock_guard lock(mu);
+  ASSERT_EQ(given.size(), 1u);
+  EXPECT_EQ(given[0], state);
+}
+
+TEST(SpareBuffers, KeepsTheLargestAndFreesThemWhenIdle) {
+  SpareBuffers spares(2);
+  EXPECT_EQ(spares.Take().capacity(), std::string().capacity());  // none kept: a new one
+  std::string a(1000, 'a'), b(5000, 'b'), c(3000, 'c');
+  const char* b_at = b.data();
+  spares.Give(std::move(a));
+  spares.Give(std::move(b));
+  spares.Give(std::move(c));        // in place of the smaller, a
+  EXPECT_GE(spares.bytes(), 8000);  // b and c
+  std::string got = spares.Take();
+  EXPECT_EQ(got.data(), b_at);  // the largest
+  EXPECT_TRUE(got.empty());
+  EXPECT_GE(got.capacity(), 5000u);
+  EXPECT_GE(spares.bytes(), 3000);
+  spares.TrimIdle(std::chrono::hours(1));  // used just now: kept
+  EXPECT_GE(spares.bytes(), 3000);
+  spares.TrimIdle(std::chrono::seconds(0));
+  EXPECT_EQ(spares.bytes(), 0);
 }
 
 TEST_F(StoreTest, WriterFlushCoversEveryWorkspace) {

@@ -3,32 +3,15 @@
 #include <utility>
 
 namespace modeld::snapshot {
-namespace {
-
-#if defined(__clang__)
-#define MODELD_NO_THREAD_SAFETY_ANALYSIS __attribute__((no_thread_safety_analysis))
-#else
-#define MODELD_NO_THREAD_SAFETY_ANALYSIS
-#endif
-
-// What std::condition_variable_any needs (lock/unlock) over a Mutex the caller already holds
-// through a MutexLock: wait() releases it while blocked and takes it again before returning, so to
-// the analysis the capability stays held across the wait, as it is whenever the caller's code runs.
-class CvLock {
- public:
-  explicit CvLock(Mutex* mu) : mu_(mu) {}
-  void lock() MODELD_NO_THREAD_SAFETY_ANALYSIS { mu_->Lock(); }
-  void unlock() MODELD_NO_THREAD_SAFETY_ANALYSIS { mu_->Unlock(); }
-
- private:
-  Mutex* mu_;
-};
-
-}  // namespace
 
 SnapshotWriter::SnapshotWriter(SnapshotStore* store, std::function<void(const std::string&)> log,
-                               std::function<void(const std::string& workspace)> on_failure)
-    : store_(store), log_(std::move(log)), on_failure_(std::move(on_failure)), thread_([this] { Run(); }) {}
+                               std::function<void(const std::string& workspace)> on_failure,
+                               std::function<void(std::string&& buffer)> recycle)
+    : store_(store),
+      log_(std::move(log)),
+      on_failure_(std::move(on_failure)),
+      recycle_(std::move(recycle)),
+      thread_([this] { Run(); }) {}
 
 SnapshotWriter::~SnapshotWriter() {
   {
@@ -40,6 +23,13 @@ SnapshotWriter::~SnapshotWriter() {
 }
 
 void SnapshotWriter::Submit(const std::string& workspace, std::string bytes) {
+  EncodedFile file;
+  file.head = std::move(bytes);
+  Submit(workspace, std::move(file));
+}
+
+void SnapshotWriter::Submit(const std::string& workspace, EncodedFile file) {
+  std::string replaced;
   {
     MutexLock lock(&mu_);
     const uint64_t seq = ++next_seq_;
@@ -50,9 +40,11 @@ void SnapshotWriter::Submit(const std::string& workspace, std::string bytes) {
     }
     // A replaced job keeps its place in the order and its first_seq: a Flush that waits for it now
     // waits for the file that replaced it.
-    it->second.bytes = std::move(bytes);
+    if (!added) replaced = std::move(it->second.file.state);
+    it->second.file = std::move(file);
   }
   work_cv_.notify_one();
+  if (recycle_ && !replaced.empty()) recycle_(std::move(replaced));
 }
 
 bool SnapshotWriter::PendingUpTo(uint64_t seq) const {
@@ -104,7 +96,8 @@ void SnapshotWriter::Run() {
       busy_seq_ = job.first_seq;
     }
     // The disk, with no lock held: Submit never waits for it.
-    const Status st = store_->Write(workspace, job.bytes);
+    const std::string_view parts[] = {job.file.head, job.file.state, job.file.trailer};
+    const Status st = store_->Write(workspace, parts);
     if (!st && log_) log_("snapshot of workspace '" + workspace + "' not written: " + st.error().ToString());
     if (!st && on_failure_) on_failure_(workspace);  // before WaitIdle's waiters wake
     {
@@ -113,6 +106,7 @@ void SnapshotWriter::Run() {
       ++(st ? written_ : failed_);
     }
     done_cv_.notify_all();
+    if (recycle_ && !job.file.state.empty()) recycle_(std::move(job.file.state));
   }
 }
 

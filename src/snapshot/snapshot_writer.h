@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "modeld/mutex.h"
+#include "snapshot/snapshot_file.h"
 #include "snapshot/snapshot_store.h"
 
 namespace modeld::snapshot {
@@ -23,8 +24,12 @@ class SnapshotWriter {
   // lock held; may be null.
   // on_failure: called with the workspace of each failed write, on the writer's thread, while a
   // WaitIdle of that workspace still waits (it must not call WaitIdle itself); may be null.
+  // recycle: given the buffer of each file's state once done with (written, failed or replaced),
+  // so the next snapshot can reuse its pages; on the writer's or Submit's thread, no lock held; may
+  // be null.
   SnapshotWriter(SnapshotStore* store, std::function<void(const std::string&)> log,
-                 std::function<void(const std::string& workspace)> on_failure = nullptr);
+                 std::function<void(const std::string& workspace)> on_failure = nullptr,
+                 std::function<void(std::string&& buffer)> recycle = nullptr);
   ~SnapshotWriter();  // finishes what is queued, then stops its thread
   SnapshotWriter(const SnapshotWriter&) = delete;
   SnapshotWriter& operator=(const SnapshotWriter&) = delete;
@@ -32,6 +37,7 @@ class SnapshotWriter {
   // Queues the encoded file for `workspace`; a newer one replaces a queued older one (latest wins).
   // Never blocks on the disk.
   void Submit(const std::string& workspace, std::string bytes);
+  void Submit(const std::string& workspace, EncodedFile file);
   // Waits until everything submitted before the call is written (or failed, or replaced by a newer
   // file of its workspace that is written or failed).
   void Flush();
@@ -42,7 +48,7 @@ class SnapshotWriter {
 
  private:
   struct Job {
-    std::string bytes;
+    EncodedFile file;
     uint64_t first_seq = 0;  // the oldest Submit this job stands for (it replaced the ones after)
   };
   void Run();
@@ -52,6 +58,7 @@ class SnapshotWriter {
   SnapshotStore* const store_;
   const std::function<void(const std::string&)> log_;
   const std::function<void(const std::string&)> on_failure_;
+  const std::function<void(std::string&&)> recycle_;
 
   mutable Mutex mu_;
   std::condition_variable_any work_cv_;  // a job was queued, or stop_
