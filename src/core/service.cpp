@@ -1,10 +1,15 @@
 #include "modeld/service.h"
 
+#include <sys/stat.h>
+
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <optional>
 #include <system_error>
 
 #include "format/gguf_reader.h"
+#include "modeld/mutex.h"
 #include "modeld/registry.h"
 
 namespace modeld {
@@ -29,8 +34,53 @@ Result<std::string> SniffFormat(const std::string& path) {
   return std::string();
 }
 
+// Describe reads and hashes the whole GGUF header (~10 ms for a 150k-token vocabulary), and a daemon
+// plans, opens and restores the same model many times (a restore described it three times). So the
+// result is kept per file identity: a file replaced or rewritten (another inode, size or mtime) is
+// described again. Errors are not kept.
+class DescribeCache {
+ public:
+  struct Key {
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    int64_t mtime_ns;
+    bool operator==(const Key&) const = default;
+  };
+  static std::optional<Key> KeyOf(const std::string& path) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return std::nullopt;
+    return Key{st.st_dev, st.st_ino, st.st_size, int64_t{st.st_mtim.tv_sec} * 1'000'000'000 + st.st_mtim.tv_nsec};
+  }
+  std::optional<ModelInfo> Find(const std::string& path, const Key& key) {
+    MutexLock lock(&mu_);
+    auto it = entries_.find(path);
+    if (it == entries_.end() || !(it->second.first == key)) return std::nullopt;
+    return it->second.second;
+  }
+  void Put(const std::string& path, const Key& key, const ModelInfo& info) {
+    MutexLock lock(&mu_);
+    if (entries_.size() >= 64 && !entries_.contains(path)) entries_.erase(entries_.begin());  // bounded
+    entries_[path] = {key, info};
+  }
+
+ private:
+  Mutex mu_;
+  std::map<std::string, std::pair<Key, ModelInfo>> entries_ GUARDED_BY(mu_);
+};
+
+DescribeCache& Described() {
+  static DescribeCache* cache = new DescribeCache();  // never destroyed: used until exit
+  return *cache;
+}
+
 // Refuses, before anything is loaded, a file that is not of the requested backend.
 Result<ModelInfo> CheckedDescribe(const std::string& path, const std::string& backend) {
+  // The identity before the read: a file changed during the read gets a key of its own next time.
+  const auto key = DescribeCache::KeyOf(path);
+  if (key && backend == "gguf") {
+    if (auto hit = Described().Find(path, *key)) return *hit;
+  }
   auto format = SniffFormat(path);
   if (!format) return Fail(format.error());
   if (*format != backend) {
@@ -38,7 +88,11 @@ Result<ModelInfo> CheckedDescribe(const std::string& path, const std::string& ba
                                              : "a model of backend '" + *format + "'";
     return Fail(ErrorCode::kBackendMismatch, path + ": " + what + ", but backend '" + backend + "' was asked for");
   }
-  if (backend == "gguf") return gguf::Describe(path);
+  if (backend == "gguf") {
+    auto info = gguf::Describe(path);
+    if (info && key) Described().Put(path, *key, *info);
+    return info;
+  }
   return Fail(ErrorCode::kSessionUnavailable, "no reader for backend '" + backend + "' in this build");
 }
 

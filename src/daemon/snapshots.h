@@ -67,7 +67,9 @@ class Snapshots {
   void WarmUp();  // restores the --snapshot-warm most recently saved workspaces
 
   ServerContext& ctx_;
-  snapshot::SpareBuffers spares_;  // state buffers, reused by the next save or restore
+  // State buffers for the next save or restore: three cover a turn under a budget (a restore reads into
+  // one, the spill it makes room with copies into another, the write before it may hold a third).
+  snapshot::SpareBuffers spares_{3};
   std::unique_ptr<snapshot::SnapshotStore> store_;
   std::unique_ptr<snapshot::SnapshotWriter> writer_;
   Mutex mu_;

@@ -881,6 +881,38 @@ TEST(LlamaContextPool, AClosedSessionsContextServesTheNextLikeANewOne) {
   pool.set_idle_ttl_for_testing(std::chrono::seconds(5));
 }
 
+TEST(LlamaService, DescribeSeesAFileReplacedOrRewritten) {
+  // Describe results are kept per file identity: a changed file must be described again.
+  const std::string a = TinyModel();
+  const std::string b = testing::GeneratedModel("tiny-embed", "session-test-embed");
+  const std::string path = std::string(MODELD_TEST_TMP) + "/describe-replaced.gguf";
+  auto describe = [&] {
+    OpenSessionRequest req;
+    req.model_path = path;
+    auto info = Service().Describe(req);
+    EXPECT_TRUE(info.has_value()) << info.error().ToString();
+    return info ? info->digest : std::string();
+  };
+  auto digest_of = [&](const std::string& p) {
+    OpenSessionRequest req;
+    req.model_path = p;
+    return Service().Describe(req)->digest;
+  };
+  fs::copy_file(a, path, fs::copy_options::overwrite_existing);
+  EXPECT_EQ(describe(), digest_of(a));
+  EXPECT_EQ(describe(), digest_of(a));
+  fs::copy_file(b, path, fs::copy_options::overwrite_existing);  // rewritten in place
+  EXPECT_EQ(describe(), digest_of(b));
+  const std::string tmp = path + ".new";
+  fs::copy_file(a, tmp, fs::copy_options::overwrite_existing);
+  fs::rename(tmp, path);  // replaced
+  EXPECT_EQ(describe(), digest_of(a));
+  fs::remove(path);
+  OpenSessionRequest req;
+  req.model_path = path;
+  EXPECT_TRUE(Service().Describe(req).error().Is(ErrorCode::kNotFound));
+}
+
 TEST(LlamaService, RefusesOtherBackendsAndWrongDigestBeforeLoading) {
   const std::string xml = std::string(MODELD_TEST_TMP) + "/model.xml";
   { std::ofstream(xml) << "<?xml version=\"1.0\"?>\n<net name=\"m\" version=\"11\"></net>\n"; }
