@@ -292,13 +292,15 @@ SessionManager::Hold::~Hold() {
   --entry_->holds;
 }
 
-void SessionManager::RefreshWorkspace(SessionEntry& e) {
+void SessionManager::RefreshWorkspace(SessionEntry& e, const Result<ContextReport>* report) {
   if (!e.assembly) return;
   WorkspaceStats stats = e.assembly->Stats();
   std::vector<std::pair<std::string, int64_t>> sizes = e.assembly->FileSizes();
   std::vector<int64_t> sig = {stats.files,          stats.log_entries, stats.notes, stats.compactions,
                               stats.context_tokens, stats.log_tokens,  0,           0};
-  if (auto rep = e.session->Report()) {
+  std::optional<Result<ContextReport>> own;
+  if (report == nullptr) report = &own.emplace(e.session->Report());
+  if (const auto& rep = *report) {
     sig[6] = rep->total_prefilled + rep->total_reused;
     sig[7] = rep->total_generated + rep->tokens_resident;
   }
@@ -314,7 +316,7 @@ void SessionManager::RefreshWorkspace(SessionEntry& e) {
 
 void SessionManager::Release(SessionEntry& e) {
   auto rep = e.session->Report();
-  RefreshWorkspace(e);
+  RefreshWorkspace(e, &rep);
   std::lock_guard lock(mu_);
   e.busy = false;
   e.last_used = Clock::now();

@@ -203,8 +203,9 @@ class SessionManager {
 
  private:
   void Release(SessionEntry& e);  // with e.call_mu held
-  // Caches the workspace's stats and file sizes for GetSnapshot.
-  void RefreshWorkspace(SessionEntry& e);
+  // Caches the workspace's stats and file sizes for GetSnapshot. `report`: the session's, when the
+  // caller has it (nullptr: asked for here).
+  void RefreshWorkspace(SessionEntry& e, const Result<ContextReport>* report = nullptr);
   // Makes the entry of a session just opened or adopted and puts it in the table.
   Result<Opened> Insert(const std::string& workspace, const std::string& model, const SessionConfig& cfg,
                         int64_t memory_bytes, std::unique_ptr<Session> session, KvReservation room,

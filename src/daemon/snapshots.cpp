@@ -24,6 +24,10 @@ double MsSince(Clock::time_point t0) { return std::chrono::duration<double, std:
 // request rebuilds one from its prompt.
 bool Durable(const std::string& workspace) { return !workspace.empty() && workspace[0] != '~'; }
 
+// Spilled states waiting for the disk are memory outside the KV budget: past 1 GiB of them, a spill
+// waits for the writes before it (docs/snapshot.md).
+constexpr uint64_t kMaxQueuedBytes = uint64_t{1} << 30;
+
 }  // namespace
 
 Result<std::unique_ptr<Snapshots>> Snapshots::Start(ServerContext& ctx) {
@@ -43,7 +47,7 @@ Snapshots::Snapshots(ServerContext& ctx, std::unique_ptr<snapshot::SnapshotStore
       store_(std::move(store)),
       writer_(std::make_unique<snapshot::SnapshotWriter>(
           store_.get(), [this](const std::string& l) { Log(l); }, [this](const std::string& ws) { WriteFailed(ws); },
-          [this](std::string&& buffer) { spares_.Give(std::move(buffer)); })) {}
+          [this](std::string&& buffer) { spares_.Give(std::move(buffer)); }, kMaxQueuedBytes)) {}
 
 void Snapshots::WriteFailed(const std::string& workspace) {
   // The file on disk is older than what was to be written: no call restores it (a spill that

@@ -616,6 +616,34 @@ TEST_F(StoreTest, WriterGivesStateBuffersBack) {
   EXPECT_EQ(given[0], state);
 }
 
+TEST_F(StoreTest, WriterBoundsTheBytesItHolds) {
+  auto s = MustOpen(dir_);
+  std::vector<std::string> files;
+  for (int i = 0; i < 30; ++i) files.push_back(Snap("b" + std::to_string(i), 1, 60000));
+  const uint64_t bound = files[0].size() + files[0].size() / 2;  // room for one file and a half
+  {
+    SnapshotWriter w(s.get(), nullptr, nullptr, nullptr, bound);
+    std::vector<std::thread> submitters;
+    for (int t = 0; t < 3; ++t) {
+      submitters.emplace_back([&, t] {
+        for (int i = t; i < 30; i += 3) w.Submit("b" + std::to_string(i), files[i]);
+      });
+    }
+    for (auto& t : submitters) t.join();
+    w.Flush();
+    EXPECT_EQ(w.written(), 30);
+    EXPECT_LE(w.peak_queued_bytes(), bound);
+    EXPECT_GE(w.peak_queued_bytes(), files[0].size());
+    // A file larger than the bound alone still goes through, once the queue is empty.
+    SnapshotWriter tight(s.get(), nullptr, nullptr, nullptr, 10);
+    tight.Submit("big", files[0]);
+    tight.Submit("big2", files[1]);
+    tight.Flush();
+    EXPECT_EQ(tight.written(), 2);
+  }
+  for (int i = 0; i < 30; ++i) EXPECT_EQ(MustRead(s.get(), "b" + std::to_string(i)), files[i]) << i;
+}
+
 TEST(SpareBuffers, KeepsTheLargestAndFreesThemWhenIdle) {
   SpareBuffers spares(2);
   EXPECT_EQ(spares.Take().capacity(), std::string().capacity());  // none kept: a new one

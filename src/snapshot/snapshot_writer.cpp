@@ -1,16 +1,18 @@
 #include "snapshot/snapshot_writer.h"
 
+#include <algorithm>
 #include <utility>
 
 namespace modeld::snapshot {
 
 SnapshotWriter::SnapshotWriter(SnapshotStore* store, std::function<void(const std::string&)> log,
                                std::function<void(const std::string& workspace)> on_failure,
-                               std::function<void(std::string&& buffer)> recycle)
+                               std::function<void(std::string&& buffer)> recycle, uint64_t max_queued_bytes)
     : store_(store),
       log_(std::move(log)),
       on_failure_(std::move(on_failure)),
       recycle_(std::move(recycle)),
+      max_queued_bytes_(max_queued_bytes),
       thread_([this] { Run(); }) {}
 
 SnapshotWriter::~SnapshotWriter() {
@@ -32,6 +34,11 @@ void SnapshotWriter::Submit(const std::string& workspace, EncodedFile file) {
   std::string replaced;
   {
     MutexLock lock(&mu_);
+    CvLock cv_lock(&mu_);
+    const uint64_t n = file.size();
+    while (max_queued_bytes_ > 0 && queued_bytes_ > 0 && queued_bytes_ + n > max_queued_bytes_) {
+      done_cv_.wait(cv_lock);
+    }
     const uint64_t seq = ++next_seq_;
     auto [it, added] = queued_.try_emplace(workspace);
     if (added) {
@@ -40,8 +47,13 @@ void SnapshotWriter::Submit(const std::string& workspace, EncodedFile file) {
     }
     // A replaced job keeps its place in the order and its first_seq: a Flush that waits for it now
     // waits for the file that replaced it.
-    if (!added) replaced = std::move(it->second.file.state);
+    if (!added) {
+      queued_bytes_ -= it->second.file.size();
+      replaced = std::move(it->second.file.state);
+    }
     it->second.file = std::move(file);
+    queued_bytes_ += n;
+    peak_queued_bytes_ = std::max(peak_queued_bytes_, queued_bytes_);
   }
   work_cv_.notify_one();
   if (recycle_ && !replaced.empty()) recycle_(std::move(replaced));
@@ -71,6 +83,11 @@ void SnapshotWriter::WaitIdle(const std::string& workspace) {
 int64_t SnapshotWriter::written() const {
   MutexLock lock(&mu_);
   return written_;
+}
+
+uint64_t SnapshotWriter::peak_queued_bytes() const {
+  MutexLock lock(&mu_);
+  return peak_queued_bytes_;
 }
 
 int64_t SnapshotWriter::failed() const {
@@ -104,6 +121,7 @@ void SnapshotWriter::Run() {
       MutexLock lock(&mu_);
       busy_.reset();
       ++(st ? written_ : failed_);
+      queued_bytes_ -= job.file.size();
     }
     done_cv_.notify_all();
     if (recycle_ && !job.file.state.empty()) recycle_(std::move(job.file.state));

@@ -27,22 +27,26 @@ class SnapshotWriter {
   // recycle: given the buffer of each file's state once done with (written, failed or replaced),
   // so the next snapshot can reuse its pages; on the writer's or Submit's thread, no lock held; may
   // be null.
+  // max_queued_bytes: what the files queued and under way may hold in memory together (0: no bound).
   SnapshotWriter(SnapshotStore* store, std::function<void(const std::string&)> log,
                  std::function<void(const std::string& workspace)> on_failure = nullptr,
-                 std::function<void(std::string&& buffer)> recycle = nullptr);
+                 std::function<void(std::string&& buffer)> recycle = nullptr, uint64_t max_queued_bytes = 0);
   ~SnapshotWriter();  // finishes what is queued, then stops its thread
   SnapshotWriter(const SnapshotWriter&) = delete;
   SnapshotWriter& operator=(const SnapshotWriter&) = delete;
 
   // Queues the encoded file for `workspace`; a newer one replaces a queued older one (latest wins).
-  // Never blocks on the disk.
+  // Blocks on the disk only when the queue would pass max_queued_bytes: then it waits for writes to
+  // end (a burst of spills must not hold every evicted state in memory at once). A file alone larger
+  // than the bound is queued once the queue is empty.
   void Submit(const std::string& workspace, std::string bytes);
   void Submit(const std::string& workspace, EncodedFile file);
   // Waits until everything submitted before the call is written (or failed, or replaced by a newer
   // file of its workspace that is written or failed).
   void Flush();
-  int64_t written() const;  // writes that succeeded
-  int64_t failed() const;   // writes that failed (each logged)
+  int64_t written() const;             // writes that succeeded
+  int64_t failed() const;              // writes that failed (each logged)
+  uint64_t peak_queued_bytes() const;  // the most the queue held at once
   // Waits while a write of `workspace` is queued or under way (a restore of it waits for it).
   void WaitIdle(const std::string& workspace);
 
@@ -59,6 +63,7 @@ class SnapshotWriter {
   const std::function<void(const std::string&)> log_;
   const std::function<void(const std::string&)> on_failure_;
   const std::function<void(std::string&&)> recycle_;
+  const uint64_t max_queued_bytes_;
 
   mutable Mutex mu_;
   std::condition_variable_any work_cv_;  // a job was queued, or stop_
@@ -69,6 +74,8 @@ class SnapshotWriter {
   uint64_t busy_seq_ GUARDED_BY(mu_) = 0;            // ... its job's first_seq
   uint64_t next_seq_ GUARDED_BY(mu_) = 0;
   bool stop_ GUARDED_BY(mu_) = false;
+  uint64_t queued_bytes_ GUARDED_BY(mu_) = 0;  // of the queued files and the one being written
+  uint64_t peak_queued_bytes_ GUARDED_BY(mu_) = 0;
   int64_t written_ GUARDED_BY(mu_) = 0;
   int64_t failed_ GUARDED_BY(mu_) = 0;
   std::thread thread_;  // last: starts once everything above is constructed
