@@ -8,12 +8,17 @@
 namespace modeld {
 
 inline void ResizeForOverwrite(std::string& s, size_t n) {
-  // A reused buffer whose contents grow a little each time (a workspace's state) is made a quarter
-  // larger than asked when it must grow, so the next few uses fit. Untouched capacity costs no pages.
-  if (n > s.capacity()) s.reserve(n + n / 4);
   // The size is captured rather than taken from the callback's argument: libstdc++ 12 passes the
   // new capacity there when the string grows.
   s.resize_and_overwrite(n, [n](char*, size_t) { return n; });
+}
+
+// The same for a buffer reused for contents that grow a little each time (a workspace's state):
+// when it must grow, it grows a quarter more than asked, so the next few uses fit. Capacity never
+// written costs no pages.
+inline void ResizeReusedForOverwrite(std::string& s, size_t n) {
+  if (n > s.capacity()) s.reserve(n + n / 4);
+  ResizeForOverwrite(s, n);
 }
 
 }  // namespace modeld

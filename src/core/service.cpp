@@ -2,6 +2,8 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -36,8 +38,10 @@ Result<std::string> SniffFormat(const std::string& path) {
 
 // Describe reads and hashes the whole GGUF header (~10 ms for a 150k-token vocabulary), and a daemon
 // plans, opens and restores the same model many times (a restore described it three times). So the
-// result is kept per file identity: a file replaced or rewritten (another inode, size or mtime) is
-// described again. Errors are not kept.
+// result is kept per file identity: a file replaced or rewritten (another inode, size, mtime or
+// ctime) is described again. Kept only when the identity was the same before and after the read,
+// and the file had not been modified in the 2 s before it (git's rule for racy timestamps: a rewrite
+// within one timestamp tick would keep the identity). Errors are not kept.
 class DescribeCache {
  public:
   struct Key {
@@ -45,12 +49,22 @@ class DescribeCache {
     ino_t ino;
     off_t size;
     int64_t mtime_ns;
+    int64_t ctime_ns;
     bool operator==(const Key&) const = default;
   };
   static std::optional<Key> KeyOf(const std::string& path) {
     struct stat st {};
     if (::stat(path.c_str(), &st) != 0) return std::nullopt;
-    return Key{st.st_dev, st.st_ino, st.st_size, int64_t{st.st_mtim.tv_sec} * 1'000'000'000 + st.st_mtim.tv_nsec};
+    auto ns = [](const timespec& t) { return int64_t{t.tv_sec} * 1'000'000'000 + t.tv_nsec; };
+    return Key{st.st_dev, st.st_ino, st.st_size, ns(st.st_mtim), ns(st.st_ctim)};
+  }
+  // Whether a result read between `before` and now may be kept.
+  static bool Settled(const std::string& path, const Key& before) {
+    auto after = KeyOf(path);
+    if (!after || !(*after == before)) return false;
+    const auto now = std::chrono::system_clock::now().time_since_epoch();
+    const int64_t now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now).count();
+    return now_ns - std::max(before.mtime_ns, before.ctime_ns) >= 2'000'000'000;
   }
   std::optional<ModelInfo> Find(const std::string& path, const Key& key) {
     MutexLock lock(&mu_);
@@ -90,7 +104,7 @@ Result<ModelInfo> CheckedDescribe(const std::string& path, const std::string& ba
   }
   if (backend == "gguf") {
     auto info = gguf::Describe(path);
-    if (info && key) Described().Put(path, *key, *info);
+    if (info && key && DescribeCache::Settled(path, *key)) Described().Put(path, *key, *info);
     return info;
   }
   return Fail(ErrorCode::kSessionUnavailable, "no reader for backend '" + backend + "' in this build");

@@ -1,5 +1,6 @@
 #include "llama/llama_context_pool.h"
 
+#include <system_error>
 #include <utility>
 
 namespace modeld::llama {
@@ -29,9 +30,15 @@ void ContextPool::Put(const ContextShape& shape, Lent lent) {
   std::optional<Idle> replaced;
   {
     MutexLock lock(&mu_);
+    if (!reaper_.joinable()) {
+      try {
+        reaper_ = std::jthread([this](std::stop_token stop) { Reap(stop); });
+      } catch (const std::system_error&) {
+        return;  // no thread to free it later: `lent` is freed now (this runs in destructors)
+      }
+    }
     replaced = std::exchange(idle_, Idle{shape, std::move(lent), std::chrono::steady_clock::now()});
     ++changes_;
-    if (!reaper_.joinable()) reaper_ = std::jthread([this](std::stop_token stop) { Reap(stop); });
   }
   cv_.notify_all();
 }  // `replaced` is freed here, unlocked

@@ -69,7 +69,7 @@ class ContextPool {
   std::chrono::milliseconds idle_ttl_ GUARDED_BY(mu_);
   int64_t reused_ GUARDED_BY(mu_) = 0;
   uint64_t changes_ GUARDED_BY(mu_) = 0;  // Puts and TTL changes, for the reaper's wait
-  std::jthread reaper_;                   // started by the first Put (under mu_); stopped and joined first
+  std::jthread reaper_ GUARDED_BY(mu_);   // started by the first Put; stopped and joined first
 };
 
 }  // namespace modeld::llama

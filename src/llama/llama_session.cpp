@@ -766,7 +766,7 @@ Result<SessionSnapshot> LlamaSession::SnapshotInto(std::string buffer) {
   if (!tokens_.empty()) {
     snap.state = std::move(buffer);
     // Not zeroed first: llama.cpp writes every byte it reports.
-    ResizeForOverwrite(snap.state, llama_state_seq_get_size(ctx_.get(), 0));
+    ResizeReusedForOverwrite(snap.state, llama_state_seq_get_size(ctx_.get(), 0));
     const size_t got =
         llama_state_seq_get_data(ctx_.get(), reinterpret_cast<uint8_t*>(snap.state.data()), snap.state.size(), 0);
     if (got == 0) return Fail(ErrorCode::kInternal, "llama.cpp could not copy the session's state");

@@ -831,6 +831,7 @@ TEST(LlamaContextPool, AClosedSessionsContextServesTheNextLikeANewOne) {
   auto model = backend->GetModel(*info, {});  // held: the pool lives as long as the model
   ASSERT_TRUE(model.has_value());
   llama::ContextPool& pool = (*model)->contexts();
+  pool.set_idle_ttl_for_testing(std::chrono::hours(1));  // nothing expires until the last step
   const int64_t reused0 = pool.reused();
 
   std::mt19937 rng(31);
@@ -882,35 +883,55 @@ TEST(LlamaContextPool, AClosedSessionsContextServesTheNextLikeANewOne) {
 }
 
 TEST(LlamaService, DescribeSeesAFileReplacedOrRewritten) {
-  // Describe results are kept per file identity: a changed file must be described again.
+  // Describe results are kept per file identity: a changed file must be described again, also
+  // when it keeps its size (a byte of its name changed, in place).
   const std::string a = TinyModel();
-  const std::string b = testing::GeneratedModel("tiny-embed", "session-test-embed");
-  const std::string path = std::string(MODELD_TEST_TMP) + "/describe-replaced.gguf";
-  auto describe = [&] {
+  const std::string dir = std::string(MODELD_TEST_TMP) + "/describe-cache";
+  fs::create_directories(dir);
+  auto read_all = [](const std::string& p) {
+    std::ifstream f(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(f), {});
+  };
+  auto write_in_place = [](const std::string& p, const std::string& bytes) {
+    std::fstream f(p, std::ios::binary | std::ios::in | std::ios::out);  // same inode, same size
+    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  };
+  const std::string bytes_a = read_all(a);
+  std::string bytes_b = bytes_a;
+  const size_t at = bytes_b.find("modeld-random-tiny");
+  ASSERT_NE(at, std::string::npos);
+  bytes_b[at + 17] = 'z';  // "modeld-random-tinz": the header, and so the digest, differ
+  const std::string path = dir + "/model.gguf", other = dir + "/other.gguf";
+  std::ofstream(other, std::ios::binary) << bytes_b;
+  auto describe = [](const std::string& p) {
     OpenSessionRequest req;
-    req.model_path = path;
+    req.model_path = p;
     auto info = Service().Describe(req);
     EXPECT_TRUE(info.has_value()) << info.error().ToString();
     return info ? info->digest : std::string();
   };
-  auto digest_of = [&](const std::string& p) {
-    OpenSessionRequest req;
-    req.model_path = p;
-    return Service().Describe(req)->digest;
-  };
+  const std::string digest_a = describe(a), digest_b = describe(other);
+  ASSERT_NE(digest_a, digest_b);
+
   fs::copy_file(a, path, fs::copy_options::overwrite_existing);
-  EXPECT_EQ(describe(), digest_of(a));
-  EXPECT_EQ(describe(), digest_of(a));
-  fs::copy_file(b, path, fs::copy_options::overwrite_existing);  // rewritten in place
-  EXPECT_EQ(describe(), digest_of(b));
+  // Older than the 2 s within which a rewrite could keep the file's timestamps: now kept.
+  std::this_thread::sleep_for(std::chrono::milliseconds(2100));
+  EXPECT_EQ(describe(path), digest_a);
+  EXPECT_EQ(describe(path), digest_a);
+  write_in_place(path, bytes_b);
+  ASSERT_EQ(fs::file_size(path), bytes_a.size());
+  EXPECT_EQ(describe(path), digest_b);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2100));
+  EXPECT_EQ(describe(path), digest_b);
   const std::string tmp = path + ".new";
   fs::copy_file(a, tmp, fs::copy_options::overwrite_existing);
   fs::rename(tmp, path);  // replaced
-  EXPECT_EQ(describe(), digest_of(a));
+  EXPECT_EQ(describe(path), digest_a);
   fs::remove(path);
   OpenSessionRequest req;
   req.model_path = path;
   EXPECT_TRUE(Service().Describe(req).error().Is(ErrorCode::kNotFound));
+  fs::remove_all(dir);
 }
 
 TEST(LlamaService, RefusesOtherBackendsAndWrongDigestBeforeLoading) {

@@ -535,13 +535,13 @@ static Result<std::string> EncodeHead(const SnapshotFile& f) {
 
 // The trailer: XXH3 over the head and the state, as if they were one buffer.
 static std::string Trailer(std::string_view head, std::string_view state) {
-  std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> st(XXH3_createState(), &XXH3_freeState);
-  if (!st) throw std::bad_alloc();
-  XXH3_64bits_reset(st.get());
-  XXH3_64bits_update(st.get(), head.data(), head.size());
-  XXH3_64bits_update(st.get(), state.data(), state.size());
+  XXH3_state_t st;
+  XXH3_INITSTATE(&st);
+  XXH3_64bits_reset(&st);
+  XXH3_64bits_update(&st, head.data(), head.size());
+  XXH3_64bits_update(&st, state.data(), state.size());
   std::string out;
-  AppendLe<uint64_t>(&out, XXH3_64bits_digest(st.get()));
+  AppendLe<uint64_t>(&out, XXH3_64bits_digest(&st));
   return out;
 }
 

@@ -290,7 +290,7 @@ Status SnapshotStore::ReadParts(const std::string& workspace, EncodedFile* out) 
   }
   try {
     ResizeForOverwrite(out->head, static_cast<size_t>(range->at));
-    ResizeForOverwrite(out->state, static_cast<size_t>(range->len));  // a reused buffer keeps its pages
+    ResizeReusedForOverwrite(out->state, static_cast<size_t>(range->len));  // a reused buffer keeps its pages
     ResizeForOverwrite(out->trailer, kTrailerBytes);
   } catch (const std::bad_alloc&) {
     return Fail(ErrorCode::kInternal, path + ": out of memory reading " + std::to_string(size) + " bytes");

@@ -117,14 +117,16 @@ void SnapshotWriter::Run() {
     const Status st = store_->Write(workspace, parts);
     if (!st && log_) log_("snapshot of workspace '" + workspace + "' not written: " + st.error().ToString());
     if (!st && on_failure_) on_failure_(workspace);  // before WaitIdle's waiters wake
+    // The buffer back before the waiters wake too: a restore that waited for this write reuses it.
+    const uint64_t bytes = job.file.size();
+    if (recycle_ && !job.file.state.empty()) recycle_(std::move(job.file.state));
     {
       MutexLock lock(&mu_);
       busy_.reset();
       ++(st ? written_ : failed_);
-      queued_bytes_ -= job.file.size();
+      queued_bytes_ -= bytes;
     }
     done_cv_.notify_all();
-    if (recycle_ && !job.file.state.empty()) recycle_(std::move(job.file.state));
   }
 }
 
