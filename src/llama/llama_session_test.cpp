@@ -806,31 +806,42 @@ TEST(LlamaSession, BackgroundBatchStopsMidwayForForegroundAndStaysExact) {
   EXPECT_EQ(x->text, y->text);
 }
 
-TEST(LlamaSession, ModelIsSharedBetweenSessions) {
+// The tiny model as the llama backend holds it (loaded, or shared with the sessions that hold it);
+// null, with a test failure, when it cannot be had.
+std::shared_ptr<llama::LlamaModel> LoadedTinyModel() {
   auto backend = std::dynamic_pointer_cast<llama::LlamaBackend>(FindBackend("gguf"));
-  ASSERT_NE(backend, nullptr);
+  if (!backend) {
+    ADD_FAILURE() << "no gguf backend";
+    return nullptr;
+  }
   OpenSessionRequest req;
   req.model_path = TinyModel();
   auto info = Service().Describe(req);
-  ASSERT_TRUE(info.has_value());
+  if (!info) {
+    ADD_FAILURE() << info.error().ToString();
+    return nullptr;
+  }
+  auto model = backend->GetModel(*info, {});
+  if (!model) {
+    ADD_FAILURE() << model.error().ToString();
+    return nullptr;
+  }
+  return *model;
+}
+
+TEST(LlamaSession, ModelIsSharedBetweenSessions) {
   auto a = Open("share-a");
-  auto m1 = backend->GetModel(*info, {});
+  auto m1 = LoadedTinyModel();
   auto b = Open("share-b");
-  auto m2 = backend->GetModel(*info, {});
-  ASSERT_TRUE(m1.has_value() && m2.has_value());
-  EXPECT_EQ(m1->get(), m2->get());
+  auto m2 = LoadedTinyModel();
+  ASSERT_TRUE(m1 && m2);
+  EXPECT_EQ(m1.get(), m2.get());
 }
 
 TEST(LlamaContextPool, AClosedSessionsContextServesTheNextLikeANewOne) {
-  auto backend = std::dynamic_pointer_cast<llama::LlamaBackend>(FindBackend("gguf"));
-  ASSERT_NE(backend, nullptr);
-  OpenSessionRequest req;
-  req.model_path = TinyModel();
-  auto info = Service().Describe(req);
-  ASSERT_TRUE(info.has_value());
-  auto model = backend->GetModel(*info, {});  // held: the pool lives as long as the model
-  ASSERT_TRUE(model.has_value());
-  llama::ContextPool& pool = (*model)->contexts();
+  auto model = LoadedTinyModel();  // held: the pool lives as long as the model
+  ASSERT_NE(model, nullptr);
+  llama::ContextPool& pool = model->contexts();
   pool.set_idle_ttl_for_testing(std::chrono::hours(1));  // nothing expires until the last step
   const int64_t reused0 = pool.reused();
 
